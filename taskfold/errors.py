@@ -1,0 +1,33 @@
+"""Typed errors. The library raises these; the CLI turns them into one line and an exit code."""
+
+from __future__ import annotations
+
+
+class TaskfoldError(Exception):
+    """Base class for every error a user can cause. ``hint`` says how to fix it."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+
+class BaseModelError(TaskfoldError):
+    """The base UNet could not be loaded (bad path, not a UNet, unsupported architecture)."""
+
+
+class TaskError(TaskfoldError):
+    """An unknown task name or an invalid task declaration."""
+
+
+class ConfigError(TaskfoldError):
+    """A configuration value is out of range, inconsistent, or from an unknown schema."""
+
+
+class CheckpointError(TaskfoldError):
+    """A saved model directory is missing, truncated, corrupt or does not match its config."""
+
+
+class OutputExistsError(TaskfoldError):
+    """The output path already exists and overwriting was not asked for."""

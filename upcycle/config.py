@@ -1,0 +1,90 @@
+"""``UpcycleConfig``: every choice that shapes an MTU model, saved beside its weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from taskfold.errors import ConfigError
+
+from .dtr import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_TIMESTEPS
+from .experts import NORM_MODES
+from .tasks import TaskSpec, resolve_tasks
+
+
+@dataclass(frozen=True)
+class UpcycleConfig:
+    """How to upcycle a base UNet (DESIGN.md "MTU", "DTR").
+
+    ``expert_width=None`` is the iso-parameter default ``H / num_experts``; ``top_k=None``
+    routes to all experts; ``blocks`` are fnmatch patterns over transformer-block paths
+    (e.g. ``"down_blocks.*"``, ``"mid_block.*"``), default all.
+    """
+
+    tasks: tuple[str, ...] = ("t2i", "edit", "sr", "inpaint")
+    custom_tasks: tuple[TaskSpec, ...] = ()
+    num_experts: int = 4
+    expert_width: int | None = None
+    top_k: int | None = None
+    router_hidden: int = 64
+    task_embedding_dim: int = 64
+    norm_mode: str = "task"
+    blocks: tuple[str, ...] = ("*",)
+    dtr: bool = False
+    dtr_alpha: float = DEFAULT_ALPHA
+    dtr_beta: float = DEFAULT_BETA
+    dtr_timesteps: int = DEFAULT_TIMESTEPS
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        object.__setattr__(self, "blocks", tuple(self.blocks))
+        object.__setattr__(self, "custom_tasks", tuple(
+            t if isinstance(t, TaskSpec) else TaskSpec.from_dict(t) for t in self.custom_tasks))
+        resolve_tasks(self.tasks, self.custom_tasks)  # unknown names fail here
+        if self.num_experts < 1:
+            raise ConfigError(f"--experts must be >= 1, got {self.num_experts}")
+        if self.top_k is not None and not 1 <= self.top_k <= self.num_experts:
+            raise ConfigError(f"--top-k {self.top_k} must be between 1 and --experts {self.num_experts}")
+        if self.norm_mode not in NORM_MODES:
+            raise ConfigError(f"--norms {self.norm_mode!r} is not one of {list(NORM_MODES)}")
+        for name in ("router_hidden", "task_embedding_dim", "dtr_timesteps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.dtr_beta <= 1.0:
+            raise ConfigError(f"--dtr-beta must be in (0, 1], got {self.dtr_beta}")
+        if self.dtr_alpha <= 0:
+            raise ConfigError(f"--dtr-alpha must be > 0, got {self.dtr_alpha}")
+        if not self.blocks:
+            raise ConfigError("--blocks selects no transformer blocks")
+
+    @property
+    def task_specs(self) -> tuple[TaskSpec, ...]:
+        return resolve_tasks(self.tasks, self.custom_tasks)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["tasks"] = list(self.tasks)
+        d["blocks"] = list(self.blocks)
+        d["custom_tasks"] = [t.to_dict() for t in self.custom_tasks]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "UpcycleConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"upcycle config must be a JSON object, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown upcycle config key(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json_file(cls, path: str | Path, **overrides) -> "UpcycleConfig":
+        try:
+            d = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"cannot read upcycle config {str(path)!r}: {e}") from None
+        return cls.from_dict({**d, **overrides})
