@@ -61,10 +61,10 @@ PRESETS: dict[str, dict] = {
                         transformer_layers_per_block=(1, 2, 3), attention_head_dim=(1, 2, 4),
                         cross_attention_dim=32, addition_time_embed_dim=8,
                         projection_class_embeddings_input_dim=32 + 6 * 8, norm_num_groups=8),
-    # A few hundred thousand parameters: one cross-attention level plus the mid block.
+    # About 200k parameters: one cross-attention level plus the mid block.
     "tiny": dict(
         sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64),
+        block_out_channels=(16, 32),
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8,

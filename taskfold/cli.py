@@ -1,0 +1,160 @@
+"""The ``taskfold`` command: parse arguments, build a typed config, make one library call.
+
+Errors a user can cause are raised by the library as ``TaskfoldError``; ``main`` prints
+them as one ``error: ...`` line (with a hint) and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .errors import TaskfoldError
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+# --- upcycle -----------------------------------------------------------------------------
+
+def _add_upcycle(sub):
+    p = sub.add_parser("upcycle", help="turn a base UNet into a multi-task (MTU/DTR) model",
+                       description="Split every FFN into N experts with a task router, add per-task norms "
+                                   "and conv_in (MTU), optionally DTR channel masks; save config.json + "
+                                   "model.safetensors.")
+    p.add_argument("--base", required=True,
+                   help="diffusers pipeline/UNet folder, single-file .safetensors, or preset:NAME "
+                        "(tiny, sd15, sd21, sdxl, sd15-narrow, sd21-narrow, sdxl-narrow)")
+    p.add_argument("--seed", type=int, default=0, help="seed for preset weights and router init (default 0)")
+    p.add_argument("--config", help="JSON file with UpcycleConfig fields (e.g. custom_tasks); flags override it")
+    p.add_argument("--tasks", type=_csv, help="comma-separated tasks (default t2i,edit,sr,inpaint)")
+    p.add_argument("--experts", type=int, help="experts per FFN layer, N (default 4)")
+    p.add_argument("--expert-width", type=int, help="hidden width of one expert (default FFN width / N)")
+    p.add_argument("--top-k", type=int, help="route each task to its k best experts (default all)")
+    p.add_argument("--router-hidden", type=int, help="router MLP hidden size (default 64)")
+    p.add_argument("--task-dim", type=int, help="task embedding size (default 64)")
+    p.add_argument("--norms", choices=["task", "task-expert"], help="task norms per task (default) or per (task, expert)")
+    p.add_argument("--blocks", type=_csv, help="fnmatch patterns of transformer blocks to upcycle (default '*')")
+    p.add_argument("--dtr", action="store_true", default=None, help="add Denoising Task Routing masks")
+    p.add_argument("--dtr-alpha", type=float, help="DTR window shift exponent (default 4)")
+    p.add_argument("--dtr-beta", type=float, help="DTR active channel ratio (default 0.8)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=_cmd_upcycle)
+
+
+def _upcycle_config(args):
+    from .upcycle import UpcycleConfig
+
+    flags = {"tasks": args.tasks, "num_experts": args.experts, "expert_width": args.expert_width,
+             "top_k": args.top_k, "router_hidden": args.router_hidden, "task_embedding_dim": args.task_dim,
+             "norm_mode": args.norms.replace("-", "_") if args.norms else None, "blocks": args.blocks,
+             "dtr": args.dtr, "dtr_alpha": args.dtr_alpha, "dtr_beta": args.dtr_beta, "seed": args.seed}
+    flags = {k: v for k, v in flags.items() if v is not None}
+    if args.config:
+        return UpcycleConfig.from_json_file(args.config, **flags)
+    return UpcycleConfig.from_dict(flags)
+
+
+def _cmd_upcycle(args) -> int:
+    from ._io import check_output_dir
+    from .upcycle import load_base, upcycle
+    from .upcycle.checkpoint import save_mtu
+    from .upcycle.model import identity_error
+
+    cfg = _upcycle_config(args)
+    check_output_dir(args.out, args.overwrite)  # fail before minutes of work
+    unet, info = load_base(args.base, seed=args.seed)
+    model = upcycle(unet, cfg, info)
+    same_input = [t.name for t in model.tasks if t.in_channels(model.latent_channels) == unet.config.in_channels]
+    if cfg.dtr or (cfg.top_k or cfg.num_experts) < cfg.num_experts or not same_input:
+        print("identity check: skipped (DTR or top-k change the function at initialisation)")
+    else:
+        err, scale = identity_error(unet, model, same_input[0])
+        print(f"identity check ({same_input[0]} vs base, random input): max abs error {err:.2e} "
+              f"(output scale {scale:.2f})")
+    save_mtu(model, args.out, overwrite=args.overwrite)
+    n_layers = len(model.mtu_layers())
+    print(f"wrote {args.out}: {len(model.tasks)} tasks ({', '.join(model.task_names)}), "
+          f"{n_layers} FFN layers x {cfg.num_experts} experts" + (", DTR" if cfg.dtr else ""))
+    return 0
+
+
+# --- inspect -----------------------------------------------------------------------------
+
+def _add_inspect(sub):
+    p = sub.add_parser("inspect", help="print tasks, experts, parameter counts and router weights")
+    p.add_argument("model", help="MTU model directory")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=_cmd_inspect)
+
+
+def _cmd_inspect(args) -> int:
+    from .upcycle.checkpoint import load_mtu
+    from .upcycle.inspect import format_summary, summarize
+
+    summary = summarize(load_mtu(args.model))
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+# --- analyze-deviation -------------------------------------------------------------------
+
+def _add_deviation(sub):
+    p = sub.add_parser("analyze-deviation", help="per-block weight deviation of fine-tuned UNets (paper Fig. 2)")
+    p.add_argument("base", help="base UNet (folder, .safetensors or preset:NAME)")
+    p.add_argument("finetuned", nargs="+", help="one or more fine-tuned UNets of the same architecture")
+    p.add_argument("--out", required=True, help="output directory for deviation.json and deviation.png")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_deviation)
+
+
+def _cmd_deviation(args) -> int:
+    from ._io import check_output_dir
+    from .upcycle.deviation import analyze_deviation
+
+    check_output_dir(args.out, args.overwrite)
+    table = analyze_deviation(args.base, args.finetuned, args.out, overwrite=args.overwrite)
+    ranks = ", ".join(f"{c} {r:.1f}" for c, r in table["mean_rank_per_component"].items())
+    print(f"mean deviation rank per component (of {len(table['rows'])}): {ranks}")
+    print(f"wrote {args.out}/deviation.json and {args.out}/deviation.png")
+    return 0
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="taskfold", description="Upcycle, fold and export multi-task diffusion UNets.")
+    parser.add_argument("--version", action="version", version=f"taskfold {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_upcycle(sub)
+    _add_inspect(sub)
+    _add_deviation(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub: everything loads from local paths
+    args = build_parser().parse_args(argv)
+    try:
+        from diffusers.utils import logging as dlogging
+
+        dlogging.set_verbosity_error()
+        return args.func(args)
+    except TaskfoldError as e:
+        msg = " ".join(str(e).split())
+        hint = f" (hint: {e.hint})" if e.hint else ""
+        print(f"error: {msg}{hint}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; no output was left behind", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
