@@ -1,0 +1,17 @@
+"""Helpers shared by the test modules."""
+
+import torch
+
+
+def unet_inputs(unet, batch=2, channels=None, size=16, seed=0, text_len=7):
+    """Seeded ``(sample, encoder_hidden_states, added_cond_kwargs)`` for a diffusers UNet config."""
+    g = torch.Generator().manual_seed(seed)
+    cfg = unet.config
+    x = torch.randn(batch, channels or cfg.in_channels, size, size, generator=g)
+    text = torch.randn(batch, text_len, cfg.cross_attention_dim, generator=g)
+    added = None
+    if cfg.addition_embed_type == "text_time":
+        pooled = cfg.projection_class_embeddings_input_dim - 6 * cfg.addition_time_embed_dim
+        added = {"text_embeds": torch.randn(batch, pooled, generator=g),
+                 "time_ids": torch.tensor([[128.0, 128, 0, 0, 128, 128]] * batch)}
+    return x, text, added
