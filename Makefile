@@ -27,8 +27,14 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
+# Until the full demo lands, the shortest real pipeline: upcycle the tiny preset (MTU, and
+# MTU + DTR) and inspect what was built.
 demo: $(STAMP)
-	$(PY) -m taskfold.demo_upcycle --out demo-out
+	$(VENV)/bin/taskfold upcycle --base preset:tiny --tasks t2i,edit,sr,inpaint --experts 4 \
+		--out demo-out/mtu --overwrite
+	$(VENV)/bin/taskfold upcycle --base preset:tiny --tasks t2i,edit,sr,inpaint --experts 4 --dtr \
+		--out demo-out/mtu-dtr --overwrite
+	$(VENV)/bin/taskfold inspect demo-out/mtu
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache
