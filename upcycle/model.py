@@ -223,7 +223,8 @@ def upcycle(unet: nn.Module, cfg: UpcycleConfig, base_info: BaseInfo | None = No
         model = MTUNet(unet, cfg, base_info, ctx, [n for n, _ in blocks], dtr).to(ref.dtype)
     if not model.task_embedding.weight.is_meta:
         with torch.no_grad():
-            model.task_embedding.weight.copy_(torch.randn(model.task_embedding.weight.shape, generator=gen))
+            model.task_embedding.weight.copy_(torch.randn(model.task_embedding.weight.shape, generator=gen,
+                                                          device="cpu"))
     return model.train(unet.training)
 
 
@@ -233,8 +234,8 @@ def _init_linear(linear: nn.Linear, gen: torch.Generator) -> None:
         return
     bound = 1.0 / math.sqrt(linear.in_features)
     with torch.no_grad():
-        linear.weight.copy_(torch.empty(linear.weight.shape).uniform_(-bound, bound, generator=gen))
-        linear.bias.copy_(torch.empty(linear.bias.shape).uniform_(-bound, bound, generator=gen))
+        linear.weight.copy_(torch.empty(linear.weight.shape, device="cpu").uniform_(-bound, bound, generator=gen))
+        linear.bias.copy_(torch.empty(linear.bias.shape, device="cpu").uniform_(-bound, bound, generator=gen))
 
 
 # --- Trainable set -------------------------------------------------------------------------

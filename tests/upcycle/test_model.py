@@ -139,6 +139,8 @@ def test_one_adam_step_changes_only_the_trainable_set(tiny_base):
     comps = {component_of(mtu, n) for n in trainable}
     assert comps == {"experts", "routers", "task_embedding", "task_norms", "task_conv_in"}
     before = {n: p.detach().clone() for n, p in mtu.named_parameters()}
+    buffers = {n: b.clone() for n, b in mtu.named_buffers()}
+    assert buffers  # the DTR start tables
     opt = torch.optim.Adam([p for p in mtu.parameters() if p.requires_grad], lr=1e-2)
     x, text, _ = unet_inputs(base, batch=2, channels=8)
 
@@ -162,3 +164,4 @@ def test_one_adam_step_changes_only_the_trainable_set(tiny_base):
     changed = {n for n, p in mtu.named_parameters() if not torch.equal(before[n], p.detach())}
     assert not (changed & frozen)
     assert changed == trainable, sorted(trainable - changed)
+    assert all(torch.equal(buffers[n], b) for n, b in mtu.named_buffers())
