@@ -60,22 +60,35 @@ def _upcycle_config(args):
 
 
 def _cmd_upcycle(args) -> int:
+    import torch
+
     from ._io import check_output_dir
     from .upcycle import load_base, upcycle
     from .upcycle.checkpoint import save_mtu
-    from .upcycle.model import identity_error
+    from .upcycle.model import identity_error, identity_inputs
 
     cfg = _upcycle_config(args)
     check_output_dir(args.out, args.overwrite)  # fail before minutes of work
     unet, info = load_base(args.base, seed=args.seed)
-    model = upcycle(unet, cfg, info)
-    same_input = [t.name for t in model.tasks if t.in_channels(model.latent_channels) == unet.config.in_channels]
-    if cfg.dtr or (cfg.top_k or cfg.num_experts) < cfg.num_experts or not same_input:
-        print("identity check: skipped (DTR or top-k change the function at initialisation)")
-    else:
-        err, scale = identity_error(unet, model, same_input[0])
-        print(f"identity check ({same_input[0]} vs base, random input): max abs error {err:.2e} "
+    # The identity check needs the base's output; take it first, then hand the base over
+    # (no second copy of an SDXL-sized model in memory).
+    check_task = next((t.name for t in cfg.task_specs
+                       if t.in_channels(unet.config.out_channels) == unet.config.in_channels), None)
+    checkable = check_task and not cfg.dtr and (cfg.top_k or cfg.num_experts) >= cfg.num_experts
+    if checkable:
+        inputs = identity_inputs(unet)
+        with torch.no_grad():
+            reference = unet(inputs["sample"], inputs["timestep"], inputs["encoder_hidden_states"],
+                             added_cond_kwargs=inputs["added_cond_kwargs"], return_dict=False)[0]
+    model = upcycle(unet, cfg, info, copy_base=False)
+    del unet
+    if checkable:
+        err, scale = identity_error(reference, model, inputs, check_task)
+        print(f"identity check ({check_task} vs base, random input): max abs error {err:.2e} "
               f"(output scale {scale:.2f})")
+    else:
+        print("identity check: skipped (DTR or top-k change the function at initialisation, "
+              "or no task takes the base's input channels)")
     save_mtu(model, args.out, overwrite=args.overwrite)
     n_layers = len(model.mtu_layers())
     print(f"wrote {args.out}: {len(model.tasks)} tasks ({', '.join(model.task_names)}), "

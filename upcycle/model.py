@@ -177,15 +177,21 @@ def transformer_blocks(unet: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in unet.named_modules() if isinstance(m, BasicTransformerBlock)]
 
 
-def upcycle(unet: nn.Module, cfg: UpcycleConfig, base_info: BaseInfo | None = None) -> MTUNet:
-    """MTU (and optionally DTR) conversion of a diffusers ``UNet2DConditionModel``; pure."""
+def upcycle(unet: nn.Module, cfg: UpcycleConfig, base_info: BaseInfo | None = None, copy_base: bool = True) -> MTUNet:
+    """MTU (and optionally DTR) conversion of a diffusers ``UNet2DConditionModel``.
+
+    Pure by default: ``unet`` is deep-copied and left as it was. ``copy_base=False`` hands
+    ``unet`` over to the result instead (it must not be used afterwards), which halves the
+    peak memory for SDXL-sized models.
+    """
     from diffusers.models.resnet import ResnetBlock2D
     from diffusers.models.transformers.transformer_2d import Transformer2DModel
 
     base_info = base_info or BaseInfo(source="<in-memory>", kind="module")
     tasks = cfg.task_specs
     ref = next(unet.parameters())
-    unet = copy.deepcopy(unet)
+    if copy_base:
+        unet = copy.deepcopy(unet)
     ctx = RoutingContext()
     c = int(unet.config.out_channels)
 
@@ -276,25 +282,30 @@ def set_trainable(model: MTUNet, which: str = "mtu") -> list[str]:
 # --- Identity check (invariant 2) ------------------------------------------------------------
 
 @torch.no_grad()
-def identity_error(base: nn.Module, model: MTUNet, task: str = "t2i", seed: int = 0, size: int = 16,
-                   batch: int = 1) -> tuple[float, float]:
-    """``(max |MTU(task) - base|, max |base|)`` on seeded random inputs at ``size`` x ``size``.
-
-    ``task`` must take the base's input channels. This is the number ``taskfold upcycle``
-    prints; it is ~1e-6 relative when the model is the base at initialisation (no DTR, all
-    experts routed).
-    """
+def identity_inputs(base: nn.Module, seed: int = 0, size: int = 16, batch: int = 1) -> dict:
+    """Seeded random UNet inputs (base input channels) for the identity check."""
     g = torch.Generator().manual_seed(seed)
     p = next(base.parameters())
     cfg = base.config
-    x = torch.randn(batch, model.task_in_channels(task), size, size, generator=g).to(p)
-    text = torch.randn(batch, 7, cfg.cross_attention_dim, generator=g).to(p)
-    t = torch.tensor([417] * batch)
-    added = None
+    inputs = {"sample": torch.randn(batch, cfg.in_channels, size, size, generator=g).to(p),
+              "timestep": torch.tensor([417] * batch),
+              "encoder_hidden_states": torch.randn(batch, 7, cfg.cross_attention_dim, generator=g).to(p),
+              "added_cond_kwargs": None}
     if cfg.addition_embed_type == "text_time":
         pooled = cfg.projection_class_embeddings_input_dim - 6 * cfg.addition_time_embed_dim
-        added = {"text_embeds": torch.randn(batch, pooled, generator=g).to(p),
-                 "time_ids": torch.tensor([[size * 8, size * 8, 0, 0, size * 8, size * 8]] * batch).to(p)}
-    ref = base(x, t, text, added_cond_kwargs=added, return_dict=False)[0]
-    out = model(x, t, text, task, added_cond_kwargs=added)
-    return float((out - ref).abs().max()), float(ref.abs().max())
+        inputs["added_cond_kwargs"] = {
+            "text_embeds": torch.randn(batch, pooled, generator=g).to(p),
+            "time_ids": torch.tensor([[size * 8, size * 8, 0, 0, size * 8, size * 8]] * batch).to(p)}
+    return inputs
+
+
+@torch.no_grad()
+def identity_error(base_output: torch.Tensor, model: MTUNet, inputs: dict, task: str = "t2i") -> tuple[float, float]:
+    """``(max |MTU(task) - base|, max |base|)`` for ``inputs`` from :func:`identity_inputs`.
+
+    This is the number ``taskfold upcycle`` prints; it is ~1e-6 relative when the model is
+    the base at initialisation (no DTR, all experts routed, ``task`` taking the base's input).
+    """
+    out = model(inputs["sample"], inputs["timestep"], inputs["encoder_hidden_states"], task,
+                added_cond_kwargs=inputs["added_cond_kwargs"])
+    return float((out - base_output).abs().max()), float(base_output.abs().max())
