@@ -99,7 +99,7 @@ class MTUNet(nn.Module):
     """
 
     def __init__(self, unet: nn.Module, config: UpcycleConfig, base_info: BaseInfo,
-                 context: RoutingContext, upcycled_blocks: list[str], dtr: DTRMasks | None):
+                 context: RoutingContext, dtr: DTRMasks | None):
         super().__init__()
         self.unet = unet
         self.config = config
@@ -108,7 +108,6 @@ class MTUNet(nn.Module):
         self.task_names = tuple(t.name for t in self.tasks)
         self.task_embedding = nn.Embedding(len(self.tasks), config.task_embedding_dim)
         self.dtr = dtr
-        self.upcycled_blocks = tuple(upcycled_blocks)
         self._context = context
 
     @property
@@ -226,7 +225,7 @@ def upcycle(unet: nn.Module, cfg: UpcycleConfig, base_info: BaseInfo | None = No
                     widths.append(m.norm.channels)
             dtr = DTRMasks(widths, cfg.dtr_timesteps, cfg.dtr_alpha, cfg.dtr_beta)
 
-        model = MTUNet(unet, cfg, base_info, ctx, [n for n, _ in blocks], dtr).to(ref.dtype)
+        model = MTUNet(unet, cfg, base_info, ctx, dtr).to(ref.dtype)
     if not model.task_embedding.weight.is_meta:
         with torch.no_grad():
             model.task_embedding.weight.copy_(torch.randn(model.task_embedding.weight.shape, generator=gen,
