@@ -196,8 +196,7 @@ def _load_single_file(path: Path):
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "config.json").write_text(json.dumps(cfg))
         try:
-            return UNet2DConditionModel.from_single_file(str(path), config=tmp, local_files_only=True,
-                                                         torch_dtype=torch.float32)
+            return UNet2DConditionModel.from_single_file(str(path), config=tmp, local_files_only=True)
         except (OSError, ValueError, RuntimeError, KeyError) as e:
             raise BaseModelError(f"cannot convert {str(path)!r} as a {preset} checkpoint: {e}") from None
 
