@@ -10,18 +10,28 @@ one dense GEGLU feed-forward layer of the original shape:
 * ``W2_fold = [r_1 W2_1 | ... | r_N W2_N]`` over the kept experts, ``b2_fold = b2 * sum_i r_i``;
 * experts with ``r_i = 0`` (top-k) are dropped; the task's ``conv_in`` replaces the base's.
 
-The result is a plain ``UNet2DConditionModel`` (``in_channels`` = the task's), which
-``save_pretrained`` writes and every standard exporter accepts.
+Without DTR the result is a plain ``UNet2DConditionModel`` (``in_channels`` = the task's),
+which ``save_pretrained`` writes and every standard exporter accepts. With DTR it is a
+:class:`DTRFoldedUNet`: the same stock UNet with each block's entry norm followed by a mask
+gathered from constant start tables by the timestep (DESIGN.md "DTR", export rule).
 """
 
 from __future__ import annotations
 
-import torch
+import copy
+import json
+from pathlib import Path
 
-from taskfold.errors import ConfigError
+import torch
+from torch import nn
+
+from taskfold.errors import CheckpointError, ConfigError
 from taskfold.upcycle.base import build_unet
+from taskfold.upcycle.dtr import DTRMaskedNorm, DTRMasks, wrap_dtr
 from taskfold.upcycle.experts import MTUFeedForward
-from taskfold.upcycle.model import MTUNet
+from taskfold.upcycle.model import MTUNet, RoutingContext
+
+DTR_FILE = "taskfold_dtr.json"
 
 
 @torch.no_grad()
@@ -56,18 +66,94 @@ def fold_layer(layer: MTUFeedForward, task_index: int, task_embedding: torch.Ten
         "ff.net.2.weight": w2, "ff.net.2.bias": b2}.items()}
 
 
+class DTRFoldedUNet(nn.Module):
+    """A folded task UNet with DTR masks: ``forward`` has the diffusers UNet signature.
+
+    ``unet`` is a stock ``UNet2DConditionModel`` whose ``ResnetBlock2D.norm1`` and
+    ``Transformer2DModel.norm`` are wrapped by :class:`~taskfold.upcycle.dtr.DTRMaskedNorm`;
+    ``dtr`` holds one constant start table per distinct width. Each call gathers the mask
+    rows for its timesteps (round half up, clamp; the training rule) before running the UNet.
+    """
+
+    def __init__(self, unet: nn.Module, dtr: DTRMasks, context: RoutingContext):
+        super().__init__()
+        self.unet, self.dtr, self._context = unet, dtr, context
+
+    @property
+    def config(self):
+        return self.unet.config
+
+    @property
+    def dtype(self):
+        return self.unet.dtype
+
+    def dtr_config(self) -> dict:
+        return {"timesteps": self.dtr.timesteps, "alpha": self.dtr.alpha, "beta": self.dtr.beta,
+                "widths": list(self.dtr.widths)}
+
+    def forward(self, sample, timestep, encoder_hidden_states, added_cond_kwargs=None, return_dict=True, **kw):
+        if not isinstance(timestep, torch.Tensor):
+            timestep = torch.as_tensor(timestep, device=sample.device)
+        self._context.dtr_masks = self.dtr.masks(timestep, sample.shape[0], sample.dtype)
+        try:
+            return self.unet(sample, timestep, encoder_hidden_states, added_cond_kwargs=added_cond_kwargs,
+                             return_dict=return_dict, **kw)
+        finally:
+            self._context.clear()
+
+    def stock_unet(self) -> nn.Module:
+        """A copy of the UNet without the masks (what ``save_pretrained`` writes)."""
+        unet = copy.deepcopy(self.unet)
+        for _, m in list(unet.named_modules()):
+            for attr in ("norm1", "norm"):
+                if isinstance(getattr(m, attr, None), DTRMaskedNorm):
+                    setattr(m, attr, getattr(m, attr).norm)
+        return unet
+
+    def save_pretrained(self, path: str | Path, **kw) -> None:
+        """The stock diffusers folder plus ``taskfold_dtr.json`` (what :func:`load_folded` needs).
+
+        Stock pipelines can load the folder, but only :func:`load_folded` applies the masks."""
+        self.stock_unet().save_pretrained(path, **kw)
+        cfg = self.dtr_config() | {"rule": "index = clamp(floor(t + 0.5), 0, timesteps - 1)",
+                                   "placement": "after ResnetBlock2D.norm1 and Transformer2DModel.norm"}
+        Path(path, DTR_FILE).write_text(json.dumps(cfg, indent=2) + "\n")
+
+
+def with_dtr(unet: nn.Module, timesteps: int, alpha: float, beta: float) -> DTRFoldedUNet:
+    """Wrap a stock UNet (in place) in DTR masks."""
+    ctx = RoutingContext()
+    dtr = wrap_dtr(unet, ctx, timesteps, alpha, beta).to(next(unet.parameters()).device)
+    return DTRFoldedUNet(unet, dtr, ctx).eval()
+
+
+def load_folded(path: str | Path):
+    """Load a folded task UNet written by ``save_pretrained`` (with its DTR masks if it has them)."""
+    from diffusers import UNet2DConditionModel
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{str(path)!r} is not a folded UNet folder (no config.json)")
+    unet = UNet2DConditionModel.from_pretrained(path).eval()
+    if (path / DTR_FILE).is_file():
+        d = json.loads((path / DTR_FILE).read_text())
+        return with_dtr(unet, d["timesteps"], d["alpha"], d["beta"])
+    return unet
+
+
 @torch.no_grad()
 def fold(mtu: MTUNet, task: str | int):
-    """A stock ``UNet2DConditionModel`` computing ``mtu`` for ``task``; ``mtu`` is not changed."""
-    if mtu.dtr is not None:
-        raise ConfigError("this model uses DTR: its folded UNet needs the timestep mask buffers, "
-                          "which plain UNet2DConditionModel has no place for",
-                          hint="fold models without --dtr here")
+    """The UNet computing ``mtu`` for ``task``; ``mtu`` is not changed.
+
+    A stock ``UNet2DConditionModel`` without DTR, a :class:`DTRFoldedUNet` with it.
+    """
     idx = mtu.task_index(task)
     cfg = dict(mtu.unet.config) | {"in_channels": mtu.task_in_channels(idx)}
     ref = next(mtu.parameters())
     unet = build_unet(cfg, seed=None, device="meta")
     src = mtu.unet.state_dict()
+    if mtu.dtr is not None:  # the stock key of a wrapped norm drops the wrapper's ".norm"
+        src = {k.replace(".norm1.norm.", ".norm1.").replace(".norm.norm.", ".norm."): v for k, v in src.items()}
     state = {}
     for name, layer in mtu.mtu_layers():
         block = name.removeprefix("unet.").removesuffix(".ff")
@@ -79,4 +165,7 @@ def fold(mtu: MTUNet, task: str | int):
         if key not in state:
             state[key] = src[key]
     unet.load_state_dict({k: v.detach().clone().to(ref.device) for k, v in state.items()}, strict=True, assign=True)
-    return unet.eval()
+    unet.eval()
+    if mtu.dtr is not None:
+        return with_dtr(unet, mtu.dtr.timesteps, mtu.dtr.alpha, mtu.dtr.beta)
+    return unet

@@ -109,3 +109,21 @@ class DTRMaskedNorm(nn.Module):
             raise RuntimeError("DTR mask requested outside an MTUNet forward call")
         m = masks[self.channels].to(h.dtype)
         return h * m.reshape(m.shape[0], m.shape[1], *([1] * (h.dim() - 2)))
+
+
+def wrap_dtr(unet: nn.Module, context, timesteps: int = DEFAULT_TIMESTEPS, alpha: float = DEFAULT_ALPHA,
+             beta: float = DEFAULT_BETA) -> DTRMasks:
+    """Wrap every ``ResnetBlock2D.norm1`` and ``Transformer2DModel.norm`` of ``unet`` (in place)
+    in a :class:`DTRMaskedNorm` reading ``context.dtr_masks``; return the shared start tables."""
+    from diffusers.models.resnet import ResnetBlock2D
+    from diffusers.models.transformers.transformer_2d import Transformer2DModel
+
+    widths = []
+    for _, m in list(unet.named_modules()):
+        if isinstance(m, ResnetBlock2D):
+            m.norm1 = DTRMaskedNorm(m.norm1, m.norm1.num_channels, context)
+            widths.append(m.norm1.channels)
+        elif isinstance(m, Transformer2DModel) and hasattr(m, "norm"):
+            m.norm = DTRMaskedNorm(m.norm, m.norm.num_channels, context)
+            widths.append(m.norm.channels)
+    return DTRMasks(widths, timesteps, alpha, beta)

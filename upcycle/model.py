@@ -27,7 +27,7 @@ from taskfold.errors import ConfigError, TaskError
 
 from .base import BaseInfo
 from .config import UpcycleConfig
-from .dtr import DTRMaskedNorm, DTRMasks
+from .dtr import DTRMasks, wrap_dtr
 from .experts import MTUFeedForward, ffn_dims, resolve_expert_width, shard_ffn
 from .tasks import TaskSpec
 
@@ -183,9 +183,6 @@ def upcycle(unet: nn.Module, cfg: UpcycleConfig, base_info: BaseInfo | None = No
     ``unet`` over to the result instead (it must not be used afterwards), which halves the
     peak memory for SDXL-sized models.
     """
-    from diffusers.models.resnet import ResnetBlock2D
-    from diffusers.models.transformers.transformer_2d import Transformer2DModel
-
     base_info = base_info or BaseInfo(source="<in-memory>", kind="module")
     tasks = cfg.task_specs
     ref = next(unet.parameters())
@@ -213,17 +210,7 @@ def upcycle(unet: nn.Module, cfg: UpcycleConfig, base_info: BaseInfo | None = No
 
         unet.conv_in = TaskConvIn([widen_conv(unet.conv_in, t.in_channels(c)) for t in tasks], ctx)
 
-        dtr = None
-        if cfg.dtr:
-            widths = []
-            for _, m in list(unet.named_modules()):
-                if isinstance(m, ResnetBlock2D):
-                    m.norm1 = DTRMaskedNorm(m.norm1, m.norm1.num_channels, ctx)
-                    widths.append(m.norm1.channels)
-                elif isinstance(m, Transformer2DModel) and hasattr(m, "norm"):
-                    m.norm = DTRMaskedNorm(m.norm, m.norm.num_channels, ctx)
-                    widths.append(m.norm.channels)
-            dtr = DTRMasks(widths, cfg.dtr_timesteps, cfg.dtr_alpha, cfg.dtr_beta)
+        dtr = wrap_dtr(unet, ctx, cfg.dtr_timesteps, cfg.dtr_alpha, cfg.dtr_beta) if cfg.dtr else None
 
         model = MTUNet(unet, cfg, base_info, ctx, dtr).to(ref.dtype)
     if not model.task_embedding.weight.is_meta:

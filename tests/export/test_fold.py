@@ -74,3 +74,34 @@ def test_fold_refuses_non_tiling_routing(tiny_base):
     mtu = upcycle(base, UpcycleConfig(num_experts=8, expert_width=16, blocks=("down_blocks.*",)), info)
     with pytest.raises(ConfigError, match="folded FFN would be 128 wide, the base FFN is 64"):
         fold(mtu, "t2i")
+
+
+def test_dtr_fold_equals_mtu_across_timesteps_and_round_trips(tiny_base, tmp_path):
+    from taskfold.export.fold import DTRFoldedUNet, load_folded
+    from taskfold.upcycle.dtr import dtr_mask_table
+
+    base, info = tiny_base
+    cfg = UpcycleConfig(tasks=("t2i", "edit"), num_experts=4, norm_mode="task_expert", dtr=True, dtr_beta=0.6)
+    mtu = _trained_like(upcycle(base, cfg, info)).eval()
+    for task in ("t2i", "edit"):
+        folded = fold(mtu, task)
+        assert isinstance(folded, DTRFoldedUNet) and type(folded.unet) is UNet2DConditionModel
+        for w in folded.dtr.widths:  # exported start tables == training masks at every integer t
+            starts = getattr(folded.dtr, f"starts_{w}")
+            iota = torch.arange(w)[None]
+            k = int(w * 0.6)
+            table = ((iota >= starts[:, None]) & (iota < starts[:, None] + k)).float().numpy()
+            assert (table == dtr_mask_table(w, 1000, 4.0, 0.6)).all()
+        x, text, _ = unet_inputs(base, channels=mtu.task_in_channels(task), seed=4)
+        for t in (0, 1, 137, 500.4, 731, 998.5, 999):
+            with torch.no_grad():
+                a = mtu(x, torch.tensor([t, t]), text, task)
+                b = folded(x, torch.tensor([t, t]), text).sample
+            assert (a - b).abs().max().item() < 1e-5 * max(1.0, a.abs().max().item()), (task, t)
+    folded.save_pretrained(tmp_path / "edit")
+    stock = UNet2DConditionModel.from_pretrained(tmp_path / "edit")  # stock loader accepts the folder
+    again = load_folded(tmp_path / "edit")
+    assert isinstance(again, DTRFoldedUNet) and stock.config.in_channels == 8
+    with torch.no_grad():
+        assert torch.equal(again(x, 600, text).sample, folded(x, 600, text).sample)
+        assert not torch.equal(stock(x, 600, text).sample, folded(x, 600, text).sample)
