@@ -1,0 +1,1 @@
+"""Multi-task fine-tuning (``taskfold.train``): data, the shapes world, encoders and the training loop."""
