@@ -31,3 +31,15 @@ class CheckpointError(TaskfoldError):
 
 class OutputExistsError(TaskfoldError):
     """The output path already exists and overwriting was not asked for."""
+
+
+class ExportError(TaskfoldError):
+    """A graph could not be exported (a backend is missing, a converter failed)."""
+
+
+class ParityError(ExportError):
+    """An exported graph does not reproduce the PyTorch model within the tolerance."""
+
+
+class PackageError(TaskfoldError):
+    """An exported package is missing files, or a file does not match its manifest entry."""
