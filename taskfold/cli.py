@@ -137,6 +137,71 @@ def _cmd_deviation(args) -> int:
     return 0
 
 
+# --- export / verify ---------------------------------------------------------------------
+
+def _add_export(sub):
+    p = sub.add_parser("export", help="fold each task and export one graph per task into a package",
+                       description="Fold every task of an MTU model into a plain UNet and export it (ONNX with "
+                                   "the backbone stored once, CoreML, TensorRT, diffusers folders). Every graph "
+                                   "must pass the parity gate against the MTU model, or nothing is written.")
+    p.add_argument("model", help="MTU model directory (from `taskfold upcycle` or `taskfold train`)")
+    p.add_argument("--formats", type=_csv, default=["onnx"], help="onnx,coreml,tensorrt,diffusers (default onnx)")
+    p.add_argument("--tasks", type=_csv, default=["all"], help="tasks to export, or 'all' (default)")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="ONNX/TensorRT precision")
+    p.add_argument("--batch", type=int, default=1, help="batch size of the graphs (default 1)")
+    p.add_argument("--height", type=int, help="image height in pixels (default: the UNet's sample size x codec scale)")
+    p.add_argument("--width", type=int, help="image width in pixels (default as --height)")
+    p.add_argument("--text-len", type=int, default=77, help="text tokens of encoder_hidden_states (default 77)")
+    p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width (default static)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--optimize", action="store_true", help="ONNX Runtime transformer optimiser (UNet fusions)")
+    p.add_argument("--ort-mobile", action="store_true", help="also write each graph in ONNX Runtime's .ort format")
+    p.add_argument("--coreml-precision", choices=["fp32", "fp16"], default="fp16", help="CoreML compute precision")
+    p.add_argument("--coreml-multifunction", action="store_true",
+                   help="one .mlpackage with a function per task, backbone deduplicated")
+    p.add_argument("--palettize", type=int, metavar="BITS", help="palettize CoreML weights to BITS bits")
+    p.add_argument("--trt-refit", action="store_true", help="one refittable TensorRT engine plus per-task refits")
+    p.add_argument("--parity-timesteps", type=int, default=4, help="timesteps the parity gate checks (default 4 + 1 fractional)")
+    p.add_argument("--out", required=True, help="package directory")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing package")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from ._io import check_output_dir
+    from .export.package import ExportConfig, export_package
+
+    cfg = ExportConfig(formats=tuple(args.formats), tasks=tuple(args.tasks), precision=args.precision,
+                       batch=args.batch, height=args.height, width=args.width, text_len=args.text_len,
+                       dynamic=args.dynamic, opset=args.opset, optimize=args.optimize, ort_mobile=args.ort_mobile,
+                       coreml_precision=args.coreml_precision, coreml_multifunction=args.coreml_multifunction,
+                       palettize=args.palettize, trt_refit=args.trt_refit, parity_timesteps=args.parity_timesteps)
+    check_output_dir(args.out, args.overwrite)
+    export_package(args.model, cfg, args.out, overwrite=args.overwrite)
+    return 0
+
+
+def _add_verify(sub):
+    p = sub.add_parser("verify", help="re-hash every file of a package against its manifest")
+    p.add_argument("package", help="package directory written by `taskfold export`")
+    p.set_defaults(func=_cmd_verify)
+
+
+def _cmd_verify(args) -> int:
+    from .errors import PackageError
+    from .export.package import read_manifest, verify_package
+
+    problems = verify_package(args.package)
+    if problems:
+        for p in problems:
+            print(f"{args.package}/{p}", file=sys.stderr)
+        raise PackageError(f"{len(problems)} file(s) of {args.package!r} do not match its manifest",
+                           hint="re-export the package or restore the files")
+    n = len(read_manifest(args.package)["files"])
+    print(f"ok: {n} files match {args.package}/manifest.json")
+    return 0
+
+
 # --- entry point ---------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_upcycle(sub)
     _add_inspect(sub)
     _add_deviation(sub)
+    _add_export(sub)
+    _add_verify(sub)
     return parser
 
 

@@ -1,0 +1,214 @@
+"""ONNX export of folded task UNets, with the backbone stored once for all tasks of a package.
+
+Each task graph is traced with PyTorch's TorchScript-based ONNX exporter (static shapes by
+default, opset 17 or later). Its weights then go through a :class:`WeightPool`:
+
+* every initializer of at least ``EXTERNAL_MIN_BYTES`` is stored outside the graph
+  (ONNX external data), so no graph file ever approaches protobuf's 2 GB limit;
+* tensors are addressed by content (dtype, dims, bytes), so a tensor that several task
+  graphs hold — the frozen backbone — is written once, to ``shared.weights``; a tensor only
+  one task holds (its folded FFNs, task norms, ``conv_in``) goes to ``<task>.weights``;
+* each graph references those files by relative path and byte range, so it still loads on
+  its own in ONNX Runtime (``InferenceSession("onnx/edit.onnx")``).
+
+Large tensors start on 64 KiB boundaries so that ONNX Runtime can memory-map them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from taskfold.errors import ExportError
+
+from .graph import GraphSpec
+
+MIN_OPSET = 17
+EXTERNAL_MIN_BYTES = 1024
+ALIGN_LARGE = 1 << 16  # mmap-friendly start for tensors of at least 1 MiB
+ALIGN_SMALL = 64
+SHARED_FILE = "shared.weights"
+
+
+def trace(module: torch.nn.Module, spec: GraphSpec, example: dict[str, torch.Tensor], path: Path,
+          opset: int = MIN_OPSET):
+    """Trace ``module`` to ``path`` (weights may land in files beside it) and return the loaded ModelProto."""
+    import onnx
+
+    if opset < MIN_OPSET:
+        raise ExportError(f"opset {opset} is below the supported minimum {MIN_OPSET}")
+    args = tuple(example[n] for n in spec.input_names)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TracerWarnings about Python-side shape checks in diffusers
+        torch.onnx.export(module.eval(), args, str(path), input_names=spec.input_names,
+                          output_names=spec.output_names, opset_version=opset,
+                          dynamic_axes=spec.dynamic_axes() or None, do_constant_folding=True, dynamo=False)
+    return onnx.load(str(path), load_external_data=True)
+
+
+def optimize(path: Path, out: Path, spec: GraphSpec) -> None:
+    """ONNX Runtime's transformer optimiser with its UNet fusions (CPU-safe options)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    opt = optimize_model(str(path), model_type="unet", opt_level=0, use_gpu=False)
+    opt.save_model_to_file(str(out), use_external_data_format=True)
+
+
+def _tensor_bytes(t) -> bytes:
+    from onnx import numpy_helper
+
+    if t.HasField("raw_data") and t.raw_data:
+        return t.raw_data
+    return np.ascontiguousarray(numpy_helper.to_array(t)).tobytes()
+
+
+@dataclass
+class _Ref:
+    graph: int
+    initializer: int
+    key: str
+
+
+@dataclass
+class WeightPool:
+    """Content-addressed staging file for the initializers of several graphs.
+
+    ``add_graph`` moves a graph's large initializers into the pool (the graph proto keeps
+    names and dims only); ``finalize`` writes ``shared.weights`` (tensors used by two or
+    more graphs) and ``<name>.weights`` (tensors used by one), and points every graph's
+    initializers at their byte ranges.
+    """
+
+    scratch: Path
+    graphs: list = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    index: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> (offset, length) in the pool
+    users: dict[str, set[int]] = field(default_factory=dict)
+    refs: list[_Ref] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.pool_path = Path(self.scratch) / "pool.bin"
+        self._pool = open(self.pool_path, "wb")
+
+    def add_graph(self, name: str, model) -> None:
+        from onnx import TensorProto
+
+        gi = len(self.graphs)
+        for ii, t in enumerate(model.graph.initializer):
+            data = _tensor_bytes(t)
+            if len(data) < EXTERNAL_MIN_BYTES:
+                continue
+            h = hashlib.sha256(data)
+            h.update(f"|{t.data_type}|{list(t.dims)}".encode())
+            key = h.hexdigest()
+            if key not in self.index:
+                self.index[key] = (self._pool.tell(), len(data))
+                self._pool.write(data)
+            self.users.setdefault(key, set()).add(gi)
+            self.refs.append(_Ref(gi, ii, key))
+            for fld in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+                t.ClearField(fld)
+            t.data_location = TensorProto.EXTERNAL
+        self.graphs.append(model)
+        self.names.append(name)
+
+    def finalize(self, out_dir: Path) -> dict[str, list[str]]:
+        """Write the weight files and graphs into ``out_dir``; return each graph's weight files."""
+        import onnx
+
+        self._pool.close()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shared = len(self.graphs) > 1
+        place: dict[str, tuple[str, int, int]] = {}
+        files: dict[str, object] = {}
+        with open(self.pool_path, "rb") as pool:
+            for key, (off, length) in self.index.items():
+                users = self.users[key]
+                fname = SHARED_FILE if shared and len(users) > 1 else f"{self.names[min(users)]}.weights"
+                if fname not in files:
+                    files[fname] = open(out_dir / fname, "wb")
+                f = files[fname]
+                align = ALIGN_LARGE if length >= (1 << 20) else ALIGN_SMALL
+                start = -(-f.tell() // align) * align
+                f.write(b"\0" * (start - f.tell()))
+                pool.seek(off)
+                f.write(pool.read(length))
+                place[key] = (fname, start, length)
+        for f in files.values():
+            f.close()
+        os.unlink(self.pool_path)
+        used: dict[int, set[str]] = {}
+        for ref in self.refs:
+            t = self.graphs[ref.graph].graph.initializer[ref.initializer]
+            fname, start, length = place[ref.key]
+            del t.external_data[:]
+            for k, v in (("location", fname), ("offset", str(start)), ("length", str(length))):
+                e = t.external_data.add()
+                e.key, e.value = k, v
+            used.setdefault(ref.graph, set()).add(fname)
+        for gi, (name, model) in enumerate(zip(self.names, self.graphs)):
+            onnx.save_model(model, str(out_dir / f"{name}.onnx"))
+        return {name: sorted(used.get(gi, ())) for gi, name in enumerate(self.names)}
+
+
+@dataclass
+class OnnxExport:
+    """Per task: the graph file and the weight files it references (relative to the package)."""
+
+    graphs: dict[str, str]
+    weights: dict[str, list[str]]
+
+
+def export_graphs(modules: dict, spec_of: dict[str, GraphSpec], example_of: dict[str, dict], out_dir: Path,
+                  opset: int = MIN_OPSET, optimize_graphs: bool = False, prefix: str = "onnx") -> OnnxExport:
+    """Trace ``modules[name]`` for each name, pool their weights, write ``out_dir/<name>.onnx``.
+
+    ``modules`` maps a graph name to a zero-argument callable returning the module, so only
+    one folded UNet needs to be in memory at a time.
+    """
+    out_dir = Path(out_dir)
+    scratch = Path(tempfile.mkdtemp(prefix="taskfold-onnx-", dir=out_dir.parent))
+    try:
+        pool = WeightPool(scratch)
+        for name, make in modules.items():
+            work = scratch / name
+            work.mkdir()
+            module = make()
+            path = work / "graph.onnx"
+            model = trace(module, spec_of[name], example_of[name], path, opset)
+            del module
+            if optimize_graphs:
+                optimize(path, work / "opt.onnx", spec_of[name])
+                import onnx
+
+                model = onnx.load(str(work / "opt.onnx"), load_external_data=True)
+            pool.add_graph(name, model)
+            shutil.rmtree(work)
+        weights = pool.finalize(out_dir)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return OnnxExport({n: f"{prefix}/{n}.onnx" for n in modules},
+                      {n: [f"{prefix}/{w}" for w in ws] for n, ws in weights.items()})
+
+
+def ort_runner(path: str | Path, providers: list[str] | None = None):
+    """A function ``inputs -> first output`` over an ONNX Runtime session for ``path``."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
+
+    def run(inputs: dict[str, np.ndarray]) -> np.ndarray:
+        return sess.run(None, inputs)[0]
+
+    run.session = sess
+    return run

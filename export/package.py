@@ -1,0 +1,335 @@
+"""``taskfold export``: an MTU model in, one self-describing package out.
+
+Package layout::
+
+    PKG/
+      manifest.json            written last; schema below
+      diffusers/<task>/        folded UNet per task (save_pretrained; + taskfold_dtr.json with DTR)
+      onnx/<task>.onnx         one graph per task
+      onnx/shared.weights      the backbone, once for all task graphs
+      onnx/<task>.weights      the tensors only that task holds (folded FFNs, task norms, conv_in)
+      coreml/<task>.mlpackage  per task (or coreml/tasks.mlpackage with one function per task)
+      tensorrt/<task>.plan     per task (or one refittable engine + per-task refits)
+
+The whole package is built in a temporary sibling directory and renamed into place when
+every graph has passed the parity gate, so an interrupted or failed export leaves no
+package that looks complete. ``manifest.json`` (schema 1) records the tasks (input layout,
+text use, guidance kind and defaults), the graphs (inputs/outputs, weight files, FLOPs,
+parity reached), every file's size and sha256, the codec and latent scaling, the DTR
+parameters and rounding rule, the export config and the tool versions.
+:func:`verify_package` re-hashes every file against it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+from taskfold import __version__
+from taskfold._io import atomic_output_dir, write_json_atomic
+from taskfold.errors import ConfigError, ExportError, PackageError
+
+from .parity import TOLERANCES, ParityResult, check_graph, default_timesteps, raise_on_failures
+
+FORMAT = "taskfold-package"
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+FORMATS = ("onnx", "coreml", "tensorrt", "diffusers")
+PRECISIONS = ("fp32", "fp16")
+
+# latents = vae.encode(image) * scaling_factor, per base family (published VAE configs)
+_VAE_SCALING = {"sd15": 0.18215, "sd21": 0.18215, "sdxl": 0.13025}
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Everything ``taskfold export`` was asked for; saved in the manifest."""
+
+    formats: tuple[str, ...] = ("onnx",)
+    tasks: tuple[str, ...] = ("all",)
+    precision: str = "fp32"
+    batch: int = 1
+    height: int | None = None  # image pixels; default: the UNet's sample_size x codec scale
+    width: int | None = None
+    text_len: int = 77
+    dynamic: bool = False
+    opset: int = 17
+    optimize: bool = False
+    ort_mobile: bool = False
+    coreml_precision: str = "fp16"
+    coreml_multifunction: bool = False
+    palettize: int | None = None
+    trt_refit: bool = False
+    parity_timesteps: int = 4
+    parity_seed: int = 1234
+
+    def __post_init__(self):
+        object.__setattr__(self, "formats", tuple(self.formats))
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        bad = [f for f in self.formats if f not in FORMATS]
+        if bad or not self.formats:
+            raise ConfigError(f"unknown export format(s) {bad or '(none)'}; choose from {', '.join(FORMATS)}")
+        for name, value in (("precision", self.precision), ("coreml precision", self.coreml_precision)):
+            if value not in PRECISIONS:
+                raise ConfigError(f"{name} {value!r} is not one of {', '.join(PRECISIONS)}")
+        for name in ("batch", "text_len", "parity_timesteps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("height", "width"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ConfigError(f"--{name} must be a positive pixel count, got {v}")
+        if self.opset < 17:
+            raise ConfigError(f"--opset {self.opset} is below 17, the oldest opset taskfold exports")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self) | {"formats": list(self.formats), "tasks": list(self.tasks)}
+
+
+# --- What the package describes ------------------------------------------------------------
+
+def codec_record(mtu) -> dict:
+    """The codec between images and the UNet's sample space, from where the base came from."""
+    src, c = mtu.base_info.source, mtu.latent_channels
+    if src.startswith("preset:"):
+        name = src.split(":", 1)[1]
+        family = name.split("-")[0]
+        if family in _VAE_SCALING:
+            return {"kind": "vae", "scale_factor": 8, "scaling_factor": _VAE_SCALING[family],
+                    "latent_channels": c, "source": f"published {family} VAE config"}
+        return {"kind": "identity", "scale_factor": 1, "scaling_factor": 1.0, "latent_channels": c,
+                "source": f"{src}: the UNet works on images directly"}
+    path = Path(src)
+    for vae_cfg in (path / "vae" / "config.json", path.parent / "vae" / "config.json"):
+        if vae_cfg.is_file():
+            v = json.loads(vae_cfg.read_text())
+            return {"kind": "vae", "scale_factor": 2 ** (len(v.get("block_out_channels", [0] * 4)) - 1),
+                    "scaling_factor": float(v.get("scaling_factor", 0.18215)), "latent_channels": c,
+                    "source": str(vae_cfg)}
+    family = "sdxl" if mtu.unet.config.addition_embed_type == "text_time" else "sd15"
+    return {"kind": "vae", "scale_factor": 8, "scaling_factor": _VAE_SCALING[family], "latent_channels": c,
+            "source": f"assumed: the {family} VAE (no vae/config.json beside {src})"}
+
+
+def sample_size(mtu, cfg: ExportConfig, codec: dict) -> tuple[int, int]:
+    """The UNet sample ``(h, w)`` for the requested image size, checked against the UNet's strides."""
+    scale = codec["scale_factor"]
+    default = int(mtu.unet.config.sample_size) * scale
+    levels = len(mtu.unet.config.block_out_channels)
+    stride = scale * 2 ** (levels - 1)
+    out = []
+    for name, px in (("height", cfg.height or default), ("width", cfg.width or default)):
+        if px % stride:
+            raise ConfigError(f"--{name} {px} is not a multiple of {stride} (codec scale {scale} x UNet "
+                              f"downsampling {2 ** (levels - 1)})", hint=f"try {max(stride, px // stride * stride)}")
+        out.append(px // scale)
+    return out[0], out[1]
+
+
+def resolve_export_tasks(mtu, requested: tuple[str, ...]) -> list[str]:
+    if requested in (("all",), ()):
+        return list(mtu.task_names)
+    for t in requested:
+        mtu.task_index(t)  # TaskError naming the known tasks
+    return list(dict.fromkeys(requested))
+
+
+def tool_versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"taskfold": __version__, "python": platform.python_version()}
+    for dist in ("torch", "diffusers", "onnx", "onnxruntime", "coremltools", "tensorrt"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_table(root: Path) -> dict[str, dict]:
+    """``relative path -> {bytes, sha256}`` for every file under ``root`` except the manifest."""
+    return {p.relative_to(root).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
+
+
+def _check_backends(formats) -> None:
+    if "coreml" in formats:
+        try:
+            import coremltools  # noqa: F401
+        except ImportError:
+            raise ExportError("format 'coreml' needs coremltools, which is not installed",
+                              hint="pip install 'taskfold[coreml]'") from None
+    if "tensorrt" in formats:
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            raise ExportError("format 'tensorrt' needs TensorRT, which is not installed",
+                              hint="pip install 'taskfold[tensorrt]' on a machine with an NVIDIA GPU") from None
+
+
+# --- Export ----------------------------------------------------------------------------------
+
+def export_package(mtu_or_dir, cfg: ExportConfig, out: str | Path, overwrite: bool = False, log=print) -> dict:
+    """Fold every requested task of an MTU model and export it in every requested format.
+
+    Returns the manifest. Raises :class:`~taskfold.errors.ParityError` (and writes nothing)
+    if any graph misses its tolerance.
+    """
+    import torch
+
+    from taskfold.upcycle.checkpoint import load_mtu
+
+    from .fold import fold
+    from .graph import UNetGraph, example_inputs, unet_graph_spec
+
+    _check_backends(cfg.formats)
+    mtu = load_mtu(mtu_or_dir) if isinstance(mtu_or_dir, (str, Path)) else mtu_or_dir
+    mtu = mtu.float().eval()
+    tasks = resolve_export_tasks(mtu, cfg.tasks)
+    codec = codec_record(mtu)
+    h, w = sample_size(mtu, cfg, codec)
+    dtype = "float16" if cfg.precision == "fp16" else "float32"
+    specs = {t: unet_graph_spec(mtu.unet.config, mtu.task_in_channels(t), cfg.batch, h, w, cfg.text_len,
+                                dtype, cfg.dynamic) for t in tasks}
+    examples = {t: example_inputs(specs[t], cfg.batch, h, w, seed=0) for t in tasks}
+    timesteps = default_timesteps(mtu.dtr.timesteps if mtu.dtr is not None else 1000, cfg.parity_timesteps)
+    torch_dtype = torch.float16 if cfg.precision == "fp16" else torch.float32
+
+    def folded(task):
+        return lambda: UNetGraph(fold(mtu, task).to(torch_dtype)).eval()
+
+    graphs: list[dict] = []
+    results: list[ParityResult] = []
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        if "diffusers" in cfg.formats:
+            for t in tasks:
+                fold(mtu, t).save_pretrained(tmp / "diffusers" / t, safe_serialization=True)
+                graphs.append({"task": t, "format": "diffusers", "path": f"diffusers/{t}", "precision": "fp32"})
+            log(f"diffusers: {len(tasks)} folded UNet folders")
+        if "onnx" in cfg.formats or "tensorrt" in cfg.formats:
+            graphs += _export_onnx(mtu, tasks, specs, examples, folded, cfg, tmp, h, w, timesteps, results, log)
+        if "coreml" in cfg.formats:
+            from .coreml_package import export_coreml
+
+            graphs += export_coreml(mtu, tasks, specs, examples, folded, cfg, tmp, h, w, timesteps, results, log)
+        if "tensorrt" in cfg.formats:
+            from .tensorrt_package import export_tensorrt
+
+            graphs += export_tensorrt(mtu, tasks, specs, cfg, tmp, log)
+        raise_on_failures(results)
+        manifest = _manifest(mtu, cfg, tasks, codec, (h, w), graphs, tmp)
+        write_json_atomic(tmp / MANIFEST, manifest)
+    log(f"wrote {out}: {len(graphs)} graphs, {sum(f['bytes'] for f in manifest['files'].values()) / 1e6:.1f} MB")
+    return manifest
+
+
+def _export_onnx(mtu, tasks, specs, examples, folded, cfg, tmp, h, w, timesteps, results, log) -> list[dict]:
+    from .flops import onnx_flops
+    from .onnx import export_graphs, ort_runner
+
+    exported = export_graphs({t: folded(t) for t in tasks}, specs, examples, tmp / "onnx", cfg.opset,
+                             optimize_graphs=cfg.optimize)
+    out = []
+    for t in tasks:
+        path = tmp / exported.graphs[t]
+        run = ort_runner(path)
+        res = check_graph(run, mtu, t, specs[t], cfg.batch, h, w, "onnx", cfg.precision, timesteps, cfg.parity_seed)
+        del run
+        results.append(res)
+        sizes = {"batch": cfg.batch, "height": h, "width": w}
+        shapes = {s.name: [sizes.get(d, d) for d in s.shape] for s in specs[t].inputs}
+        flops = onnx_flops(path, shapes)
+        log(f"onnx {t}: parity {res.relative_error:.1e} (tolerance {res.tolerance:.0e}), "
+            f"{flops.total / 1e9:.3f} GFLOPs")
+        out.append({"task": t, "format": "onnx", "path": exported.graphs[t], "precision": cfg.precision,
+                    "opset": cfg.opset, "external_data": exported.weights[t], **specs[t].to_dict(),
+                    "flops": flops.to_dict(), "parity": res.to_dict() | {"provider": "CPUExecutionProvider"}})
+    return out
+
+
+def _manifest(mtu, cfg: ExportConfig, tasks, codec, sample_hw, graphs, root: Path) -> dict:
+    from taskfold.upcycle.checkpoint import model_config
+
+    mcfg = model_config(mtu)
+    specs = {t.name: t for t in mtu.tasks}
+    dtr = None
+    if mtu.dtr is not None:
+        dtr = {"timesteps": mtu.dtr.timesteps, "alpha": mtu.dtr.alpha, "beta": mtu.dtr.beta,
+               "widths": list(mtu.dtr.widths), "rule": "index = clamp(floor(t + 0.5), 0, timesteps - 1)",
+               "placement": "after ResnetBlock2D.norm1 and Transformer2DModel.norm"}
+    return {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "created_by": tool_versions(),
+        "model": {"base": mcfg["base"] | {"unet_config": None}, "upcycle": mcfg["upcycle"],
+                  "unet_config": mcfg["base"]["unet_config"]},
+        "export": cfg.to_dict(),
+        "sample": {"height": sample_hw[0], "width": sample_hw[1], "batch": cfg.batch, "text_len": cfg.text_len,
+                   "image_height": sample_hw[0] * codec["scale_factor"],
+                   "image_width": sample_hw[1] * codec["scale_factor"]},
+        "codec": codec,
+        "dtr": dtr,
+        "tasks": {t: specs[t].to_dict() | {"in_channels": mtu.task_in_channels(t),
+                                           "graphs": {g["format"]: g["path"] for g in graphs if g["task"] == t}}
+                  for t in tasks},
+        "tolerances": {f"{b}/{p}": tol for (b, p), tol in TOLERANCES.items()},
+        "graphs": graphs,
+        "files": file_table(root),
+    }
+
+
+# --- Verify ----------------------------------------------------------------------------------
+
+def read_manifest(pkg: str | Path) -> dict:
+    pkg = Path(pkg)
+    path = pkg / MANIFEST
+    if not pkg.is_dir():
+        raise PackageError(f"package {str(pkg)!r} is not a directory", hint="give the --out of `taskfold export`")
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PackageError(f"{str(pkg)!r} has no {MANIFEST}: not a taskfold package, or its export did not finish",
+                           hint="re-run `taskfold export`") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise PackageError(f"cannot read {str(path)!r}: {e}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise PackageError(f"{str(path)!r} is not a taskfold package manifest (format "
+                           f"{manifest.get('format') if isinstance(manifest, dict) else None!r}, expected {FORMAT!r})")
+    version = manifest.get("schema_version")
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise PackageError(f"{str(path)!r} has schema_version {version!r}; this taskfold ({__version__}) reads "
+                           f"schema {SCHEMA_VERSION} and older", hint="upgrade taskfold")
+    return manifest
+
+
+def verify_package(pkg: str | Path, files: list[str] | None = None) -> list[str]:
+    """Problems found re-hashing the package's files against its manifest (empty: all good).
+
+    ``files`` limits the check to some relative paths (a runtime opening one task).
+    """
+    pkg = Path(pkg)
+    manifest = read_manifest(pkg)
+    problems = []
+    for rel, entry in manifest["files"].items():
+        if files is not None and not any(rel == f or rel.startswith(f.rstrip("/") + "/") for f in files):
+            continue
+        p = pkg / rel
+        if not p.is_file():
+            problems.append(f"{rel}: missing")
+        elif p.stat().st_size != entry["bytes"]:
+            problems.append(f"{rel}: {p.stat().st_size} bytes, the manifest says {entry['bytes']}")
+        elif sha256_file(p) != entry["sha256"]:
+            problems.append(f"{rel}: sha256 differs from the manifest (the file was modified or corrupted)")
+    return problems
