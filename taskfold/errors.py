@@ -43,3 +43,7 @@ class ParityError(ExportError):
 
 class PackageError(TaskfoldError):
     """An exported package is missing files, or a file does not match its manifest entry."""
+
+
+class DataError(TaskfoldError):
+    """A training dataset has bad rows (bad JSON, missing field or file, unreadable or mis-sized image)."""
