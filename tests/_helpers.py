@@ -15,3 +15,16 @@ def unet_inputs(unet, batch=2, channels=None, size=16, seed=0, text_len=7):
         added = {"text_embeds": torch.randn(batch, pooled, generator=g),
                  "time_ids": torch.tensor([[128.0, 128, 0, 0, 128, 128]] * batch)}
     return x, text, added
+
+
+def trained_like(model, seed=0):
+    """Perturb every trainable tensor so tasks differ (routers far from uniform)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, layer in model.mtu_layers():
+            layer.router.net[2].weight.copy_(torch.randn(layer.router.net[2].weight.shape, generator=g))
+            for p in (layer.task_norm_weight, layer.task_norm_bias, layer.w1, layer.b1, layer.w2, layer.b2):
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+        for conv in model.unet.conv_in.convs:
+            conv.weight.add_(torch.randn(conv.weight.shape, generator=g) * 0.05)
+    return model

@@ -7,22 +7,9 @@ from diffusers import UNet2DConditionModel
 from taskfold.errors import ConfigError
 from taskfold.export.fold import fold
 from taskfold.upcycle import UpcycleConfig, upcycle
-from tests._helpers import unet_inputs
+from tests._helpers import trained_like, unet_inputs
 
 TASKS = ("t2i", "edit", "sr", "inpaint", "inpaint-mask")
-
-
-def _trained_like(model, seed=0):
-    """Perturb every trainable tensor so tasks differ (routers far from uniform)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, layer in model.mtu_layers():
-            layer.router.net[2].weight.copy_(torch.randn(layer.router.net[2].weight.shape, generator=g))
-            for p in (layer.task_norm_weight, layer.task_norm_bias, layer.w1, layer.b1, layer.w2, layer.b2):
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
-        for conv in model.unet.conv_in.convs:
-            conv.weight.add_(torch.randn(conv.weight.shape, generator=g) * 0.05)
-    return model
 
 
 @pytest.mark.parametrize("experts,top_k,width,norm_mode", [
@@ -32,7 +19,7 @@ def test_folded_unet_equals_mtu_for_every_task(tiny_base, experts, top_k, width,
     base, info = tiny_base
     cfg = UpcycleConfig(tasks=TASKS, num_experts=experts, top_k=top_k, expert_width=width, norm_mode=norm_mode,
                         blocks=("down_blocks.*",) if width else ("*",))
-    mtu = _trained_like(upcycle(base, cfg, info)).eval()
+    mtu = trained_like(upcycle(base, cfg, info)).eval()
     base_ffn = {n: p.shape for n, p in base.named_parameters() if ".ff." in n or ".norm3." in n}
     for task in TASKS:
         folded = fold(mtu, task)
@@ -49,7 +36,7 @@ def test_folded_unet_equals_mtu_for_every_task(tiny_base, experts, top_k, width,
 
 def test_fold_is_pure_and_saves_as_a_diffusers_folder(tiny_base, tmp_path):
     base, info = tiny_base
-    mtu = _trained_like(upcycle(base, UpcycleConfig(), info)).eval()
+    mtu = trained_like(upcycle(base, UpcycleConfig(), info)).eval()
     before = {k: v.clone() for k, v in mtu.state_dict().items()}
     folded = fold(mtu, "edit")
     assert all(torch.equal(before[k], v) for k, v in mtu.state_dict().items())
@@ -82,7 +69,7 @@ def test_dtr_fold_equals_mtu_across_timesteps_and_round_trips(tiny_base, tmp_pat
 
     base, info = tiny_base
     cfg = UpcycleConfig(tasks=("t2i", "edit"), num_experts=4, norm_mode="task_expert", dtr=True, dtr_beta=0.6)
-    mtu = _trained_like(upcycle(base, cfg, info)).eval()
+    mtu = trained_like(upcycle(base, cfg, info)).eval()
     for task in ("t2i", "edit"):
         folded = fold(mtu, task)
         assert isinstance(folded, DTRFoldedUNet) and type(folded.unet) is UNet2DConditionModel
