@@ -55,10 +55,20 @@ def trace(module: torch.nn.Module, spec: GraphSpec, example: dict[str, torch.Ten
 
 
 def optimize(path: Path, out: Path, spec: GraphSpec) -> None:
-    """ONNX Runtime's transformer optimiser with its UNet fusions (CPU-safe options)."""
+    """ONNX Runtime's transformer optimiser with its UNet fusions, limited to CPU-runnable ones.
+
+    The UNet preset of the optimiser also emits NhwcConv, GroupNorm, SkipGroupNorm,
+    BiasSplitGelu, BiasAdd and packed-QKV attention, which exist only in the CUDA execution
+    provider; those are switched off so the graph runs (and is parity-checked) anywhere.
+    """
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
-    opt = optimize_model(str(path), model_type="unet", opt_level=0, use_gpu=False)
+    options = FusionOptions("unet")
+    for flag in ("enable_nhwc_conv", "enable_group_norm", "enable_skip_group_norm", "enable_bias_splitgelu",
+                 "enable_packed_qkv", "enable_packed_kv", "enable_bias_add"):
+        setattr(options, flag, False)
+    opt = optimize_model(str(path), model_type="unet", opt_level=0, use_gpu=False, optimization_options=options)
     opt.save_model_to_file(str(out), use_external_data_format=True)
 
 
@@ -197,6 +207,26 @@ def export_graphs(modules: dict, spec_of: dict[str, GraphSpec], example_of: dict
         shutil.rmtree(scratch, ignore_errors=True)
     return OnnxExport({n: f"{prefix}/{n}.onnx" for n in modules},
                       {n: [f"{prefix}/{w}" for w in ws] for n, ws in weights.items()})
+
+
+def to_ort_format(onnx_path: Path, out_path: Path) -> None:
+    """Save a graph in ONNX Runtime's ``.ort`` format (ORT Mobile), with basic optimisations.
+
+    The ``.ort`` flatbuffer embeds its weights (no external data) and is limited to 2 GB,
+    so an fp32 SD-sized UNet does not fit; export fp16 for mobile.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.optimized_model_filepath = str(out_path)
+    opts.add_session_config_entry("session.save_model_format", "ORT")
+    try:
+        ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # ORT raises its own exception types; keep only the first line
+        raise ExportError(f"cannot write {out_path.name} in .ort format: {str(e).splitlines()[0]}",
+                          hint="the .ort format holds at most 2 GB of weights; try --precision fp16") from None
 
 
 def ort_runner(path: str | Path, providers: list[str] | None = None):

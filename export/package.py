@@ -237,7 +237,7 @@ def export_package(mtu_or_dir, cfg: ExportConfig, out: str | Path, overwrite: bo
 
 def _export_onnx(mtu, tasks, specs, examples, folded, cfg, tmp, h, w, timesteps, results, log) -> list[dict]:
     from .flops import onnx_flops
-    from .onnx import export_graphs, ort_runner
+    from .onnx import export_graphs, ort_runner, to_ort_format
 
     exported = export_graphs({t: folded(t) for t in tasks}, specs, examples, tmp / "onnx", cfg.opset,
                              optimize_graphs=cfg.optimize)
@@ -256,6 +256,16 @@ def _export_onnx(mtu, tasks, specs, examples, folded, cfg, tmp, h, w, timesteps,
         out.append({"task": t, "format": "onnx", "path": exported.graphs[t], "precision": cfg.precision,
                     "opset": cfg.opset, "external_data": exported.weights[t], **specs[t].to_dict(),
                     "flops": flops.to_dict(), "parity": res.to_dict() | {"provider": "CPUExecutionProvider"}})
+        if cfg.ort_mobile:
+            rel = f"ort/{t}.ort"
+            (tmp / "ort").mkdir(exist_ok=True)
+            to_ort_format(path, tmp / rel)
+            res = check_graph(ort_runner(tmp / rel), mtu, t, specs[t], cfg.batch, h, w, "onnx", cfg.precision,
+                              timesteps, cfg.parity_seed)
+            results.append(res)
+            out.append({"task": t, "format": "ort", "path": rel, "precision": cfg.precision, **specs[t].to_dict(),
+                        "flops": flops.to_dict(), "parity": res.to_dict() | {"provider": "CPUExecutionProvider"}})
+            log(f"ort {t}: parity {res.relative_error:.1e}")
     return out
 
 

@@ -241,3 +241,15 @@ def test_sd15_flop_count_splits_into_the_published_figure_plus_attention():
     attention = sum(v for k, v in counts.items() if "bmm" in k or "scaled_dot_product" in k)
     assert abs((mode.get_total_flops() - attention) / 1e12 - 0.677) < 0.001
     assert abs(attention / 1e12 - 0.126) < 0.001
+
+
+def test_optimized_and_ort_mobile_graphs_pass_the_gate(tiny_base, tmp_path):
+    base, info = tiny_base
+    mtu = trained_like(upcycle(base, UpcycleConfig(tasks=TASKS), info)).eval()
+    manifest = export_package(mtu, ExportConfig(tasks=("edit",), optimize=True, ort_mobile=True), tmp_path / "pkg",
+                              log=_quiet)
+    by_format = {g["format"]: g for g in manifest["graphs"]}
+    assert set(by_format) == {"onnx", "ort"} and manifest["tasks"]["edit"]["graphs"]["ort"] == "ort/edit.ort"
+    for g in by_format.values():
+        assert g["parity"]["status"] == "passed" and g["parity"]["relative_error"] < 1e-5
+    assert manifest["files"]["ort/edit.ort"]["bytes"] > manifest["files"]["onnx/edit.weights"]["bytes"]
