@@ -208,7 +208,10 @@ def export_package(mtu_or_dir, cfg: ExportConfig, out: str | Path, overwrite: bo
     torch_dtype = torch.float16 if cfg.precision == "fp16" else torch.float32
 
     def folded(task):
-        return lambda: UNetGraph(fold(mtu, task).to(torch_dtype)).eval()
+        def make():
+            unet = fold(mtu, task)
+            return UNetGraph(unet if torch_dtype == torch.float32 else unet.to(torch_dtype)).eval()
+        return make
 
     graphs: list[dict] = []
     results: list[ParityResult] = []
