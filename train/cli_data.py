@@ -1,0 +1,81 @@
+"""``taskfold data``: make the shapes-world dataset and check a dataset folder.
+
+``add_data_parser(subparsers)`` registers the command on the ``taskfold`` parser; the
+handlers parse, make one library call and print, and leave errors to ``taskfold.cli.main``
+(one ``error: ...`` line with a hint, exit status 2).
+
+    taskfold data make-shapes --out DIR [--n N] [--size S] [--seed K] [--tasks LIST]
+                              [--test-fraction F] [--overwrite]
+    taskfold data check DATA [--tasks LIST]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def add_data_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``data`` with its ``make-shapes`` and ``check`` subcommands to ``subparsers``."""
+    from .shapes import ALL_TASKS
+
+    p = subparsers.add_parser("data", help="make the shapes-world dataset, check a dataset folder",
+                              description="Training data is a folder with metadata.jsonl (one JSON row per "
+                                          "line: task, prompt, target, and per task condition and mask).")
+    sub = p.add_subparsers(dest="data_command", required=True)
+
+    m = sub.add_parser("make-shapes", help="generate the shapes-world dataset (deterministic by seed)",
+                       description="Write N rows per task of coloured circles, squares and triangles with "
+                                   "captions, edit instructions, degraded low-res inputs and inpainting masks.")
+    m.add_argument("--out", required=True, help="output directory")
+    m.add_argument("--n", type=int, default=1000, help="rows per task (default 1000)")
+    m.add_argument("--size", type=int, default=32, help="image side in pixels, even, 16-1024 (default 32)")
+    m.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same files (default 0)")
+    m.add_argument("--tasks", type=_csv, default=list(ALL_TASKS),
+                   help=f"comma-separated tasks (default {','.join(ALL_TASKS)})")
+    m.add_argument("--test-fraction", type=float, default=0.1,
+                   help="fraction of each task's rows in the test split (default 0.1)")
+    m.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    m.set_defaults(func=_cmd_make_shapes)
+
+    c = sub.add_parser("check", help="check every row and image of a dataset; list each bad row",
+                       description="Print row counts per task and split, and every problem as 'line N: message'. "
+                                   "Exits with status 2 if any row is bad.")
+    c.add_argument("data", help="dataset folder with metadata.jsonl")
+    c.add_argument("--tasks", type=_csv, help="check only these tasks (rows of other tasks are ignored)")
+    c.set_defaults(func=_cmd_check)
+    return p
+
+
+def _cmd_make_shapes(args) -> int:
+    from .shapes import make_shapes
+
+    start = time.perf_counter()
+    info = make_shapes(args.out, n=args.n, size=args.size, seed=args.seed, tasks=args.tasks,
+                       test_fraction=args.test_fraction, overwrite=args.overwrite)
+    print(f"wrote {args.out}: {info['rows']} rows ({len(info['tasks'])} tasks x {info['n']}, "
+          f"{info['test_rows_per_task']} test rows each), {info['size']}x{info['size']}, seed {info['seed']}, "
+          f"in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _cmd_check(args) -> int:
+    from taskfold.errors import DataError
+
+    from .data import check_dataset
+
+    report = check_dataset(args.data, args.tasks)
+    for line in report.summary_lines():
+        print(line)
+    for problem in report.problems:
+        print(problem, file=sys.stderr)
+    if report.problems:
+        raise DataError(f"dataset {args.data!r} has {report.bad_lines} bad row(s) "
+                        f"({len(report.problems)} problem(s), listed above)",
+                        hint="fix or remove those rows, or train with --skip-bad-rows")
+    return 0
