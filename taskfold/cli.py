@@ -215,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_deviation(sub)
     _add_export(sub)
     _add_verify(sub)
+    from .train.cli_data import add_data_parser
+
+    add_data_parser(sub)
     return parser
 
 
