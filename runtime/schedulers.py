@@ -1,0 +1,392 @@
+"""Sampling schedulers in numpy: DDIM and Euler, step for step equal to diffusers'.
+
+The runtime feeds an exported UNet graph and turns its outputs into the next latent
+without torch. Two samplers are implemented, each matching its diffusers counterpart
+(``DDIMScheduler``, ``EulerDiscreteScheduler``) for the options listed in
+:class:`SchedulerConfig`; ``tests/runtime/test_schedulers.py`` holds the parity check.
+
+Common interface (:func:`make_scheduler` builds one)::
+
+    s = make_scheduler("euler", SchedulerConfig(), num_inference_steps=30)
+    x = noise * s.init_noise_sigma
+    for i, t in enumerate(s.timesteps):              # t: float32, the UNet's `timestep`
+        eps = unet(s.scale_model_input(x, i), t)
+        x = s.step(eps, i, x)
+
+Steps are addressed by their index ``i`` in ``timesteps``, not by the timestep value, so
+starting part-way (img2img: ``add_noise`` then the loop from index ``k``) needs no search.
+
+Notation: ``abar_t`` is the cumulative product of ``1 - beta`` up to training step ``t``
+(``alphas_cumprod`` in diffusers). The ``beta`` and ``abar`` tables are float32 and
+bit-identical to diffusers' (its ``torch.linspace`` rounding and float64-accumulated
+``cumprod`` are reproduced), so the noise levels are the ones a diffusers-trained model
+saw; square roots of them may differ by one float32 ulp, because numpy's ``sqrt`` is
+correctly rounded and torch's AVX-512 CPU kernel is not always. Each step is evaluated in
+float32 with the operations in diffusers' order, and the result is cast to the input's
+dtype: diffusers' latents are float32, so a float64 evaluation, though more exact, would
+drift further from them (up to 4e-5 after 50 DDIM steps on latents grown to ~30, against
+2.5e-5 in float32); on SD-scale latents the two stay within 4e-6 (a float32 ulp at 50).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import numpy as np
+
+from taskfold.errors import ConfigError
+
+SCHEDULERS = ("ddim", "euler")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+TIMESTEP_SPACINGS = ("leading", "linspace", "trailing")
+
+#: Spacing used when the config names none, per scheduler: the diffusers class defaults,
+#: which is what ``from_config`` gives for SD1.5's ``scheduler_config.json`` (no such key).
+DEFAULT_SPACING = {"ddim": "leading", "euler": "linspace"}
+
+
+def _one_of(key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} {value!r} is not supported; expected one of: {', '.join(map(str, allowed))}")
+
+
+# --- config ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """The noise schedule and sampling options; the defaults are Stable Diffusion 1.5's.
+
+    ``timestep_spacing=None`` means the scheduler's own default (:data:`DEFAULT_SPACING`).
+    ``clip_sample`` clips DDIM's predicted ``x0`` to [-1, 1]; Euler has no such option and
+    ignores it, as diffusers does. ``set_alpha_to_one`` chooses DDIM's ``abar`` after the
+    last step: 1 (True) or ``abar_0`` (False, as SD ships it).
+    """
+
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    beta_schedule: str = "scaled_linear"
+    prediction_type: str = "epsilon"
+    timestep_spacing: str | None = None
+    steps_offset: int = 1
+    clip_sample: bool = False
+    set_alpha_to_one: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.num_train_timesteps, int) or self.num_train_timesteps < 2:
+            raise ConfigError(f"num_train_timesteps {self.num_train_timesteps!r} must be an integer >= 2")
+        numbers = all(isinstance(b, (int, float)) and not isinstance(b, bool)
+                      for b in (self.beta_start, self.beta_end))
+        if not numbers or not 0.0 < self.beta_start <= self.beta_end < 1.0:
+            raise ConfigError(f"beta_start {self.beta_start!r} and beta_end {self.beta_end!r} "
+                              "must satisfy 0 < beta_start <= beta_end < 1")
+        _one_of("beta_schedule", self.beta_schedule, BETA_SCHEDULES)
+        _one_of("prediction_type", self.prediction_type, PREDICTION_TYPES)
+        if self.timestep_spacing is not None:
+            _one_of("timestep_spacing", self.timestep_spacing, TIMESTEP_SPACINGS)
+        if not isinstance(self.steps_offset, int) or not 0 <= self.steps_offset < self.num_train_timesteps:
+            raise ConfigError(f"steps_offset {self.steps_offset!r} must be an integer in "
+                              f"[0, {self.num_train_timesteps})")
+        for key in ("clip_sample", "set_alpha_to_one"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"{key} {getattr(self, key)!r} must be true or false")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_diffusers_config(cls, config: Mapping) -> SchedulerConfig:
+        """Read a diffusers ``scheduler_config.json`` dict (any scheduler class).
+
+        Keys this module models are read; missing ones take the defaults above. Keys that
+        would change the math in a way not implemented here (``trained_betas``,
+        ``rescale_betas_zero_snr``, Karras sigmas, ...) raise :class:`ConfigError` unless
+        they hold their neutral value. Every other key is ignored.
+        """
+        for key, neutral in _NEUTRAL.items():
+            if key in config and config[key] != neutral:
+                raise ConfigError(f"{key} {config[key]!r} is not supported; only {neutral!r} is implemented")
+        if config.get("clip_sample") and config.get("clip_sample_range", 1.0) != 1.0:
+            raise ConfigError(f"clip_sample_range {config['clip_sample_range']!r} is not supported; "
+                              "only 1.0 is implemented")
+        values = {}
+        for key, kind in _FIELD_TYPES.items():
+            if key not in config:
+                continue
+            value = config[key]
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ConfigError(f"{key} {value!r} must be of type {kind.__name__}")
+            values[key] = value
+        return cls(**values)
+
+
+_FIELD_TYPES = {"num_train_timesteps": int, "beta_start": float, "beta_end": float, "beta_schedule": str,
+                "prediction_type": str, "timestep_spacing": str, "steps_offset": int, "clip_sample": bool,
+                "set_alpha_to_one": bool}
+
+#: diffusers keys whose non-default values this module does not implement.
+_NEUTRAL = {"trained_betas": None, "rescale_betas_zero_snr": False, "thresholding": False,
+            "use_karras_sigmas": False, "use_exponential_sigmas": False, "use_beta_sigmas": False,
+            "interpolation_type": "linear", "timestep_type": "discrete", "final_sigmas_type": "zero"}
+
+
+# --- noise schedule ----------------------------------------------------------------------
+
+
+def _torch_linspace_float32(start: float, end: float, n: int) -> np.ndarray:
+    """float32 ``linspace`` rounded as ``torch.linspace`` rounds it.
+
+    torch takes a float32 step, fills the first half as ``start + i * step`` and the second
+    as ``end - (n - 1 - i) * step``, each with a single (fused) rounding. The products are
+    exact in float64, so evaluating there and rounding once reproduces it.
+    """
+    start32, end32 = np.float32(start), np.float32(end)
+    step = np.float64((end32 - start32) / np.float32(n - 1))
+    i = np.arange(n, dtype=np.float64)
+    values = np.where(i < n // 2, np.float64(start32) + step * i, np.float64(end32) - step * (n - 1 - i))
+    return values.astype(np.float32)
+
+
+def betas(config: SchedulerConfig) -> np.ndarray:
+    """Training betas, float32 ``[num_train_timesteps]``.
+
+    * ``linear``: evenly spaced from ``beta_start`` to ``beta_end`` (Ho et al. 2020).
+    * ``scaled_linear``: evenly spaced in ``sqrt(beta)``, then squared (latent diffusion).
+    * ``squaredcos_cap_v2``: ``beta_t = min(1 - abar(t+1)/abar(t), 0.999)`` with
+      ``abar(u) = cos((u/T + 0.008) / 1.008 * pi/2)^2`` (Nichol & Dhariwal 2021, Eq. 17).
+    """
+    n = config.num_train_timesteps
+    if config.beta_schedule == "linear":
+        return _torch_linspace_float32(config.beta_start, config.beta_end, n)
+    if config.beta_schedule == "scaled_linear":
+        return _torch_linspace_float32(config.beta_start ** 0.5, config.beta_end ** 0.5, n) ** 2
+    u = np.arange(n + 1) / n
+    abar = np.cos((u + 0.008) / 1.008 * np.pi / 2) ** 2
+    return np.minimum(1.0 - abar[1:] / abar[:-1], 0.999).astype(np.float32)
+
+
+def alphas_cumprod(config: SchedulerConfig) -> np.ndarray:
+    """``abar_t = prod_{s<=t} (1 - beta_s)``, float32, accumulated in float64 (as torch does)."""
+    return np.cumprod((1.0 - betas(config)).astype(np.float64)).astype(np.float32)
+
+
+def _spaced_timesteps(config: SchedulerConfig, spacing: str, n: int, integer: bool) -> np.ndarray:
+    """Training timesteps visited by an ``n``-step sampler, descending (float64 values).
+
+    * ``leading``: ``k * (T // n) + steps_offset`` for k = n-1 .. 0.
+    * ``linspace``: ``n`` points from T-1 to 0, rounded half-to-even when ``integer``.
+    * ``trailing``: ``round(T - k * T / n) - 1`` for k = 0 .. n-1. (diffusers builds this
+      with a float ``arange`` that sometimes yields an (n+1)-th timestep, -1; it is not
+      produced here.)
+    """
+    T = config.num_train_timesteps
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or not 1 <= n <= T:
+        raise ConfigError(f"num_inference_steps {n!r} must be an integer in [1, {T}]")
+    if spacing == "leading":
+        steps = (np.arange(n - 1, -1, -1) * (T // n) + config.steps_offset).astype(np.float64)
+    elif spacing == "linspace":
+        steps = np.linspace(0, T - 1, n)[::-1]
+        steps = np.round(steps) if integer else steps.astype(np.float32).astype(np.float64)
+    else:
+        steps = np.round(np.arange(T, 0, -T / n)[:n]) - 1
+    return steps
+
+
+# --- schedulers --------------------------------------------------------------------------
+
+
+class Scheduler(Protocol):
+    """What the runtime needs from a sampler."""
+
+    name: str
+    spacing: str  # the timestep spacing in use (the config's, or the scheduler's default)
+    num_inference_steps: int
+    timesteps: np.ndarray  # float32 [num_inference_steps]: the UNet's ``timestep`` input
+    init_noise_sigma: float
+
+    def scale_model_input(self, x: np.ndarray, i: int) -> np.ndarray: ...
+
+    def step(self, model_output: np.ndarray, i: int, x: np.ndarray,
+             generator: np.random.Generator | None = None) -> np.ndarray: ...
+
+    def add_noise(self, x0: np.ndarray, noise: np.ndarray, t) -> np.ndarray: ...
+
+
+def _check_index(i: int, n: int) -> int:
+    if not 0 <= i < n:
+        raise IndexError(f"step index {i} is outside [0, {n})")
+    return int(i)
+
+
+def _per_sample(coef: np.ndarray, ndim: int) -> np.ndarray:
+    """Reshape per-sample coefficients ``[B]`` (or a scalar) to broadcast over ``[B, ...]``."""
+    coef = np.asarray(coef, dtype=np.float32)
+    return coef.reshape(coef.shape + (1,) * (ndim - coef.ndim)) if coef.ndim else coef
+
+
+class DDIMScheduler:
+    """DDIM (Song et al. 2021, Eq. 12): with ``x0`` and ``eps`` predicted at step ``t``,
+
+        x_prev = sqrt(abar_prev) * x0 + sqrt(1 - abar_prev - sigma_t^2) * eps + sigma_t * z
+        sigma_t = eta * sqrt((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev))
+
+    ``prev`` is ``t - T // n`` for every spacing, as in diffusers (for ``linspace`` and
+    ``trailing`` it is then not always the next timestep of the schedule); below 0 it is
+    ``abar_0`` or 1 (``set_alpha_to_one``). ``eta = 0`` is deterministic. With ``eta > 0``
+    ``z`` is ``generator.standard_normal(x.shape, dtype=float32)`` per step: numpy's random
+    stream, so samples differ from torch-seeded diffusers runs of the same seed.
+    """
+
+    name = "ddim"
+    init_noise_sigma = 1.0
+
+    def __init__(self, config: SchedulerConfig, num_inference_steps: int, *, eta: float = 0.0):
+        if not eta >= 0.0:
+            raise ConfigError(f"eta {eta!r} must be >= 0")
+        self.config, self.eta = config, float(eta)
+        self.spacing = config.timestep_spacing or DEFAULT_SPACING[self.name]
+        self.num_inference_steps = num_inference_steps
+        self.alphas_cumprod = alphas_cumprod(config)
+        steps = _spaced_timesteps(config, self.spacing, num_inference_steps, integer=True).astype(np.int64)
+        if steps.max() >= config.num_train_timesteps:
+            raise ConfigError(f"{num_inference_steps} '{self.spacing}' steps with steps_offset "
+                              f"{config.steps_offset} reach timestep {steps.max()}, past the last "
+                              f"training timestep {config.num_train_timesteps - 1}")
+        self._steps = steps
+        self.timesteps = steps.astype(np.float32)
+        self._final_abar = np.float32(1.0) if config.set_alpha_to_one else self.alphas_cumprod[0]
+
+    def _abar(self, t: int) -> np.float32:
+        return self.alphas_cumprod[t] if t >= 0 else self._final_abar
+
+    def scale_model_input(self, x: np.ndarray, i: int) -> np.ndarray:
+        """DDIM feeds the latent unscaled."""
+        _check_index(i, self.num_inference_steps)
+        return x
+
+    def step(self, model_output: np.ndarray, i: int, x: np.ndarray,
+             generator: np.random.Generator | None = None) -> np.ndarray:
+        """The latent at the previous timestep. ``generator`` is used only when ``eta > 0``
+        (a fresh unseeded one when it is None)."""
+        t = int(self._steps[_check_index(i, self.num_inference_steps)])
+        abar_t = self._abar(t)
+        abar_prev = self._abar(t - self.config.num_train_timesteps // self.num_inference_steps)
+        x0, eps = _x0_and_eps(self.config.prediction_type, model_output, x, abar_t)
+        if self.config.clip_sample:
+            x0 = np.clip(x0, np.float32(-1), np.float32(1))
+        variance = (1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)
+        sigma = np.float32(self.eta) * np.sqrt(variance)
+        x_prev = np.sqrt(abar_prev) * x0 + np.sqrt(1 - abar_prev - sigma * sigma) * eps
+        if self.eta > 0:
+            generator = generator if generator is not None else np.random.default_rng()
+            x_prev = x_prev + sigma * generator.standard_normal(x.shape, dtype=np.float32)
+        return x_prev.astype(x.dtype)
+
+    def add_noise(self, x0: np.ndarray, noise: np.ndarray, t) -> np.ndarray:
+        """Forward diffusion to integer timestep(s) ``t`` (scalar or one per sample):
+        ``sqrt(abar_t) * x0 + sqrt(1 - abar_t) * noise``."""
+        t = np.asarray(t)
+        T = self.config.num_train_timesteps
+        if np.any(t != np.round(t)) or np.any(t < 0) or np.any(t >= T):
+            raise ConfigError(f"timestep {t.tolist()!r} must be an integer in [0, {T})")
+        abar = _per_sample(self.alphas_cumprod[t.astype(np.int64)], x0.ndim)
+        return (np.sqrt(abar) * _f32(x0) + np.sqrt(1 - abar) * _f32(noise)).astype(x0.dtype)
+
+
+class EulerScheduler:
+    """Euler's method on the probability-flow ODE in sigma space (Karras et al. 2022, Alg. 2
+    without churn), as diffusers' ``EulerDiscreteScheduler``:
+
+        sigma(t) = sqrt((1 - abar_t) / abar_t), interpolated linearly at fractional t
+        d = (x - x0) / sigma_i;   x_next = x + (sigma_{i+1} - sigma_i) * d,   sigma_n = 0
+
+    The latent lives at scale ``sqrt(sigma^2 + 1)``: the loop starts from
+    ``noise * init_noise_sigma`` and the UNet sees ``x / sqrt(sigma_i^2 + 1)``
+    (``scale_model_input``). ``init_noise_sigma`` is ``sigma_0`` for ``linspace`` and
+    ``trailing`` and ``sqrt(sigma_0^2 + 1)`` for ``leading``, as in diffusers.
+    """
+
+    name = "euler"
+
+    def __init__(self, config: SchedulerConfig, num_inference_steps: int, *, eta: float = 0.0):
+        if eta != 0.0:
+            raise ConfigError(f"eta {eta!r} is a DDIM option; the Euler sampler is deterministic (eta 0)")
+        self.config = config
+        self.spacing = config.timestep_spacing or DEFAULT_SPACING[self.name]
+        self.num_inference_steps = num_inference_steps
+        abar = alphas_cumprod(config)
+        self.train_sigmas = np.sqrt((1 - abar) / abar)  # float32 [T]
+        self.timesteps = _spaced_timesteps(config, self.spacing, num_inference_steps,
+                                           integer=False).astype(np.float32)
+        self.sigmas = np.append(self._sigma_at(self.timesteps), np.float32(0.0))
+        top = self.sigmas.max()
+        self.init_noise_sigma = float(top if self.spacing != "leading" else np.sqrt(top * top + 1))
+
+    def _sigma_at(self, t) -> np.ndarray:
+        """float32 sigma at training timestep(s) ``t``, linear between integers, clamped."""
+        grid = np.arange(self.config.num_train_timesteps)
+        return np.interp(t, grid, self.train_sigmas).astype(np.float32)
+
+    def scale_model_input(self, x: np.ndarray, i: int) -> np.ndarray:
+        """``x / sqrt(sigma_i^2 + 1)``: the UNet's input at unit variance scale."""
+        sigma = self.sigmas[_check_index(i, self.num_inference_steps)]
+        return (_f32(x) / np.sqrt(sigma * sigma + 1)).astype(x.dtype)
+
+    def step(self, model_output: np.ndarray, i: int, x: np.ndarray,
+             generator: np.random.Generator | None = None) -> np.ndarray:
+        """The latent at ``sigma_{i+1}``. ``generator`` is unused (the step is deterministic)."""
+        i = _check_index(i, self.num_inference_steps)
+        sigma, sigma_next = self.sigmas[i], self.sigmas[i + 1]
+        dtype, x, out = x.dtype, _f32(x), _f32(model_output)
+        kind = self.config.prediction_type
+        if kind == "epsilon":
+            x0 = x - sigma * out
+        elif kind == "v_prediction":  # v is predicted for the scaled input x / sqrt(sigma^2 + 1)
+            x0 = out * (-sigma / np.sqrt(sigma * sigma + 1)) + x / (sigma * sigma + 1)
+        else:
+            x0 = out
+        derivative = (x - x0) / sigma
+        return (x + derivative * (sigma_next - sigma)).astype(dtype)
+
+    def add_noise(self, x0: np.ndarray, noise: np.ndarray, t) -> np.ndarray:
+        """Forward diffusion to timestep(s) ``t`` (scalar or one per sample; fractional
+        allowed, e.g. a value of ``timesteps``): ``x0 + sigma(t) * noise``."""
+        sigma = _per_sample(self._sigma_at(np.asarray(t, dtype=np.float64)), x0.ndim)
+        return (_f32(x0) + _f32(noise) * sigma).astype(x0.dtype)
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=np.float32)
+
+
+def _x0_and_eps(kind: str, model_output: np.ndarray, x: np.ndarray, abar_t: np.float32):
+    """Predicted clean latent and noise from the model output, in float32.
+
+    ``epsilon``: ``x0 = (x - sqrt(1-abar) eps) / sqrt(abar)``. ``v_prediction`` (Salimans &
+    Ho 2022, Sec. 4): ``x0 = sqrt(abar) x - sqrt(1-abar) v``, ``eps = sqrt(abar) v +
+    sqrt(1-abar) x``. ``sample``: ``x0`` is the output.
+    """
+    x, out = _f32(x), _f32(model_output)
+    a, b = np.sqrt(abar_t), np.sqrt(1 - abar_t)
+    if kind == "epsilon":
+        return (x - b * out) / a, out
+    if kind == "v_prediction":
+        return a * x - b * out, a * out + b * x
+    return out, (x - a * out) / b
+
+
+SCHEDULER_CLASSES = {"ddim": DDIMScheduler, "euler": EulerScheduler}
+
+
+def make_scheduler(name: str, config: SchedulerConfig, num_inference_steps: int, *,
+                   eta: float = 0.0) -> Scheduler:
+    """Build the ``name`` sampler (``"ddim"`` or ``"euler"``) for ``num_inference_steps``
+    steps. ``eta`` is DDIM's noise weight (0: deterministic)."""
+    _one_of("scheduler", name, SCHEDULERS)
+    return SCHEDULER_CLASSES[name](config, num_inference_steps, eta=eta)
