@@ -64,8 +64,11 @@ def _jsonable(obj):
     return obj
 
 
-def save_mtu(model: MTUNet, out_dir: str | Path, overwrite: bool = False) -> Path:
-    """Write ``model`` to ``out_dir`` atomically; returns the directory."""
+def save_mtu(model: MTUNet, out_dir: str | Path, overwrite: bool = False, extra=None) -> Path:
+    """Write ``model`` to ``out_dir`` atomically; returns the directory.
+
+    ``extra(tmp_dir)`` may write companion files (text encoder, noise schedule, codec
+    record) into the directory before it is renamed into place."""
     from safetensors.torch import save_file
 
     cfg = model_config(model)
@@ -75,6 +78,8 @@ def save_mtu(model: MTUNet, out_dir: str | Path, overwrite: bool = False) -> Pat
         save_file(state, str(weights), metadata={"format": "pt", "producer": f"taskfold {__version__}"})
         cfg["weights"] = {"file": WEIGHTS_FILE, "bytes": weights.stat().st_size, "sha256": sha256_file(weights)}
         write_json_atomic(tmp / CONFIG_FILE, cfg)
+        if extra is not None:
+            extra(tmp)
     return Path(out_dir)
 
 

@@ -82,7 +82,8 @@ class TaskConvIn(nn.Module):
         out = None
         for t in ids.unique().tolist():
             sel = (ids == t).nonzero().squeeze(1)
-            y = self.convs[t](x[sel])
+            conv = self.convs[t]
+            y = conv(x[sel, :conv.in_channels])  # mixed batches are zero-padded to the widest task
             if out is None:
                 out = y.new_zeros((x.shape[0],) + y.shape[1:])
             out[sel] = y
@@ -95,7 +96,8 @@ class MTUNet(nn.Module):
     """A multi-task UNet: ``forward(sample, timestep, encoder_hidden_states, task)``.
 
     ``task`` is a task name, a task index, or a ``[B]`` tensor of task indices (one per
-    sample; samples of one batch must share the input channel count).
+    sample). A batch mixing tasks with different input channel counts carries each sample's
+    channels first, zero-padded to the widest task in the batch.
     """
 
     def __init__(self, unet: nn.Module, config: UpcycleConfig, base_info: BaseInfo,
@@ -148,7 +150,7 @@ class MTUNet(nn.Module):
             if ids.numel() == 1:
                 ids = ids.expand(batch)
             single = None
-            channels = {self.task_in_channels(int(i)) for i in ids.unique().tolist()}
+            channels = {max(self.task_in_channels(int(i)) for i in ids.unique().tolist())}
         else:
             single = self.task_index(task)
             ids = torch.full((batch,), single, dtype=torch.long, device=sample.device)

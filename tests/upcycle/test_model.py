@@ -165,3 +165,25 @@ def test_one_adam_step_changes_only_the_trainable_set(tiny_base):
     assert not (changed & frozen)
     assert changed == trainable, sorted(trainable - changed)
     assert all(torch.equal(buffers[n], b) for n, b in mtu.named_buffers())
+
+
+def test_mixed_task_batch_with_zero_padded_channels_equals_per_task_calls(tiny_mtu):
+    from tests._helpers import trained_like
+
+    import copy
+
+    mtu = trained_like(copy.deepcopy(tiny_mtu)).eval()
+    g = torch.Generator().manual_seed(5)
+    tasks = ["t2i", "edit", "inpaint-mask", "edit"]
+    width = max(mtu.task_in_channels(t) for t in tasks)
+    x = torch.zeros(4, width, 16, 16)
+    for i, t in enumerate(tasks):
+        x[i, :mtu.task_in_channels(t)] = torch.randn(mtu.task_in_channels(t), 16, 16, generator=g)
+    text = torch.randn(4, 7, 32, generator=g)
+    t = torch.tensor([10, 500, 999, 42])
+    ids = torch.tensor([mtu.task_index(n) for n in tasks])
+    with torch.no_grad():
+        mixed = mtu(x, t, text, ids)
+        for i, name in enumerate(tasks):
+            alone = mtu(x[i:i + 1, :mtu.task_in_channels(name)], t[i:i + 1], text[i:i + 1], name)
+            assert (mixed[i] - alone[0]).abs().max().item() < 1e-5

@@ -1,0 +1,367 @@
+"""Multi-task fine-tuning (paper 001 section 6, Eq. 2): one loop for a laptop CPU and for many GPUs.
+
+Each optimiser step draws a *global* batch plan from a generator seeded by ``(seed, step)``:
+per sample a task (by the task sampling weights), a row of that task, a training
+timestep, the noise, and the two condition-dropout coins. Each process takes its slice of
+that plan, so the samples of a step do not depend on how many processes share it, and a
+resumed run draws exactly what the uninterrupted run drew. A sample's UNet input is
+``concat[noisy target latents, encoded condition(s)]`` (the task's layout); the loss is
+the mean squared error of the predicted noise (Eq. 2, epsilon prediction).
+
+Condition dropout follows InstructPix2Pix: the prompt (replaced by the empty prompt) and
+the condition image(s) (replaced by zeros) are dropped independently, 5 % each by default,
+so text, image and dual classifier-free guidance all work at inference.
+
+Samples of different tasks share one forward call: each sample's input channels come
+first, zero-padded to the widest task of the batch, and ``MTUNet`` routes each sample by
+its task id. Under ``accelerate launch`` the model is wrapped in DistributedDataParallel
+(unused task convolutions allowed); on one process it runs as it is.
+
+Checkpoints (``OUT/checkpoints/step-NNNNNNN``) hold the model, the optimiser, the step and
+the config; each appears by one rename when complete, and ``--resume`` continues from the
+newest one. The final model is written to ``OUT/mtu`` (an MTU directory that
+``taskfold export`` reads) together with its text encoder and noise schedule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from taskfold._io import atomic_output_dir, write_json_atomic
+from taskfold.errors import CheckpointError, ConfigError, OutputExistsError
+
+OPTIMIZER_PRESETS = {
+    "sd15": {"optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0},     # paper A.2, SDv1.5
+    "sdxl": {"optimizer": "adamw", "lr": 5e-5, "weight_decay": 0.01},   # paper A.2, SDXL
+}
+NOISE_SCHEDULES = {
+    "sd": {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
+    "ddpm": {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02},
+}
+CHECKPOINTS = "checkpoints"
+KEEP_CHECKPOINTS = 2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run was asked for; saved as ``OUT/train_config.json``.
+
+    ``batch_size`` is per process and micro-step; one optimiser step sees
+    ``batch_size x processes x grad_accum`` samples.
+    """
+
+    steps: int = 1000
+    batch_size: int = 8
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    grad_accum: int = 1
+    max_grad_norm: float | None = 1.0
+    mixed_precision: str = "no"
+    task_weights: dict = field(default_factory=dict)  # task -> weight; missing tasks weigh 1
+    prompt_dropout: float = 0.05
+    image_dropout: float = 0.05
+    trainable: str = "mtu"
+    train_text_encoder: bool = False
+    noise_schedule: str = "sd"
+    num_train_timesteps: int = 1000
+    checkpoint_every: int = 100
+    log_every: int = 10
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "task_weights", dict(self.task_weights))
+        for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "log_every", "num_train_timesteps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.optimizer not in ("adam", "adamw"):
+            raise ConfigError(f"optimizer {self.optimizer!r} is not one of adam, adamw")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ConfigError(f"--mixed-precision {self.mixed_precision!r} is not one of no, fp16, bf16")
+        for name in ("prompt_dropout", "image_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
+        if self.trainable not in ("mtu", "all"):
+            raise ConfigError(f"--trainable {self.trainable!r} is not one of mtu, all")
+        if self.noise_schedule not in NOISE_SCHEDULES:
+            raise ConfigError(f"--noise-schedule {self.noise_schedule!r} is not one of {', '.join(NOISE_SCHEDULES)}")
+        bad = {k: v for k, v in self.task_weights.items() if not (isinstance(v, (int, float)) and v >= 0)}
+        if bad:
+            raise ConfigError(f"task weights must be non-negative numbers, got {bad}")
+
+    @classmethod
+    def with_preset(cls, preset: str | None, **kw) -> "TrainConfig":
+        if preset is not None and preset not in OPTIMIZER_PRESETS:
+            raise ConfigError(f"optimiser preset {preset!r} is not one of {', '.join(OPTIMIZER_PRESETS)}")
+        base = dict(OPTIMIZER_PRESETS[preset]) if preset else {}
+        return cls(**(base | {k: v for k, v in kw.items() if v is not None}))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown train config key(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    def scheduler_config(self) -> dict:
+        """The noise schedule as a diffusers ``scheduler_config.json`` (also what the runtime reads)."""
+        return {"_class_name": "DDPMScheduler", "num_train_timesteps": self.num_train_timesteps,
+                **NOISE_SCHEDULES[self.noise_schedule], "prediction_type": "epsilon",
+                "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}
+
+
+# --- The model being trained ------------------------------------------------------------------
+
+class TrainModule(nn.Module):
+    """MTU model + text encoder + codec: ``forward(batch) -> per-sample loss``."""
+
+    def __init__(self, mtu, text_encoder, codec):
+        super().__init__()
+        self.mtu, self.text_encoder, self.codec = mtu, text_encoder, codec
+
+    def forward(self, sample, timesteps, input_ids, task_ids, noise):
+        text = self.text_encoder(input_ids)
+        pred = self.mtu(sample, timesteps, text, task_ids)
+        return F.mse_loss(pred.float(), noise.float(), reduction="none").flatten(1).mean(1)
+
+
+def alphas_cumprod(cfg: TrainConfig) -> torch.Tensor:
+    s = NOISE_SCHEDULES[cfg.noise_schedule]
+    T = cfg.num_train_timesteps
+    if s["beta_schedule"] == "linear":
+        betas = torch.linspace(s["beta_start"], s["beta_end"], T, dtype=torch.float64)
+    else:
+        betas = torch.linspace(s["beta_start"] ** 0.5, s["beta_end"] ** 0.5, T, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, 0).float()
+
+
+# --- The batch plan ---------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """One optimiser step's global samples (every process draws the same plan)."""
+
+    tasks: list[str]
+    rows: list[int]
+    timesteps: torch.Tensor
+    drop_prompt: torch.Tensor
+    drop_image: torch.Tensor
+    noise_seed: torch.Tensor
+
+
+def draw_plan(step: int, size: int, cfg: TrainConfig, by_task: dict[str, list[int]]) -> Plan:
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    names = list(by_task)
+    w = torch.tensor([float(cfg.task_weights.get(t, 1.0)) for t in names], dtype=torch.float64)
+    if not w.sum() > 0:
+        raise ConfigError("every task weight is zero")
+    pick = torch.multinomial(w, size, replacement=True, generator=g).tolist()
+    tasks = [names[i] for i in pick]
+    u = torch.rand(size, generator=g, dtype=torch.float64)
+    rows = [by_task[t][int(x * len(by_task[t]))] for t, x in zip(tasks, u.tolist())]
+    return Plan(tasks, rows, torch.randint(0, cfg.num_train_timesteps, (size,), generator=g),
+                torch.rand(size, generator=g) < cfg.prompt_dropout, torch.rand(size, generator=g) < cfg.image_dropout,
+                torch.randint(0, 2**62, (size,), generator=g))
+
+
+def build_inputs(plan: Plan, sel: range, dataset, mtu, codec, tokenize, acp: torch.Tensor, device) -> dict:
+    """Model inputs for the plan's samples ``sel`` (one process, one micro-step)."""
+    items = [dataset[plan.rows[i]] for i in sel]
+    c = mtu.latent_channels
+    width = max(mtu.task_in_channels(plan.tasks[i]) for i in sel)
+    with torch.no_grad():
+        target = codec.encode(torch.from_numpy(np.stack([it["target"] for it in items])).to(device))
+    h, w = target.shape[-2:]
+    noise = torch.stack([torch.randn(target.shape[1:], generator=torch.Generator().manual_seed(int(plan.noise_seed[i])))
+                         for i in sel]).to(device)
+    t = plan.timesteps[list(sel)].to(device)
+    a = acp.to(device)[t].view(-1, 1, 1, 1)
+    noisy = a.sqrt() * target + (1 - a).sqrt() * noise
+    sample = torch.zeros(len(items), width, h, w, device=device)
+    sample[:, :c] = noisy
+    for j, (i, it) in enumerate(zip(sel, items)):
+        spec = mtu.tasks[mtu.task_index(plan.tasks[i])]
+        drop = bool(plan.drop_image[i])
+        ch = c
+        for part in spec.inputs[1:]:
+            if part == "mask":
+                m = F.interpolate(torch.from_numpy(it["mask"])[None], size=(h, w), mode="nearest")[0]
+                sample[j, ch:ch + 1] = 0 if drop else m.to(device)
+                ch += 1
+                continue
+            img = torch.from_numpy(it["condition"])[None].to(device)
+            if part == "masked_image":
+                img = img * (1 - torch.from_numpy(it["mask"])[None].to(device))
+            if not drop:
+                with torch.no_grad():
+                    sample[j, ch:ch + c] = codec.encode(img)[0]
+            ch += c
+    prompts = ["" if plan.drop_prompt[i] or not mtu.tasks[mtu.task_index(plan.tasks[i])].uses_text
+               else items[j]["prompt"] for j, i in enumerate(sel)]
+    return {"sample": sample, "timesteps": t, "input_ids": torch.from_numpy(tokenize(prompts)).to(device),
+            "task_ids": torch.tensor([mtu.task_index(plan.tasks[i]) for i in sel], device=device), "noise": noise}
+
+
+# --- Checkpoints --------------------------------------------------------------------------------
+
+def _checkpoint_dirs(out: Path) -> list[Path]:
+    d = out / CHECKPOINTS
+    return sorted(p for p in d.glob("step-*") if (p / "state.json").is_file()) if d.is_dir() else []
+
+
+def save_checkpoint(out: Path, step: int, module: TrainModule, optimizer, cfg: TrainConfig) -> Path:
+    from safetensors.torch import save_file
+
+    final = out / CHECKPOINTS / f"step-{step:07d}"
+    with atomic_output_dir(final, overwrite=True) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
+                  str(tmp / "model.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        write_json_atomic(tmp / "state.json", {"step": step, "config": cfg.to_dict()})
+    for old in _checkpoint_dirs(out)[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: Path, module: TrainModule, optimizer) -> int:
+    from safetensors.torch import load_file
+
+    state = json.loads((path / "state.json").read_text())
+    module.load_state_dict(load_file(str(path / "model.safetensors")))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    return int(state["step"])
+
+
+# --- The loop -------------------------------------------------------------------------------------
+
+def train(mtu_dir: str | Path, data_dir: str | Path, cfg: TrainConfig, out: str | Path, resume: bool = False,
+          skip_bad_rows: bool = False, log=print, progress: bool = True) -> Path:
+    """Fine-tune the MTU model in ``mtu_dir`` on ``data_dir``; returns ``OUT/mtu``."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    from taskfold.train.data import load_dataset
+    from taskfold.train.encoders_io import encoders_for
+    from taskfold.upcycle.checkpoint import load_mtu, save_mtu
+    from taskfold.upcycle.model import set_trainable
+
+    out = Path(out)
+    accel = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision,
+                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    main = accel.is_main_process
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise OutputExistsError(f"output directory {str(out)!r} already exists and is not empty",
+                                hint="pass --resume to continue its run, or choose another --out")
+    mtu = load_mtu(mtu_dir)
+    tasks = [t for t in mtu.task_names]
+    data = load_dataset(data_dir, tasks=[t for t in tasks], skip_bad_rows=skip_bad_rows,
+                        log=log if main else (lambda *_: None), split="train")
+    by_task = {t: data.indices(t) for t in tasks if data.indices(t)}
+    if not by_task:
+        raise ConfigError(f"dataset {str(data_dir)!r} has no training rows for the model's tasks {tasks}")
+    text_encoder, codec = encoders_for(mtu_dir, data)
+    set_trainable(mtu, cfg.trainable)
+    text_encoder.requires_grad_(cfg.train_text_encoder)
+    codec.requires_grad_(False)
+    module = TrainModule(mtu, text_encoder, codec).train()
+    codec.eval()
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    optimizer = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    start = 0
+    if resume:
+        ckpts = _checkpoint_dirs(out)
+        if ckpts:
+            saved = TrainConfig.from_dict(json.loads((ckpts[-1] / "state.json").read_text())["config"])
+            if saved != cfg:
+                raise CheckpointError(f"--resume with a different config than {str(ckpts[-1])!r} was written with",
+                                      hint="resume with the same flags")
+            start = load_checkpoint(ckpts[-1], module, optimizer)
+            if main:
+                log(f"resuming from {ckpts[-1]} (step {start})")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "train_config.json", cfg.to_dict())
+    model, optimizer = accel.prepare(module, optimizer)
+    acp = alphas_cumprod(cfg)
+    world, rank = accel.num_processes, accel.process_index
+    micro = cfg.batch_size
+    global_batch = micro * world * cfg.grad_accum
+    log_path = out / "log.jsonl"
+    bar = None
+    if main and progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step")
+    t0 = time.time()
+    running: dict[str, list[float]] = {}
+    for step in range(start, cfg.steps):
+        plan = draw_plan(step, global_batch, cfg, by_task)
+        for a in range(cfg.grad_accum):
+            first = (a * world + rank) * micro
+            sel = range(first, first + micro)
+            batch = build_inputs(plan, sel, data, mtu, codec, text_encoder.tokenize, acp, accel.device)
+            with accel.accumulate(model):
+                losses = model(**batch)
+                accel.backward(losses.mean())
+                if accel.sync_gradients and cfg.max_grad_norm:
+                    accel.clip_grad_norm_(params, cfg.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+            for i, l in zip(sel, losses.detach().cpu().tolist()):
+                running.setdefault(plan.tasks[i], []).append(l)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            per_task = {t: float(np.mean(v)) for t, v in running.items()}
+            gathered = accel.gather_for_metrics(torch.tensor([sum(sum(v) for v in running.values()),
+                                                              sum(len(v) for v in running.values())]))
+            if main:
+                g = gathered.view(-1, 2).sum(0)
+                rec = {"step": done, "loss": float(g[0] / max(g[1], 1)), "loss_per_task": per_task,
+                       "lr": cfg.lr, "samples": done * global_batch, "seconds": round(time.time() - t0, 2)}
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                if bar:
+                    bar.set_postfix({t: f"{v:.3f}" for t, v in per_task.items()})
+            running = {}
+        if bar:
+            bar.update(1)
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            accel.wait_for_everyone()
+            if main:
+                save_checkpoint(out, done, accel.unwrap_model(model), optimizer, cfg)
+    if bar:
+        bar.close()
+    accel.wait_for_everyone()
+    final = out / "mtu"
+    if main:
+        unwrapped = accel.unwrap_model(model)
+        save_mtu(unwrapped.mtu.eval(), final, overwrite=True,
+                 extra=lambda d: _write_components(d, unwrapped, cfg))
+        log(f"wrote {final} ({cfg.steps} steps, {math.ceil(time.time() - t0)} s)")
+    accel.wait_for_everyone()
+    return final
+
+
+def _write_components(d: Path, module: TrainModule, cfg: TrainConfig) -> None:
+    module.text_encoder.save_pretrained(d / "text_encoder")
+    write_json_atomic(d / "scheduler_config.json", cfg.scheduler_config())
+    write_json_atomic(d / "codec.json", module.codec.to_dict())
