@@ -70,6 +70,19 @@ def _cmd_upcycle(args) -> int:
     cfg = _upcycle_config(args)
     check_output_dir(args.out, args.overwrite)  # fail before minutes of work
     unet, info = load_base(args.base, seed=args.seed)
+    if info.dtr is not None:  # a DTR-trained base: its masks are part of its function
+        inherit = {"dtr": True, "dtr_timesteps": info.dtr["timesteps"], "dtr_alpha": info.dtr["alpha"],
+                   "dtr_beta": info.dtr["beta"]}
+        given = {k: v for k, v in {"dtr": args.dtr, "dtr_alpha": args.dtr_alpha, "dtr_beta": args.dtr_beta}.items()
+                 if v is not None}
+        conflict = {k: v for k, v in given.items() if v != inherit[k]}
+        if conflict:
+            from .errors import ConfigError
+
+            raise ConfigError(f"the base was trained with DTR {info.dtr}; {conflict} would change its function",
+                              hint="leave --dtr/--dtr-alpha/--dtr-beta unset to inherit the base's DTR")
+        cfg = type(cfg).from_dict(cfg.to_dict() | inherit)
+        print(f"base trained with DTR {info.dtr}: the upcycled model keeps its masks")
     # The identity check needs the base's output; take it first, then hand the base over
     # (no second copy of an SDXL-sized model in memory).
     check_task = next((t.name for t in cfg.task_specs
@@ -134,6 +147,65 @@ def _cmd_deviation(args) -> int:
     ranks = ", ".join(f"{c} {r:.1f}" for c, r in table["mean_rank_per_component"].items())
     print(f"mean deviation rank per component (of {len(table['rows'])}): {ranks}")
     print(f"wrote {args.out}/deviation.json and {args.out}/deviation.png")
+    return 0
+
+
+# --- train ---------------------------------------------------------------------------------
+
+def _task_weights(value: str) -> dict:
+    out = {}
+    for item in _csv(value):
+        name, sep, w = item.partition("=")
+        try:
+            out[name] = float(w)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"task weight {item!r} is not NAME=NUMBER") from None
+        if not sep:
+            raise argparse.ArgumentTypeError(f"task weight {item!r} is not NAME=NUMBER")
+    return out
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="fine-tune an MTU model on several tasks at once (CPU or accelerate launch)",
+                       description="Multi-task fine-tuning (paper Eq. 2). Runs as is on one CPU, or under "
+                                   "`accelerate launch` on several processes/GPUs.")
+    p.add_argument("model", help="MTU model directory (from `taskfold upcycle`)")
+    p.add_argument("--data", required=True, help="dataset folder with metadata.jsonl (see `taskfold data check`)")
+    p.add_argument("--steps", type=int, required=True, help="optimiser steps")
+    p.add_argument("--out", required=True, help="run directory: checkpoints/, log.jsonl, mtu/ (the trained model)")
+    p.add_argument("--batch-size", type=int, help="samples per process per micro-step (default 8)")
+    p.add_argument("--preset", choices=["sd15", "sdxl"], help="optimiser preset: sd15 = Adam 1e-4, sdxl = AdamW 5e-5 wd 0.01")
+    p.add_argument("--optimizer", choices=["adam", "adamw"])
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--task-weights", type=_task_weights, help="task sampling weights, e.g. t2i=1,edit=2 (default equal)")
+    p.add_argument("--grad-accum", type=int, help="micro-steps per optimiser step (default 1)")
+    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
+    p.add_argument("--prompt-dropout", type=float, help="probability of dropping the prompt (default 0.05)")
+    p.add_argument("--image-dropout", type=float, help="probability of dropping the condition image(s) (default 0.05)")
+    p.add_argument("--trainable", choices=["mtu", "all"], help="MTU components only (default) or everything")
+    p.add_argument("--train-text-encoder", action="store_true", default=None, help="also train the text encoder")
+    p.add_argument("--noise-schedule", choices=["sd", "ddpm"], help="sd = scaled_linear (default), ddpm = linear")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 100)")
+    p.add_argument("--log-every", type=int, help="steps between log.jsonl records (default 10)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--skip-bad-rows", action="store_true", help="train on the good rows of a dataset with bad ones")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from .train.trainer import TrainConfig, train
+
+    cfg = TrainConfig.with_preset(
+        args.preset, steps=args.steps, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+        weight_decay=args.weight_decay, task_weights=args.task_weights, grad_accum=args.grad_accum,
+        mixed_precision=args.mixed_precision, prompt_dropout=args.prompt_dropout, image_dropout=args.image_dropout,
+        trainable=args.trainable, train_text_encoder=args.train_text_encoder, noise_schedule=args.noise_schedule,
+        checkpoint_every=args.checkpoint_every, log_every=args.log_every, seed=args.seed)
+    train(args.model, args.data, cfg, args.out, resume=args.resume, skip_bad_rows=args.skip_bad_rows,
+          progress=not args.no_progress)
     return 0
 
 
@@ -213,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_upcycle(sub)
     _add_inspect(sub)
     _add_deviation(sub)
+    _add_train(sub)
     _add_export(sub)
     _add_verify(sub)
     from .train.cli_data import add_data_parser

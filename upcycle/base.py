@@ -69,6 +69,14 @@ PRESETS: dict[str, dict] = {
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8,
     ),
+    # Pixel-space RGB model for the shapes world (the bundled base's architecture), ~1.1M parameters.
+    "tiny-pixel": dict(
+        sample_size=32, in_channels=3, out_channels=3, layers_per_block=1,
+        block_out_channels=(32, 64, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=64, attention_head_dim=8, norm_num_groups=8,
+    ),
 }
 
 # diffusers' single-file model types -> (preset, sample_size override)
@@ -86,6 +94,9 @@ class BaseInfo:
     source: str
     kind: str  # "preset", "diffusers", "single_file"
     seed: int | None = None
+    #: a DTR-trained base (``taskfold pretrain``): {"timesteps", "alpha", "beta"}; its upcycled
+    #: model must keep the same masks, or the function changes.
+    dtr: dict | None = None
 
 
 def preset_config(name: str) -> dict:
@@ -126,7 +137,7 @@ def load_base(spec: str, seed: int = 0, device: str = "cpu"):
                                  hint=f"give a diffusers folder, a .safetensors file or preset:{{{','.join(PRESETS)}}}")
         if path.is_dir():
             unet = _load_folder(path)
-            info = BaseInfo(source=str(path), kind="diffusers")
+            info = BaseInfo(source=str(path), kind="diffusers", dtr=_folder_dtr(path))
         elif path.suffix == ".safetensors":
             unet = _load_single_file(path)
             info = BaseInfo(source=str(path), kind="single_file")
@@ -141,7 +152,7 @@ def _load_folder(path: Path):
     from diffusers import UNet2DConditionModel
 
     unet_dir = path
-    if (path / "model_index.json").is_file():
+    if (path / "model_index.json").is_file() or (path / "unet" / "config.json").is_file():
         unet_dir = path / "unet"
         if not (unet_dir / "config.json").is_file():
             raise BaseModelError(f"base {str(path)!r} is a pipeline folder without unet/config.json")
@@ -163,6 +174,18 @@ def _load_folder(path: Path):
     except (OSError, ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise BaseModelError(f"cannot load UNet weights from {str(unet_dir)!r}: {first}") from None
+
+
+def _folder_dtr(path: Path) -> dict | None:
+    """DTR parameters of a base written by ``taskfold pretrain`` (``unet/taskfold_dtr.json``)."""
+    for p in (path / "taskfold_dtr.json", path / "unet" / "taskfold_dtr.json"):
+        if p.is_file():
+            try:
+                d = json.loads(p.read_text())
+                return {"timesteps": int(d["timesteps"]), "alpha": float(d["alpha"]), "beta": float(d["beta"])}
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise BaseModelError(f"cannot read DTR settings {str(p)!r}: {e}") from None
+    return None
 
 
 def _load_single_file(path: Path):

@@ -50,7 +50,7 @@ def model_config(model: MTUNet) -> dict:
         "schema_version": SCHEMA_VERSION,
         "taskfold_version": __version__,
         "base": {"source": model.base_info.source, "kind": model.base_info.kind, "seed": model.base_info.seed,
-                 "unet_config": _jsonable(unet_cfg)},
+                 "dtr": model.base_info.dtr, "unet_config": _jsonable(unet_cfg)},
         "tasks": [t.to_dict() | {"in_channels": t.in_channels(model.latent_channels)} for t in model.tasks],
         "upcycle": model.config.to_dict(),
     }
@@ -129,7 +129,7 @@ def load_mtu(path: str | Path, device: str = "cpu", verify_hash: bool = True) ->
     try:
         up_cfg = UpcycleConfig.from_dict(cfg["upcycle"])
         b = cfg["base"]
-        info = BaseInfo(source=b["source"], kind=b["kind"], seed=b.get("seed"))
+        info = BaseInfo(source=b["source"], kind=b["kind"], seed=b.get("seed"), dtr=b.get("dtr"))
         unet = build_unet(b["unet_config"], seed=None, device="meta")
         with torch.device("meta"):
             model = upcycle(unet, up_cfg, info)

@@ -186,6 +186,12 @@ def upcycle(unet: nn.Module, cfg: UpcycleConfig, base_info: BaseInfo | None = No
     peak memory for SDXL-sized models.
     """
     base_info = base_info or BaseInfo(source="<in-memory>", kind="module")
+    if base_info.dtr is not None:
+        want = {"timesteps": cfg.dtr_timesteps, "alpha": cfg.dtr_alpha, "beta": cfg.dtr_beta}
+        if not cfg.dtr or any(float(want[k]) != float(base_info.dtr[k]) for k in want):
+            raise ConfigError(f"the base {base_info.source!r} was trained with DTR {base_info.dtr}; the upcycled "
+                              f"model must keep those masks, got dtr={cfg.dtr} {want}",
+                              hint="leave --dtr/--dtr-alpha/--dtr-beta unset to inherit the base's DTR")
     tasks = cfg.task_specs
     ref = next(unet.parameters())
     if copy_base:
