@@ -221,16 +221,12 @@ def export_package(mtu_or_dir, cfg: ExportConfig, out: str | Path, overwrite: bo
                 fold(mtu, t).save_pretrained(tmp / "diffusers" / t, safe_serialization=True)
                 graphs.append({"task": t, "format": "diffusers", "path": f"diffusers/{t}", "precision": "fp32"})
             log(f"diffusers: {len(tasks)} folded UNet folders")
-        if "onnx" in cfg.formats or "tensorrt" in cfg.formats:
+        if "onnx" in cfg.formats or "tensorrt" in cfg.formats:  # TensorRT builds from the ONNX graphs
             graphs += _export_onnx(mtu, tasks, specs, examples, folded, cfg, tmp, h, w, timesteps, results, log)
         if "coreml" in cfg.formats:
-            from .coreml_package import export_coreml
-
-            graphs += export_coreml(mtu, tasks, specs, examples, folded, cfg, tmp, h, w, timesteps, results, log)
+            graphs += _export_coreml(mtu, tasks, cfg, tmp, h, w, timesteps, results, log)
         if "tensorrt" in cfg.formats:
-            from .tensorrt_package import export_tensorrt
-
-            graphs += export_tensorrt(mtu, tasks, specs, cfg, tmp, log)
+            graphs += _export_tensorrt(mtu, tasks, specs, cfg, tmp, h, w, timesteps, results, log)
         raise_on_failures(results)
         manifest = _manifest(mtu, cfg, tasks, codec, (h, w), graphs, tmp)
         write_json_atomic(tmp / MANIFEST, manifest)
@@ -269,6 +265,109 @@ def _export_onnx(mtu, tasks, specs, examples, folded, cfg, tmp, h, w, timesteps,
             out.append({"task": t, "format": "ort", "path": rel, "precision": cfg.precision, **specs[t].to_dict(),
                         "flops": flops.to_dict(), "parity": res.to_dict() | {"provider": "CPUExecutionProvider"}})
             log(f"ort {t}: parity {res.relative_error:.1e}")
+    return out
+
+
+def _export_coreml(mtu, tasks, cfg, tmp, h, w, timesteps, results, log) -> list[dict]:
+    """ML Programs through torch.export; parity where Core ML runs (macOS), structure everywhere."""
+    import sys
+
+    import torch
+
+    from taskfold.upcycle.base import build_unet
+
+    from . import coreml
+    from .fold import fold, with_dtr
+    from .graph import UNetGraph, example_inputs, unet_graph_spec
+
+    def spec_of(channels):  # Core ML graphs are static and keep float32 inputs/outputs
+        return unet_graph_spec(mtu.unet.config, channels, cfg.batch, h, w, cfg.text_len, "float32", False)
+
+    # The reference for the structural check: the base architecture converted the same way.
+    base_cfg = dict(mtu.unet.config) | {"in_channels": mtu.latent_channels}
+    base = build_unet(base_cfg, seed=0)
+    if mtu.dtr is not None:
+        base = with_dtr(base, mtu.dtr.timesteps, mtu.dtr.alpha, mtu.dtr.beta)
+    spec0 = spec_of(mtu.latent_channels)
+    with torch.no_grad():
+        ref_model = coreml.convert(UNetGraph(base).eval(), spec0, example_inputs(spec0, cfg.batch, h, w),
+                                   None, precision=cfg.coreml_precision)
+    reference_ops = coreml.op_histogram(ref_model)
+    del base, ref_model
+    out, paths = [], {}
+    on_mac = sys.platform == "darwin"
+    for t in tasks:
+        spec = spec_of(mtu.task_in_channels(t))
+        rel = f"coreml/{t}.mlpackage"
+        model = coreml.convert(UNetGraph(fold(mtu, t)).eval(), spec, example_inputs(spec, cfg.batch, h, w),
+                               None, precision=cfg.coreml_precision)
+        problems = coreml.structural_problems(model, spec, reference_ops)
+        if problems:
+            from taskfold.errors import ParityError
+
+            raise ParityError(f"CoreML graph of task {t!r} fails the structural check: " + "; ".join(problems))
+        if cfg.palettize:
+            model = coreml.palettize(model, cfg.palettize)
+        coreml.save(model, tmp / rel)
+        paths[t] = tmp / rel
+        entry = {"task": t, "format": "coreml", "path": rel, "precision": cfg.coreml_precision,
+                 "palettize_bits": cfg.palettize, **spec.to_dict()}
+        if on_mac:
+            res = check_graph(lambda x, p=tmp / rel: coreml.predict(p, x), mtu, t, spec, cfg.batch, h, w, "coreml",
+                              cfg.coreml_precision, timesteps, cfg.parity_seed,
+                              tolerance=0.1 if cfg.palettize else None)
+            results.append(res)
+            entry["parity"] = res.to_dict() | {"compute_units": "cpu_only"}
+        else:
+            entry["parity"] = {"status": "structural", "checked_on": sys.platform,
+                               "checks": "inputs/outputs as declared; op histogram == converted base UNet",
+                               "reference_ops": sum(reference_ops.values()), "problems": []}
+        out.append(entry)
+        log(f"coreml {t}: {'parity ' + format(results[-1].relative_error, '.1e') if on_mac else 'structure ok'}")
+    if cfg.coreml_multifunction:
+        coreml.save_multifunction(paths, tmp / "coreml" / "tasks.mlpackage", default_function=tasks[0])
+        for t, p in paths.items():
+            import shutil
+
+            shutil.rmtree(p)
+        for e in out:
+            e["path"], e["function"] = "coreml/tasks.mlpackage", e["task"]
+        log(f"coreml: one multifunction package with {len(paths)} functions")
+    return out
+
+
+def _export_tensorrt(mtu, tasks, specs, cfg, tmp, h, w, timesteps, results, log) -> list[dict]:
+    """Engines built from the package's ONNX graphs (fp16 unless fp32 was asked for)."""
+    from . import tensorrt as trt_export
+
+    out = []
+    (tmp / "tensorrt").mkdir(exist_ok=True)
+    cache = tmp / "tensorrt" / "timing.cache"
+    engines: dict[int, str] = {}
+    precision = "fp16" if cfg.precision == "fp16" else "fp32"
+    for t in tasks:
+        onnx_path = tmp / "onnx" / f"{t}.onnx"
+        channels = mtu.task_in_channels(t)
+        if cfg.trt_refit:  # one refittable engine per input width; each task refits it at load time
+            rel = f"tensorrt/refit-{channels}ch.plan"
+            if channels not in engines:
+                trt_export.build_engine(onnx_path, tmp / rel, specs[t], fp16=True, timing_cache_path=cache, refit=True)
+                engines[channels] = rel
+            refit_rel = f"tensorrt/{t}.plan"
+            trt_export.refit_engine(tmp / rel, onnx_path, tmp / refit_rel)
+            run_path = tmp / refit_rel
+            entry = {"task": t, "format": "tensorrt", "path": refit_rel, "refittable_engine": rel,
+                     "refit_from": f"onnx/{t}.onnx"}
+        else:
+            rel = f"tensorrt/{t}.plan"
+            trt_export.build_engine(onnx_path, tmp / rel, specs[t], fp16=True, timing_cache_path=cache)
+            run_path = tmp / rel
+            entry = {"task": t, "format": "tensorrt", "path": rel}
+        res = check_graph(trt_export.engine_runner(run_path), mtu, t, specs[t], cfg.batch, h, w, "tensorrt", "fp16",
+                          timesteps, cfg.parity_seed)
+        results.append(res)
+        out.append(entry | {"precision": precision, **specs[t].to_dict(), "parity": res.to_dict()})
+        log(f"tensorrt {t}: parity {res.relative_error:.1e}")
     return out
 
 
