@@ -166,11 +166,9 @@ def file_table(root: Path) -> dict[str, dict]:
 
 def _check_backends(formats) -> None:
     if "coreml" in formats:
-        try:
-            import coremltools  # noqa: F401
-        except ImportError:
-            raise ExportError("format 'coreml' needs coremltools, which is not installed",
-                              hint="pip install 'taskfold[coreml]'") from None
+        from .coreml import _coremltools
+
+        _coremltools()  # quiet import; ExportError naming the extra when missing
     if "tensorrt" in formats:
         try:
             import tensorrt  # noqa: F401
