@@ -258,7 +258,6 @@ def train(mtu_dir: str | Path, data_dir: str | Path, cfg: TrainConfig, out: str 
     from accelerate.utils import DistributedDataParallelKwargs
 
     from taskfold.train.data import load_dataset
-    from taskfold.train.encoders_io import encoders_for
     from taskfold.upcycle.checkpoint import load_mtu, save_mtu
     from taskfold.upcycle.model import set_trainable
 
@@ -276,7 +275,16 @@ def train(mtu_dir: str | Path, data_dir: str | Path, cfg: TrainConfig, out: str 
     by_task = {t: data.indices(t) for t in tasks if data.indices(t)}
     if not by_task:
         raise ConfigError(f"dataset {str(data_dir)!r} has no training rows for the model's tasks {tasks}")
-    text_encoder, codec = encoders_for(mtu_dir, data)
+    text_encoder, codec = find_encoders(mtu_dir, mtu)
+    if text_encoder is None:  # a base without one (presets): the project's tiny encoder, fresh
+        text_encoder = new_tiny_text_encoder(mtu, data_dir, cfg.seed)
+        if main:
+            log(f"no text encoder with the model or its base: a new tiny one ({text_encoder.vocab_size} tokens, "
+                f"{'trained' if cfg.train_text_encoder else 'frozen'})")
+    if codec is None:
+        raise ConfigError(f"the model takes {mtu.latent_channels}-channel samples but no VAE was found beside it "
+                          f"or its base {mtu.base_info.source!r}",
+                          hint="upcycle from a pipeline folder with vae/, or train a 3-channel pixel-space model")
     set_trainable(mtu, cfg.trainable)
     text_encoder.requires_grad_(cfg.train_text_encoder)
     codec.requires_grad_(False)
@@ -361,7 +369,51 @@ def train(mtu_dir: str | Path, data_dir: str | Path, cfg: TrainConfig, out: str 
     return final
 
 
+def find_encoders(mtu_dir: str | Path, mtu):
+    """``(text_encoder or None, codec or None)`` saved with the model, else with its base folder.
+
+    Text encoder: ``text_encoder/`` of the MTU directory or of the base (the project's tiny
+    encoder, or a pipeline's CLIP with its ``tokenizer/``). Codec: ``codec.json`` of the MTU
+    directory or the base, else the base pipeline's ``vae/``; a 3-channel UNet without either
+    is a pixel-space model (identity codec).
+    """
+    from taskfold.train.encoders import IdentityCodec, load_codec, load_text_encoder
+
+    src = Path(mtu.base_info.source) if mtu.base_info.kind == "diffusers" else None
+    dirs = [d for d in (Path(mtu_dir), src) if d is not None and d.is_dir()]
+    text_encoder = None
+    for d in dirs:
+        te = d / "text_encoder"
+        if te.is_dir():
+            cfg_path = te / "config.json"
+            own = cfg_path.is_file() and json.loads(cfg_path.read_text()).get("kind") == "tiny"
+            flat = any((te / f).is_file() for f in ("tokenizer.json", "vocab.json"))
+            text_encoder = load_text_encoder(te if own or flat else d)
+            break
+    codec = None
+    for d in dirs:
+        if (d / "codec.json").is_file():
+            codec = load_codec(d / "codec.json")
+            break
+        if (d / "vae").is_dir():
+            codec = load_codec(d)
+            break
+    if codec is None and mtu.latent_channels == 3:
+        codec = IdentityCodec(3)
+    return text_encoder, codec
+
+
+def new_tiny_text_encoder(mtu, data_dir, seed: int = 0):
+    """The project's tiny text encoder sized for ``mtu``, vocabulary = the dataset's and the shapes world's words."""
+    from taskfold.train.encoders import TinyTextEncoder, build_vocabulary, dataset_prompts, shapes_world_prompts
+
+    vocab = build_vocabulary(dataset_prompts(data_dir) + shapes_world_prompts())
+    return TinyTextEncoder(vocab, dim=int(mtu.unet.config.cross_attention_dim), layers=2,
+                           heads=4 if mtu.unet.config.cross_attention_dim % 4 == 0 else 1, max_length=16, seed=seed)
+
+
 def _write_components(d: Path, module: TrainModule, cfg: TrainConfig) -> None:
-    module.text_encoder.save_pretrained(d / "text_encoder")
+    if module.text_encoder.kind == "tiny" or cfg.train_text_encoder:
+        module.text_encoder.save_pretrained(d / "text_encoder")
     write_json_atomic(d / "scheduler_config.json", cfg.scheduler_config())
     write_json_atomic(d / "codec.json", module.codec.to_dict())
