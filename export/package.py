@@ -55,7 +55,7 @@ class ExportConfig:
     batch: int = 1
     height: int | None = None  # image pixels; default: the UNet's sample_size x codec scale
     width: int | None = None
-    text_len: int = 77
+    text_len: int | None = None  # default: the model's text encoder's max_length, else 77
     dynamic: bool = False
     opset: int = 17
     optimize: bool = False
@@ -77,7 +77,7 @@ class ExportConfig:
             if value not in PRECISIONS:
                 raise ConfigError(f"{name} {value!r} is not one of {', '.join(PRECISIONS)}")
         for name in ("batch", "text_len", "parity_timesteps"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         for name in ("height", "width"):
             v = getattr(self, name)
@@ -193,10 +193,21 @@ def export_package(mtu_or_dir, cfg: ExportConfig, out: str | Path, overwrite: bo
     from .graph import UNetGraph, example_inputs, unet_graph_spec
 
     _check_backends(cfg.formats)
+    from taskfold.train.trainer import find_encoders
+
     mtu = load_mtu(mtu_or_dir) if isinstance(mtu_or_dir, (str, Path)) else mtu_or_dir
     mtu = mtu.float().eval()
     tasks = resolve_export_tasks(mtu, cfg.tasks)
-    codec = codec_record(mtu)
+    mtu_dir = Path(mtu_or_dir) if isinstance(mtu_or_dir, (str, Path)) else None
+    text_encoder, codec_module = find_encoders(mtu_dir, mtu) if mtu_dir else (None, None)
+    codec = codec_module.to_dict() if codec_module is not None else codec_record(mtu)
+    if text_encoder is not None:
+        if cfg.text_len is not None and cfg.text_len != text_encoder.max_length:
+            raise ConfigError(f"--text-len {cfg.text_len} differs from the model's text encoder, which gives "
+                              f"{text_encoder.max_length} tokens", hint="leave --text-len unset")
+        cfg = dataclasses.replace(cfg, text_len=text_encoder.max_length)
+    elif cfg.text_len is None:
+        cfg = dataclasses.replace(cfg, text_len=77)
     h, w = sample_size(mtu, cfg, codec)
     dtype = "float16" if cfg.precision == "fp16" else "float32"
     specs = {t: unet_graph_spec(mtu.unet.config, mtu.task_in_channels(t), cfg.batch, h, w, cfg.text_len,
@@ -226,7 +237,12 @@ def export_package(mtu_or_dir, cfg: ExportConfig, out: str | Path, overwrite: bo
         if "tensorrt" in cfg.formats:
             graphs += _export_tensorrt(mtu, tasks, specs, cfg, tmp, h, w, timesteps, results, log)
         raise_on_failures(results)
+        components = _export_components(text_encoder, codec_module, mtu_dir, cfg, h, w, tmp, log)
+        if components.get("codec"):
+            codec = components["codec"]
         manifest = _manifest(mtu, cfg, tasks, codec, (h, w), graphs, tmp)
+        manifest["text_encoder"] = components.get("text_encoder")
+        manifest["scheduler"] = components["scheduler"]
         write_json_atomic(tmp / MANIFEST, manifest)
     log(f"wrote {out}: {len(graphs)} graphs, {sum(f['bytes'] for f in manifest['files'].values()) / 1e6:.1f} MB")
     return manifest
@@ -263,6 +279,33 @@ def _export_onnx(mtu, tasks, specs, examples, folded, cfg, tmp, h, w, timesteps,
             out.append({"task": t, "format": "ort", "path": rel, "precision": cfg.precision, **specs[t].to_dict(),
                         "flops": flops.to_dict(), "parity": res.to_dict() | {"provider": "CPUExecutionProvider"}})
             log(f"ort {t}: parity {res.relative_error:.1e}")
+    return out
+
+
+def _export_components(text_encoder, codec, mtu_dir, cfg, h, w, tmp, log) -> dict:
+    """The text encoder (+ the runtime's tokenizer files), the codec and the noise schedule, once per package."""
+    from .encoders import export_codec_onnx, export_text_encoder_onnx, export_tokenizer
+
+    out = {}
+    if text_encoder is not None:
+        rec = export_text_encoder_onnx(text_encoder.eval(), tmp / "text_encoder" / "text_encoder.onnx", cfg.batch,
+                                       opset=cfg.opset, dynamic=cfg.dynamic)
+        rec["tokenizer"] = export_tokenizer(text_encoder, tmp / "text_encoder")
+        out["text_encoder"] = text_encoder.to_dict() | {"graph": rec}
+        log(f"text encoder ({text_encoder.kind}): parity {rec['parity']['relative_error']:.1e}")
+    else:
+        log("text encoder: none with the model or its base; the package takes encoder_hidden_states from the app")
+    if codec is not None:
+        scale = codec.scale_factor
+        out["codec"] = export_codec_onnx(codec.eval(), tmp / "codec", h * scale, w * scale, cfg.batch,
+                                         opset=cfg.opset, dynamic=cfg.dynamic)
+    sched = Path(mtu_dir) / "scheduler_config.json" if mtu_dir else None
+    if sched is not None and sched.is_file():
+        out["scheduler"] = json.loads(sched.read_text()) | {"source": "the model's training noise schedule"}
+    else:
+        out["scheduler"] = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+                            "beta_end": 0.012, "prediction_type": "epsilon",
+                            "source": "Stable Diffusion's schedule (the model has no scheduler_config.json)"}
     return out
 
 

@@ -223,7 +223,8 @@ def _add_export(sub):
     p.add_argument("--batch", type=int, default=1, help="batch size of the graphs (default 1)")
     p.add_argument("--height", type=int, help="image height in pixels (default: the UNet's sample size x codec scale)")
     p.add_argument("--width", type=int, help="image width in pixels (default as --height)")
-    p.add_argument("--text-len", type=int, default=77, help="text tokens of encoder_hidden_states (default 77)")
+    p.add_argument("--text-len", type=int, help="text tokens of encoder_hidden_states (default: the model's text "
+                                                "encoder's length, else 77)")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width (default static)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--optimize", action="store_true", help="ONNX Runtime transformer optimiser (UNet fusions)")
