@@ -262,7 +262,9 @@ def train(mtu_dir: str | Path, data_dir: str | Path, cfg: TrainConfig, out: str 
     from taskfold.upcycle.model import set_trainable
 
     out = Path(out)
-    accel = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision,
+    # cpu=True without CUDA: under torchrun (accelerate launch --multi_gpu) the processes join a gloo group.
+    accel = Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=cfg.grad_accum,
+                        mixed_precision=cfg.mixed_precision,
                         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     main = accel.is_main_process
     if out.exists() and any(out.iterdir()) and not resume:
@@ -296,12 +298,19 @@ def train(mtu_dir: str | Path, data_dir: str | Path, cfg: TrainConfig, out: str 
 
     start = 0
     if resume:
+        if main:  # a run killed while writing leaves a hidden .step-*.partial directory: never a checkpoint
+            for partial in (out / CHECKPOINTS).glob(".step-*"):
+                shutil.rmtree(partial, ignore_errors=True)
         ckpts = _checkpoint_dirs(out)
         if ckpts:
             saved = TrainConfig.from_dict(json.loads((ckpts[-1] / "state.json").read_text())["config"])
-            if saved != cfg:
-                raise CheckpointError(f"--resume with a different config than {str(ckpts[-1])!r} was written with",
-                                      hint="resume with the same flags")
+            free = ("steps", "log_every", "checkpoint_every")  # may change on resume; the rest shapes the weights
+            changed = {k: (getattr(saved, k), getattr(cfg, k)) for k in saved.to_dict()
+                       if k not in free and getattr(saved, k) != getattr(cfg, k)}
+            if changed:
+                raise CheckpointError(f"--resume with a different config than {str(ckpts[-1])!r} was written with: "
+                                      + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()),
+                                      hint="resume with the same flags (only --steps and the intervals may change)")
             start = load_checkpoint(ckpts[-1], module, optimizer)
             if main:
                 log(f"resuming from {ckpts[-1]} (step {start})")
@@ -338,13 +347,15 @@ def train(mtu_dir: str | Path, data_dir: str | Path, cfg: TrainConfig, out: str 
                 running.setdefault(plan.tasks[i], []).append(l)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
-            per_task = {t: float(np.mean(v)) for t, v in running.items()}
-            gathered = accel.gather_for_metrics(torch.tensor([sum(sum(v) for v in running.values()),
-                                                              sum(len(v) for v in running.values())]))
+            # (sum, count) per task from every process, in the model's task order
+            local = torch.tensor([[sum(running.get(t, [])), len(running.get(t, []))] for t in tasks],
+                                 dtype=torch.float64, device=accel.device)
+            totals = accel.reduce(local, reduction="sum").cpu() if world > 1 else local.cpu()
             if main:
-                g = gathered.view(-1, 2).sum(0)
-                rec = {"step": done, "loss": float(g[0] / max(g[1], 1)), "loss_per_task": per_task,
-                       "lr": cfg.lr, "samples": done * global_batch, "seconds": round(time.time() - t0, 2)}
+                per_task = {t: float(totals[i, 0] / totals[i, 1]) for i, t in enumerate(tasks) if totals[i, 1] > 0}
+                rec = {"step": done, "loss": float(totals[:, 0].sum() / max(float(totals[:, 1].sum()), 1.0)),
+                       "loss_per_task": per_task, "lr": cfg.lr, "samples": done * global_batch,
+                       "seconds": round(time.time() - t0, 2)}
                 with open(log_path, "a") as f:
                     f.write(json.dumps(rec) + "\n")
                 if bar:
