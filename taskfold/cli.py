@@ -209,6 +209,42 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _add_pretrain(sub):
+    p = sub.add_parser("pretrain", help="train a small pixel-space text-to-image base from scratch (DTR on)",
+                       description="Train a preset UNet and the project's tiny text encoder from scratch on the t2i "
+                                   "rows of a dataset, with Denoising Task Routing by default; write OUT/base, a "
+                                   "folder `taskfold upcycle --base` reads.")
+    p.add_argument("--data", required=True, help="dataset folder (t2i rows are used)")
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--out", required=True, help="run directory; the base is written to OUT/base")
+    p.add_argument("--preset", default="tiny-pixel", help="UNet architecture preset (default tiny-pixel)")
+    p.add_argument("--no-dtr", action="store_true", help="train without DTR masks")
+    p.add_argument("--dtr-alpha", type=float, default=4.0)
+    p.add_argument("--dtr-beta", type=float, default=0.8)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_pretrain)
+
+
+def _cmd_pretrain(args) -> int:
+    from .train.pretrain import pretrain
+    from .train.trainer import TrainConfig
+
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, trainable="all",
+                      train_text_encoder=True, prompt_dropout=0.1, image_dropout=0.0,
+                      checkpoint_every=args.checkpoint_every, log_every=args.log_every, seed=args.seed)
+    pretrain(args.data, cfg, args.out, preset=args.preset, dtr=not args.no_dtr, dtr_alpha=args.dtr_alpha,
+             dtr_beta=args.dtr_beta, seed=args.seed, resume=args.resume, overwrite=args.overwrite,
+             progress=not args.no_progress)
+    return 0
+
+
 # --- export / verify ---------------------------------------------------------------------
 
 def _add_export(sub):
@@ -287,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inspect(sub)
     _add_deviation(sub)
     _add_train(sub)
+    _add_pretrain(sub)
     _add_export(sub)
     _add_verify(sub)
     from .train.cli_data import add_data_parser
