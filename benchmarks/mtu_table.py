@@ -1,0 +1,183 @@
+"""A measured miniature of the MTU paper's Table 2 on the shapes world, and the DTR pretraining comparison.
+
+``python -m taskfold.benchmarks.mtu_table --base BASE --out DIR [--steps-per-task S]`` runs, on
+one CPU, with the project's own commands (upcycle, train) and the PyTorch sampler:
+
+* **MTU**: the base upcycled for ``t2i, edit, sr, inpaint`` with N = 4 experts, fine-tuned on
+  all four tasks for ``4 x S`` steps (MTU components only, as in the paper; Adam 5e-4);
+* **single-task**: for each task, the base with that task's ``conv_in`` (one dense expert),
+  fully fine-tuned for ``S`` steps on that task alone (Adam 5e-4) — four models, the same
+  ``4 x S`` steps in total;
+
+then samples the test split of every task (DDIM, the task's guidance) and scores it with
+metrics that need no downloaded weights: PSNR and SSIM to the target for edit, sr and
+inpaint, and for t2i the share of samples in which the deterministic pixel analyser finds
+the prompt's shape and colour. The trivial baseline of returning the condition image is
+scored beside them.
+
+``--dtr-steps N`` adds the second table: the tiny base pretrained from scratch with and
+without DTR for the same ``N`` steps, scored on t2i.
+
+Writes ``DIR/mtu_table.json`` and ``DIR/mtu_table.md`` (with the machine and the command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+TASKS = ("t2i", "edit", "sr", "inpaint")
+
+
+def evaluate(model_dir: Path, data_dir: Path, tasks, n: int, steps: int = 20, seed: int = 0, fold_task=None) -> dict:
+    """Sample ``n`` test rows per task with the model in ``model_dir`` and score them."""
+    import torch
+
+    from taskfold.train.analyser import t2i_pass
+    from taskfold.train.data import load_dataset
+    from taskfold.train.metrics import psnr, ssim
+    from taskfold.train.pipeline import generate, mtu_fn
+    from taskfold.train.trainer import find_encoders
+    from taskfold.upcycle.checkpoint import load_mtu
+
+    mtu = load_mtu(model_dir).eval()
+    te, codec = find_encoders(model_dir, mtu)
+    sched = json.loads((model_dir / "scheduler_config.json").read_text())
+    data = load_dataset(data_dir, tasks=tasks, split="test")
+    out = {}
+    for task in tasks:
+        if task not in mtu.task_names:
+            continue
+        idx = data.indices(task)[:n]
+        items = [data[i] for i in idx]
+        spec = mtu.tasks[mtu.task_index(task)]
+        cond = np.stack([it["condition"] for it in items]) if "condition" in items[0] else None
+        h, w = items[0]["target"].shape[1:]
+        torch.manual_seed(seed)
+        images = generate(mtu_fn(mtu, task), spec, [it["prompt"] for it in items], text_encoder=te, codec=codec,
+                          scheduler_config=sched, condition=cond, height=h, width=w, steps=steps, seed=seed)
+        out[task] = score(task, images, items)
+    return out
+
+
+def to_unit(a: np.ndarray) -> np.ndarray:
+    """CHW in [-1, 1] -> HWC in [0, 1]."""
+    return np.clip((np.asarray(a).transpose(1, 2, 0) + 1) / 2, 0, 1)
+
+
+def score(task: str, images: np.ndarray, items: list[dict]) -> dict:
+    from taskfold.train.analyser import t2i_pass
+    from taskfold.train.metrics import psnr, ssim
+
+    if task == "t2i":
+        passed = [t2i_pass(to_unit(img), it["prompt"]) for img, it in zip(images, items)]
+        return {"n": len(items), "t2i_pass_rate": float(np.mean(passed))}
+    p = [psnr(to_unit(img), to_unit(it["target"]), data_range=1.0) for img, it in zip(images, items)]
+    s = [ssim(to_unit(img), to_unit(it["target"]), data_range=1.0) for img, it in zip(images, items)]
+    bp = [psnr(to_unit(it["condition"]), to_unit(it["target"]), data_range=1.0) for it in items]
+    bs = [ssim(to_unit(it["condition"]), to_unit(it["target"]), data_range=1.0) for it in items]
+    return {"n": len(items), "psnr": float(np.mean(p)), "ssim": float(np.mean(s)),
+            "condition_baseline_psnr": float(np.mean(bp)), "condition_baseline_ssim": float(np.mean(bs))}
+
+
+def _run(argv: list[str]) -> None:
+    from taskfold.cli import main
+
+    code = main(argv)
+    if code:
+        raise SystemExit(f"step failed ({code}): taskfold {' '.join(argv)}")
+
+
+def mtu_vs_single(base: str, data: Path, out: Path, steps_per_task: int, batch: int, n_eval: int, seed: int) -> dict:
+    rows = {}
+    t0 = time.time()
+    _run(["upcycle", "--base", base, "--tasks", ",".join(TASKS), "--experts", "4", "--seed", str(seed),
+          "--out", str(out / "mtu-init"), "--overwrite"])
+    _run(["train", str(out / "mtu-init"), "--data", str(data), "--steps", str(4 * steps_per_task), "--batch-size",
+          str(batch), "--lr", "5e-4", "--seed", str(seed), "--log-every", "50", "--checkpoint-every",
+          str(4 * steps_per_task), "--out", str(out / "mtu-run"), "--no-progress"])
+    rows["MTU (N=4, all tasks)"] = evaluate(out / "mtu-run" / "mtu", data, TASKS, n_eval, seed=seed)
+    single = {}
+    for task in TASKS:
+        _run(["upcycle", "--base", base, "--tasks", task, "--experts", "1", "--seed", str(seed),
+              "--out", str(out / f"single-{task}-init"), "--overwrite"])
+        _run(["train", str(out / f"single-{task}-init"), "--data", str(data), "--steps", str(steps_per_task),
+              "--batch-size", str(batch), "--lr", "5e-4", "--trainable", "all", "--seed", str(seed), "--log-every",
+              "50", "--checkpoint-every", str(steps_per_task), "--out", str(out / f"single-{task}-run"),
+              "--no-progress"])
+        single |= evaluate(out / f"single-{task}-run" / "mtu", data, (task,), n_eval, seed=seed)
+    rows["single-task fine-tunes"] = single
+    return {"rows": rows, "seconds": round(time.time() - t0, 1)}
+
+
+def dtr_vs_plain(data: Path, out: Path, steps: int, batch: int, n_eval: int, seed: int) -> dict:
+    rows = {}
+    for name, flags in (("with DTR", []), ("without DTR", ["--no-dtr"])):
+        run = out / ("pre-dtr" if not flags else "pre-plain")
+        _run(["pretrain", "--data", str(data), "--steps", str(steps), "--batch-size", str(batch), "--seed", str(seed),
+              "--out", str(run), "--overwrite", "--no-progress", "--log-every", "100", "--checkpoint-every",
+              str(steps), *flags])
+        rows[name] = evaluate(run / "run" / "mtu", data, ("t2i",), n_eval, seed=seed)["t2i"]
+    return rows
+
+
+def markdown(result: dict) -> str:
+    lines = ["# MTU on the shapes world (miniature of the MTU paper's Table 2)", "",
+             f"Machine: {result['machine']}. Command: `{result['command']}`", ""]
+    if "table2" in result:
+        t = result["table2"]
+        lines += ["| model | t2i pass rate | edit PSNR / SSIM | sr PSNR / SSIM | inpaint PSNR / SSIM |",
+                  "|---|---:|---:|---:|---:|"]
+        def cell(r, task):
+            return f"{r[task]['psnr']:.2f} / {r[task]['ssim']:.3f}"
+        for name, r in t["rows"].items():
+            lines.append(f"| {name} | {r['t2i']['t2i_pass_rate']:.2f} | {cell(r, 'edit')} | {cell(r, 'sr')} | "
+                         f"{cell(r, 'inpaint')} |")
+        r = next(iter(t["rows"].values()))
+        lines.append("| return the condition image | – | " + " | ".join(
+            f"{r[k]['condition_baseline_psnr']:.2f} / {r[k]['condition_baseline_ssim']:.3f}"
+            for k in ("edit", "sr", "inpaint")) + " |")
+        lines += ["", f"{t['rows']['MTU (N=4, all tasks)']['t2i']['n']} test samples per task, DDIM 20 steps, the "
+                      f"tasks' guidance; {t['seconds']:.0f} s in all.", ""]
+    if "dtr" in result:
+        lines += ["| tiny base pretrained | t2i pass rate |", "|---|---:|"]
+        for name, r in result["dtr"].items():
+            lines.append(f"| {name} | {r['t2i_pass_rate']:.2f} (n={r['n']}) |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m taskfold.benchmarks.mtu_table", description=__doc__.split("\n\n")[0])
+    p.add_argument("--base", help="base folder (the bundled tiny base); omit to skip the MTU table")
+    p.add_argument("--data", required=True, help="shapes dataset with t2i, edit, sr, inpaint rows (32x32)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps-per-task", type=int, default=250)
+    p.add_argument("--dtr-steps", type=int, default=0, help="also pretrain with/without DTR for this many steps")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--eval", type=int, default=64, help="test samples per task")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"machine": f"{platform.machine()} {platform.processor() or ''}, {__import__('os').cpu_count()} cores, "
+                         f"Python {platform.python_version()}".replace("  ", " "),
+              "command": "python -m taskfold.benchmarks.mtu_table " + " ".join(sys.argv[1:] if argv is None else argv)}
+    if args.base:
+        result["table2"] = mtu_vs_single(args.base, Path(args.data), out, args.steps_per_task, args.batch_size,
+                                         args.eval, args.seed)
+    if args.dtr_steps:
+        result["dtr"] = dtr_vs_plain(Path(args.data), out, args.dtr_steps, args.batch_size, args.eval, args.seed)
+    (out / "mtu_table.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "mtu_table.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
