@@ -23,14 +23,13 @@ parameters and rounding rule, the export config and the tool versions.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import platform
 from dataclasses import dataclass
 from pathlib import Path
 
 from taskfold import __version__
-from taskfold._io import atomic_output_dir, write_json_atomic
+from taskfold._io import atomic_output_dir, read_versioned_json, sha256_file, write_json_atomic
 from taskfold.errors import ConfigError, ExportError, PackageError
 
 from .parity import TOLERANCES, ParityResult, check_graph, default_timesteps, raise_on_failures
@@ -148,14 +147,6 @@ def tool_versions() -> dict:
         except md.PackageNotFoundError:
             pass
     return out
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_table(root: Path) -> dict[str, dict]:
@@ -450,20 +441,10 @@ def read_manifest(pkg: str | Path) -> dict:
     path = pkg / MANIFEST
     if not pkg.is_dir():
         raise PackageError(f"package {str(pkg)!r} is not a directory", hint="give the --out of `taskfold export`")
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not path.is_file():
         raise PackageError(f"{str(pkg)!r} has no {MANIFEST}: not a taskfold package, or its export did not finish",
-                           hint="re-run `taskfold export`") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise PackageError(f"cannot read {str(path)!r}: {e}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise PackageError(f"{str(path)!r} is not a taskfold package manifest (format "
-                           f"{manifest.get('format') if isinstance(manifest, dict) else None!r}, expected {FORMAT!r})")
-    version = manifest.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise PackageError(f"{str(path)!r} has schema_version {version!r}; this taskfold ({__version__}) reads "
-                           f"schema {SCHEMA_VERSION} and older", hint="upgrade taskfold")
+                           hint="re-run `taskfold export`")
+    manifest = read_versioned_json(path, FORMAT, SCHEMA_VERSION, PackageError, "package manifest")
     return manifest
 
 

@@ -33,11 +33,9 @@ trt.BuilderFlag.FP16 | REFIT | REFIT_IDENTICAL | STRIP_PLAN)``,
 
 from __future__ import annotations
 
-import contextlib
-import os
-import uuid
 from pathlib import Path
 
+from taskfold._io import write_bytes_atomic
 from taskfold.errors import ConfigError, ExportError
 
 from .graph import GraphSpec
@@ -254,22 +252,6 @@ def _tensorrt():
     return trt
 
 
-def _write_atomic(path: Path, data) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(memoryview(data))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def profile_shapes(spec: GraphSpec, batch=(1, 1, 1), height=None, width=None) -> dict[str, tuple]:
     """``{input: (min, opt, max)}`` for an optimisation profile.
 
@@ -387,8 +369,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, spec: GraphSpec
         raise ExportError(f"TensorRT could not build an engine from {onnx_path.name}",
                           hint="rerun with a larger workspace_bytes or check the TensorRT log above")
     if cache_path is not None:
-        _write_atomic(cache_path, config.get_timing_cache().serialize())
-    return _write_atomic(engine_path, serialized)
+        write_bytes_atomic(cache_path, config.get_timing_cache().serialize())
+    return write_bytes_atomic(engine_path, serialized)
 
 
 def _onnx_input_shapes(onnx_path: Path) -> dict[str, tuple]:
@@ -444,7 +426,7 @@ def refit_engine(engine_path: str | Path, onnx_path_of_task: str | Path, out_pat
 
     serialization = engine.create_serialization_config()
     serialization.clear_flag(trt.SerializationFlag.EXCLUDE_WEIGHTS)  # a stripped plan gets its weights back
-    return _write_atomic(Path(out_path), engine.serialize_with_config(serialization))
+    return write_bytes_atomic(Path(out_path), engine.serialize_with_config(serialization))
 
 
 def engine_runner(engine_path: str | Path):

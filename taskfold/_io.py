@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -19,15 +20,15 @@ def _umask() -> int:
     return mask
 
 
-def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    """Write ``obj`` as indented JSON to ``path`` through a temp file and a rename."""
+def write_bytes_atomic(path: str | os.PathLike, data) -> Path:
+    """Write ``data`` (bytes-like) to ``path`` through a temp file and a rename; creates the parent."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
+        with os.fdopen(fd, "wb") as f:
+            f.write(memoryview(data))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -35,6 +36,41 @@ def write_json_atomic(path: str | os.PathLike, obj) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    return path
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    """Write ``obj`` as indented JSON to ``path`` through a temp file and a rename."""
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_versioned_json(path: Path, fmt: str, schema: int, error, what: str) -> dict:
+    """Read a taskfold JSON document (``format`` + ``schema_version``), raising ``error`` for anything else.
+
+    ``what`` names the document in messages ("MTU config", "package manifest").
+    """
+    from taskfold import __version__
+
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise error(f"cannot read {str(path)!r}: {e}") from None
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise error(f"{str(path)!r} is not a taskfold {what} (format "
+                    f"{doc.get('format') if isinstance(doc, dict) else None!r}, expected {fmt!r})")
+    version = doc.get("schema_version")
+    if not isinstance(version, int) or version > schema:
+        raise error(f"{str(path)!r} has schema_version {version!r}; this taskfold ({__version__}) reads "
+                    f"schema {schema} and older", hint="upgrade taskfold to read it")
+    return doc
 
 
 def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:

@@ -15,14 +15,12 @@ Schema 1::
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import torch
 
 from taskfold import __version__
-from taskfold._io import atomic_output_dir, write_json_atomic
+from taskfold._io import atomic_output_dir, read_versioned_json, sha256_file, write_json_atomic
 from taskfold.errors import CheckpointError, ConfigError, TaskfoldError
 
 from .base import BaseInfo, build_unet
@@ -33,14 +31,6 @@ FORMAT = "taskfold-mtu"
 SCHEMA_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def model_config(model: MTUNet) -> dict:
@@ -90,20 +80,9 @@ def read_mtu_config(path: str | Path) -> dict:
         raise CheckpointError(f"MTU model {str(path)!r} is not a directory",
                               hint="give the directory written by `taskfold upcycle`")
     cfg_path = path / CONFIG_FILE
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{str(path)!r} has no {CONFIG_FILE}: not an MTU model directory") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"cannot read {str(cfg_path)!r}: {e}") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-        raise CheckpointError(f"{str(cfg_path)!r} is not a taskfold MTU config (format "
-                              f"{cfg.get('format') if isinstance(cfg, dict) else None!r}, expected {FORMAT!r})")
-    version = cfg.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise CheckpointError(f"{str(cfg_path)!r} has schema_version {version!r}; this taskfold "
-                              f"({__version__}) reads schema {SCHEMA_VERSION} and older",
-                              hint="upgrade taskfold to load this model")
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{str(path)!r} has no {CONFIG_FILE}: not an MTU model directory")
+    cfg = read_versioned_json(cfg_path, FORMAT, SCHEMA_VERSION, CheckpointError, "MTU config")
     for key in ("base", "tasks", "upcycle", "weights"):
         if key not in cfg:
             raise CheckpointError(f"{str(cfg_path)!r} lacks the {key!r} section")
