@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from taskfold._io import write_json_atomic
 from taskfold.errors import ExportError
 
 from .graph import GraphSpec
@@ -36,6 +37,11 @@ EXTERNAL_MIN_BYTES = 1024
 ALIGN_LARGE = 1 << 16  # mmap-friendly start for tensors of at least 1 MiB
 ALIGN_SMALL = 64
 SHARED_FILE = "shared.weights"
+#: Beside each graph: where each of its external initializers lives (name, file, byte range,
+#: dtype, shape), so a runtime can map ``shared.weights`` once and hand the same arrays to
+#: every task's session without parsing the protobuf (see taskfold.runtime.package).
+INDEX_SUFFIX = ".index.json"
+INDEX_FORMAT = "taskfold-weight-index"
 
 
 def trace(module: torch.nn.Module, spec: GraphSpec, example: dict[str, torch.Tensor], path: Path,
@@ -131,7 +137,7 @@ class WeightPool:
         self.names.append(name)
 
     def finalize(self, out_dir: Path) -> dict[str, list[str]]:
-        """Write the weight files and graphs into ``out_dir``; return each graph's weight files."""
+        """Write the weight files, graphs and weight indexes into ``out_dir``; return each graph's weight files."""
         import onnx
 
         self._pool.close()
@@ -156,15 +162,21 @@ class WeightPool:
             f.close()
         os.unlink(self.pool_path)
         used: dict[int, set[str]] = {}
+        index: dict[int, list[dict]] = {}
         for ref in self.refs:
             t = self.graphs[ref.graph].graph.initializer[ref.initializer]
             fname, start, length = place[ref.key]
+            index.setdefault(ref.graph, []).append(
+                {"name": t.name, "file": fname, "offset": start, "length": length, "shape": list(t.dims),
+                 "dtype": np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).name})
             del t.external_data[:]
             for k, v in (("location", fname), ("offset", str(start)), ("length", str(length))):
                 e = t.external_data.add()
                 e.key, e.value = k, v
             used.setdefault(ref.graph, set()).add(fname)
         for gi, (name, model) in enumerate(zip(self.names, self.graphs)):
+            write_json_atomic(out_dir / f"{name}{INDEX_SUFFIX}",
+                              {"format": INDEX_FORMAT, "schema_version": 1, "initializers": index.get(gi, [])})
             onnx.save_model(model, str(out_dir / f"{name}.onnx"))
         return {name: sorted(used.get(gi, ())) for gi, name in enumerate(self.names)}
 
@@ -175,6 +187,7 @@ class OnnxExport:
 
     graphs: dict[str, str]
     weights: dict[str, list[str]]
+    index: dict[str, str] = field(default_factory=dict)
 
 
 def export_graphs(modules: dict, spec_of: dict[str, GraphSpec], example_of: dict[str, dict], out_dir: Path,
@@ -206,7 +219,8 @@ def export_graphs(modules: dict, spec_of: dict[str, GraphSpec], example_of: dict
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return OnnxExport({n: f"{prefix}/{n}.onnx" for n in modules},
-                      {n: [f"{prefix}/{w}" for w in ws] for n, ws in weights.items()})
+                      {n: [f"{prefix}/{w}" for w in ws] for n, ws in weights.items()},
+                      {n: f"{prefix}/{n}{INDEX_SUFFIX}" for n in modules})
 
 
 def to_ort_format(onnx_path: Path, out_path: Path) -> None:

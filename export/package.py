@@ -29,14 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from taskfold import __version__
-from taskfold._io import atomic_output_dir, read_versioned_json, sha256_file, write_json_atomic
-from taskfold.errors import ConfigError, ExportError, PackageError
+from taskfold._io import atomic_output_dir, sha256_file, write_json_atomic
+from taskfold.errors import ConfigError, ExportError
+from taskfold.runtime.manifest import FORMAT, MANIFEST, SCHEMA_VERSION, read_manifest, verify_package  # noqa: F401
 
 from .parity import TOLERANCES, ParityResult, check_graph, default_timesteps, raise_on_failures
 
-FORMAT = "taskfold-package"
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
 FORMATS = ("onnx", "coreml", "tensorrt", "diffusers")
 PRECISIONS = ("fp32", "fp16")
 
@@ -258,7 +256,8 @@ def _export_onnx(mtu, tasks, specs, examples, folded, cfg, tmp, h, w, timesteps,
         log(f"onnx {t}: parity {res.relative_error:.1e} (tolerance {res.tolerance:.0e}), "
             f"{flops.total / 1e9:.3f} GFLOPs")
         out.append({"task": t, "format": "onnx", "path": exported.graphs[t], "precision": cfg.precision,
-                    "opset": cfg.opset, "external_data": exported.weights[t], **specs[t].to_dict(),
+                    "opset": cfg.opset, "external_data": exported.weights[t], "weight_index": exported.index[t],
+                    **specs[t].to_dict(),
                     "flops": flops.to_dict(), "parity": res.to_dict() | {"provider": "CPUExecutionProvider"}})
         if cfg.ort_mobile:
             rel = f"ort/{t}.ort"
@@ -432,38 +431,3 @@ def _manifest(mtu, cfg: ExportConfig, tasks, codec, sample_hw, graphs, root: Pat
         "graphs": graphs,
         "files": file_table(root),
     }
-
-
-# --- Verify ----------------------------------------------------------------------------------
-
-def read_manifest(pkg: str | Path) -> dict:
-    pkg = Path(pkg)
-    path = pkg / MANIFEST
-    if not pkg.is_dir():
-        raise PackageError(f"package {str(pkg)!r} is not a directory", hint="give the --out of `taskfold export`")
-    if not path.is_file():
-        raise PackageError(f"{str(pkg)!r} has no {MANIFEST}: not a taskfold package, or its export did not finish",
-                           hint="re-run `taskfold export`")
-    manifest = read_versioned_json(path, FORMAT, SCHEMA_VERSION, PackageError, "package manifest")
-    return manifest
-
-
-def verify_package(pkg: str | Path, files: list[str] | None = None) -> list[str]:
-    """Problems found re-hashing the package's files against its manifest (empty: all good).
-
-    ``files`` limits the check to some relative paths (a runtime opening one task).
-    """
-    pkg = Path(pkg)
-    manifest = read_manifest(pkg)
-    problems = []
-    for rel, entry in manifest["files"].items():
-        if files is not None and not any(rel == f or rel.startswith(f.rstrip("/") + "/") for f in files):
-            continue
-        p = pkg / rel
-        if not p.is_file():
-            problems.append(f"{rel}: missing")
-        elif p.stat().st_size != entry["bytes"]:
-            problems.append(f"{rel}: {p.stat().st_size} bytes, the manifest says {entry['bytes']}")
-        elif sha256_file(p) != entry["sha256"]:
-            problems.append(f"{rel}: sha256 differs from the manifest (the file was modified or corrupted)")
-    return problems

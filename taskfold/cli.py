@@ -298,7 +298,7 @@ def _add_verify(sub):
 
 def _cmd_verify(args) -> int:
     from .errors import PackageError
-    from .export.package import read_manifest, verify_package
+    from .runtime.manifest import read_manifest, verify_package
 
     problems = verify_package(args.package)
     if problems:
@@ -329,16 +329,21 @@ def build_parser() -> argparse.ArgumentParser:
     from .train.cli_data import add_data_parser
 
     add_data_parser(sub)
+    from .runtime.cli_run import add_run_parser
+
+    add_run_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub: everything loads from local paths
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")  # read when diffusers is first imported
     args = build_parser().parse_args(argv)
     try:
-        from diffusers.utils import logging as dlogging
+        if "diffusers" in sys.modules:  # already imported (a test, an embedding app): set it directly
+            from diffusers.utils import logging as dlogging
 
-        dlogging.set_verbosity_error()
+            dlogging.set_verbosity_error()
         return args.func(args)
     except TaskfoldError as e:
         msg = " ".join(str(e).split())

@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from taskfold.errors import DataError, TaskError
+from taskfold.runtime.images import mask_to_array, to_chw
 
 METADATA = "metadata.jsonl"
 SPLITS = ("train", "test")
@@ -293,14 +294,6 @@ def check_dataset(path: str | Path, tasks: Iterable[str] | None = None) -> Datas
 
 # --- loading -------------------------------------------------------------------------------
 
-def _to_chw(image: Image.Image) -> np.ndarray:
-    """uint8 HWC (or HW) image to float32 CHW in [-1, 1]."""
-    a = np.asarray(image, dtype=np.float32)
-    if a.ndim == 2:
-        a = a[:, :, None]
-    return np.ascontiguousarray(a.transpose(2, 0, 1) / np.float32(127.5) - np.float32(1.0))
-
-
 class TaskDataset:
     """Rows of a checked dataset, decoded on access.
 
@@ -335,17 +328,16 @@ class TaskDataset:
         row = self.rows[i]
         with Image.open(row.target) as im:
             target = im.convert("RGB")
-        item = {"task": row.task, "prompt": row.prompt, "target": _to_chw(target)}
+        item = {"task": row.task, "prompt": row.prompt, "target": to_chw(target)}
         if row.condition is not None:
             with Image.open(row.condition) as im:
                 cond = im.convert("RGB")
             if cond.size != target.size:  # sr: half size -> target size
                 cond = cond.resize(target.size, Image.Resampling.BICUBIC)
-            item["condition"] = _to_chw(cond)
+            item["condition"] = to_chw(cond)
         if row.mask is not None:
             with Image.open(row.mask) as im:
-                mask = np.asarray(im.convert("L"), dtype=np.float32)
-            item["mask"] = (mask[None] >= 128).astype(np.float32)
+                item["mask"] = mask_to_array(im)
         return item
 
 

@@ -1,0 +1,449 @@
+"""Run every task of an exported package: open it, pick a task and a backend, generate.
+
+::
+
+    from taskfold.runtime import open_package
+
+    pkg = open_package("tiny-pkg")                       # ONNX Runtime on the CPU
+    images = pkg.generate("edit", "make the circle blue", image="in.png", steps=20, seed=0)
+    pkg.save(images[0], "out.png")
+
+The ONNX path imports numpy, onnxruntime and Pillow only — no torch, no diffusers — so an
+app can ship it. Per call it does what the PyTorch reference sampler
+(:func:`taskfold.train.pipeline.generate`) does, with the same numpy schedulers, guidance
+and seeded noise; the two differ only by the UNet (the exported graph against the model).
+
+Sessions
+    One ONNX Runtime session per graph, created on first use and kept. The task graphs of a
+    package keep the frozen backbone in one ``onnx/shared.weights`` file; with
+    ``share_weights`` (the default) the package maps that file once and hands the same
+    arrays to every task's session (``SessionOptions.add_initializer``), so opening four
+    tasks does not hold four backbones. ONNX Runtime would otherwise pre-pack each session's
+    matmul weights into a private copy; sharing therefore turns pre-packing off
+    (``session.disable_prepacking``). ``share_weights=False`` gives each session its own
+    packed copy — more memory, and on some machines a few percent faster.
+
+Inputs
+    Condition images must have the package's image size; super-resolution also takes the
+    half-size image it was trained on (upsampled bicubically, as in training). Other sizes
+    are refused unless ``resize=True``. Grey, palette and RGBA images become RGB (alpha is
+    dropped). A mask is 1 (to fill) where its pixels are 128 or brighter.
+
+Integrity
+    With ``verify`` (the default) every file a graph needs is re-hashed against the manifest
+    before its first session is created; a mismatch raises :class:`PackageError`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from taskfold.errors import ConfigError, PackageError
+
+from . import guidance as G
+from .images import fit_image, mask_to_array, open_image, save_png, to_chw, to_rgb
+from .manifest import read_manifest, verify_package
+from .schedulers import SchedulerConfig, make_scheduler
+
+BACKENDS = ("onnx", "coreml", "tensorrt")
+PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+SCHEDULERS = ("ddim", "euler")
+#: Task guidance (manifest / TaskSpec) -> the guidance kind of :mod:`taskfold.runtime.guidance`.
+GUIDANCE_OF_TASK = {"none": "none", "text": "text", "image_text": "dual"}
+#: Tasks whose condition image is given at 1/scale of the output size (upsampled as in training).
+LOW_RES_INPUT = {"sr": 2}
+UNET_INPUTS = ("sample", "timestep", "encoder_hidden_states")
+
+
+def _require_onnxruntime():
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ConfigError("backend 'onnx' needs onnxruntime, which is not installed",
+                          hint="pip install onnxruntime (or onnxruntime-gpu for --provider cuda)") from None
+    return ort
+
+
+class _WeightStore:
+    """Memory-mapped weight files and the ONNX Runtime values over them, shared by all sessions."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.maps: dict[str, np.memmap] = {}
+        self.values: dict[tuple, object] = {}
+
+    def value(self, ort, rec: dict, folder: str):
+        key = (folder, rec["file"], rec["offset"], rec["length"], rec["dtype"], tuple(rec["shape"]))
+        if key not in self.values:
+            rel = f"{folder}/{rec['file']}"
+            if rel not in self.maps:
+                self.maps[rel] = np.memmap(self.root / rel, dtype=np.uint8, mode="r")
+            dtype = np.dtype(rec["dtype"])
+            arr = np.frombuffer(self.maps[rel], dtype=dtype, count=rec["length"] // dtype.itemsize,
+                                offset=rec["offset"]).reshape(rec["shape"])
+            self.values[key] = (arr, ort.OrtValue.ortvalue_from_numpy(arr))  # the array outlives the value
+        return self.values[key][1]
+
+
+@dataclass
+class _Batching:
+    """A graph's batch: fixed (static export) or ``None`` (dynamic axis)."""
+
+    size: int | None
+
+    def run(self, fn, arrays: list[np.ndarray]) -> np.ndarray:
+        """``fn(*chunks)`` over rows of ``arrays`` in chunks of the graph's batch (last chunk padded)."""
+        n = arrays[0].shape[0]
+        if self.size is None or self.size == n:
+            return fn(*arrays)
+        out = []
+        for start in range(0, n, self.size):
+            chunk = [a[start:start + self.size] for a in arrays]
+            short = self.size - chunk[0].shape[0]
+            if short:
+                chunk = [np.concatenate([c, np.repeat(c[-1:], short, axis=0)]) for c in chunk]
+            out.append(fn(*chunk)[: self.size - short])
+        return np.concatenate(out)
+
+
+class Package:
+    """An exported taskfold package opened for inference. See the module docstring."""
+
+    def __init__(self, path: str | Path, *, backend: str = "onnx", provider: str = "cpu", verify: bool = True,
+                 share_weights: bool = True, threads: int | None = None):
+        self.path = Path(path)
+        self.manifest = read_manifest(self.path)
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+        if provider not in PROVIDERS:
+            raise ConfigError(f"provider {provider!r} is not one of {', '.join(PROVIDERS)}")
+        if threads is not None and threads < 1:
+            raise ConfigError(f"threads must be at least 1, got {threads}")
+        self.backend, self.provider, self.verify = backend, provider, verify
+        self.share_weights, self.threads = share_weights, threads
+        self._check_backend_installed()
+        formats = {g["format"] for g in self.manifest["graphs"]}
+        if backend not in formats:
+            raise ConfigError(f"package {str(self.path)!r} has no {backend} graphs (it has: "
+                              f"{', '.join(sorted(formats)) or 'none'})",
+                              hint=f"re-export with `taskfold export --format {backend}`")
+        self._sessions: dict[str, object] = {}
+        self._verified: set[str] = set()
+        self._weights = _WeightStore(self.path)
+        self._tokenizer = None
+
+    # --- what the package holds -----------------------------------------------------------
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.manifest["tasks"])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(height, width)`` in pixels of the images the package makes."""
+        s = self.manifest["sample"]
+        return s["image_height"], s["image_width"]
+
+    def task(self, name: str) -> dict:
+        """The manifest entry of task ``name`` (input layout, text use, guidance and its scales)."""
+        if name not in self.manifest["tasks"]:
+            raise ConfigError(f"unknown task {name!r}; this package has: {', '.join(self.tasks)}")
+        return self.manifest["tasks"][name]
+
+    def graph(self, task: str) -> dict:
+        self.task(task)
+        for g in self.manifest["graphs"]:
+            if g["task"] == task and g["format"] == self.backend:
+                return g
+        raise ConfigError(f"package {str(self.path)!r} has no {self.backend} graph for task {task!r}",
+                          hint=f"re-export with `taskfold export --format {self.backend} --tasks {task}`")
+
+    def _check_backend_installed(self) -> None:
+        if self.backend == "onnx":
+            ort = _require_onnxruntime()
+            if self.provider == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ConfigError("provider 'cuda' is not available in this onnxruntime "
+                                  f"(it has {', '.join(ort.get_available_providers())})",
+                                  hint="pip install onnxruntime-gpu on a machine with an NVIDIA GPU, or --provider cpu")
+        elif self.backend == "coreml":
+            if sys.platform != "darwin":
+                raise ConfigError(f"backend 'coreml' runs only on macOS; this machine is {sys.platform}",
+                                  hint="use --backend onnx here, or run the package on a Mac")
+            try:
+                import coremltools  # noqa: F401
+            except ImportError:
+                raise ConfigError("backend 'coreml' needs coremltools, which is not installed",
+                                  hint="pip install 'taskfold[coreml]'") from None
+        elif self.backend == "tensorrt":
+            try:
+                import tensorrt  # noqa: F401
+            except ImportError:
+                raise ConfigError("backend 'tensorrt' needs TensorRT, which is not installed",
+                                  hint="pip install 'taskfold[tensorrt]' on a machine with an NVIDIA GPU") from None
+
+    def _check_files(self, files: list[str]) -> None:
+        todo = [f for f in files if f not in self._verified]
+        if not self.verify or not todo:
+            return
+        problems = verify_package(self.path, todo)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise PackageError(f"package {str(self.path)!r} is damaged: {problems[0]}{more}",
+                               hint=f"re-copy or re-export it; `taskfold verify {self.path}` lists every problem")
+        self._verified.update(todo)
+
+    # --- sessions -------------------------------------------------------------------------
+
+    def _ort_session(self, rel: str, files: list[str], index: str | None):
+        ort = _require_onnxruntime()
+        self._check_files([rel, *files] + ([index] if index else []))
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+        if self.share_weights and index:
+            idx = json.loads((self.path / index).read_text())
+            folder = str(Path(rel).parent.as_posix())
+            for rec in idx["initializers"]:
+                opts.add_initializer(rec["name"], self._weights.value(ort, rec, folder))
+            opts.add_session_config_entry("session.disable_prepacking", "1")
+        try:
+            return ort.InferenceSession(str(self.path / rel), opts, providers=PROVIDERS[self.provider])
+        except Exception as e:  # ORT's own exception types; keep the first line
+            raise PackageError(f"onnxruntime cannot load {rel}: {str(e).splitlines()[0][:300]}",
+                               hint=f"`taskfold verify {self.path}` checks the package's files") from None
+
+    def unet(self, task: str):
+        """``fn(sample, timestep, encoder_hidden_states) -> noise`` for ``task`` (numpy in and out)."""
+        if task in self._sessions:
+            return self._sessions[task]
+        g = self.graph(task)
+        names = [t["name"] for t in g["inputs"]]
+        if tuple(names) != UNET_INPUTS:
+            raise ConfigError(f"task {task!r}'s graph takes {names}; the runtime's sampler drives graphs with "
+                              f"{list(UNET_INPUTS)} (SDXL graphs need the app to supply text_embeds and time_ids)",
+                              hint="run the graph (manifest graphs[].path) with onnxruntime directly")
+        batch = _Batching(g["inputs"][0]["shape"][0] if isinstance(g["inputs"][0]["shape"][0], int) else None)
+        dtype = np.dtype(g["inputs"][0]["dtype"])
+        if self.backend == "onnx":
+            sess = self._ort_session(g["path"], g.get("external_data", []), g.get("weight_index"))
+            out_name = sess.get_outputs()[0].name
+
+            def call(x, t, h):
+                return sess.run([out_name], {"sample": x.astype(dtype), "timestep": t.astype(np.float32),
+                                             "encoder_hidden_states": h.astype(dtype)})[0].astype(np.float32)
+        elif self.backend == "coreml":
+            from taskfold.export import coreml
+
+            self._check_files([g["path"]])
+            path, fn = self.path / g["path"], g.get("function")
+
+            def call(x, t, h):
+                return coreml.predict(path, {"sample": x, "timestep": t, "encoder_hidden_states": h}, fn,
+                                      compute_units="all")
+        else:
+            from taskfold.export.tensorrt import engine_runner
+
+            self._check_files([g["path"]])
+            run = engine_runner(self.path / g["path"])
+
+            def call(x, t, h):
+                return run({"sample": x.astype(dtype), "timestep": t.astype(np.float32),
+                            "encoder_hidden_states": h.astype(dtype)}).astype(np.float32)
+
+        def unet_fn(sample, timestep, encoder_hidden_states):
+            return batch.run(call, [np.asarray(sample, np.float32), np.asarray(timestep, np.float32),
+                                    np.asarray(encoder_hidden_states, np.float32)])
+
+        self._sessions[task] = unet_fn
+        return unet_fn
+
+    def _component(self, key: str, folder: str, rec: dict):
+        if key not in self._sessions:
+            files = [f"{folder}/{w}" for w in rec.get("weights", [])]
+            sess = self._ort_session(f"{folder}/{rec['file']}", files, None)
+            shape0 = rec["inputs"][0]["shape"][0]
+            batch = _Batching(shape0 if isinstance(shape0, int) else None)
+            name = rec["inputs"][0]["name"]
+            self._sessions[key] = lambda x: batch.run(lambda a: sess.run(None, {name: a})[0], [x])
+        return self._sessions[key]
+
+    # --- text and images ------------------------------------------------------------------
+
+    def encode_text(self, prompts: list[str]) -> np.ndarray:
+        """``[B, L, D]`` text-encoder states for ``prompts`` (the package's tokenizer and encoder graph)."""
+        te = self.manifest.get("text_encoder")
+        if not te:
+            raise PackageError(f"package {str(self.path)!r} has no text encoder; its graphs take "
+                               "encoder_hidden_states from the app", hint="call Package.unet(task) directly")
+        if self._tokenizer is None:
+            from .tokenizers import load_tokenizer
+
+            tok = te["graph"]["tokenizer"]
+            self._check_files([f"text_encoder/{f}" for f in tok["files"]])
+            self._tokenizer = load_tokenizer(self.path / "text_encoder", max_length=tok["max_length"])
+        _require_onnxruntime()
+        encoder = self._component("text_encoder", "text_encoder", te["graph"])
+        return encoder(self._tokenizer(list(prompts)).astype(np.int64)).astype(np.float32)
+
+    def _codec(self, which: str, x: np.ndarray) -> np.ndarray:
+        codec = self.manifest["codec"]
+        if codec["kind"] == "identity":
+            return x
+        rec = codec.get("graphs", {}).get(which)
+        if rec is None:
+            raise PackageError(f"package {str(self.path)!r} has a {codec['kind']} codec but no {which} graph",
+                               hint="re-export from a model folder that holds its codec (codec.json / vae/)")
+        return self._component(which, "codec", rec)(x.astype(np.float32)).astype(np.float32)
+
+    def encode_images(self, images: np.ndarray) -> np.ndarray:
+        """Images ``[B, 3, H, W]`` in [-1, 1] to the UNet's sample space (identity for pixel models)."""
+        return self._codec("vae_encoder", images)
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """UNet samples to images ``[B, 3, H, W]`` in [-1, 1] (clipped)."""
+        return np.clip(self._codec("vae_decoder", latents), -1.0, 1.0)
+
+    def load_condition(self, task: str, image, resize: bool = False) -> np.ndarray:
+        """A condition image (path, PIL image or ``[3, H, W]``/``[B, 3, H, W]`` array) as ``[B, 3, H, W]``."""
+        if isinstance(image, np.ndarray):
+            a = image[None] if image.ndim == 3 else image
+            if a.ndim != 4 or a.shape[1] != 3 or a.shape[2:] != self.image_size:
+                raise ConfigError(f"condition array has shape {list(image.shape)}; expected [B, 3, "
+                                  f"{self.image_size[0]}, {self.image_size[1]}] in [-1, 1]")
+            return a.astype(np.float32)
+        im = open_image(image, "condition image") if isinstance(image, (str, Path)) else image
+        h, w = self.image_size
+        scale = LOW_RES_INPUT.get(task)
+        also = (w // scale, h // scale) if scale else None
+        im = fit_image(to_rgb(im, "condition image"), (w, h), "condition image", also=also, resize=resize)
+        return to_chw(im)[None]
+
+    def load_mask(self, mask, resize: bool = False) -> np.ndarray:
+        """A mask (path, PIL image or ``[1, H, W]``/``[B, 1, H, W]`` array of 0/1) as ``[B, 1, H, W]``."""
+        if isinstance(mask, np.ndarray):
+            a = mask[None] if mask.ndim == 3 else mask
+            if a.ndim != 4 or a.shape[1] != 1 or a.shape[2:] != self.image_size:
+                raise ConfigError(f"mask array has shape {list(mask.shape)}; expected [B, 1, "
+                                  f"{self.image_size[0]}, {self.image_size[1]}]")
+            return a.astype(np.float32)
+        im = open_image(mask, "mask") if isinstance(mask, (str, Path)) else mask
+        h, w = self.image_size
+        return mask_to_array(fit_image(im, (w, h), "mask", resize=resize))[None]
+
+    def _condition_parts(self, spec: dict, cond, mask, latent_hw) -> np.ndarray | None:
+        parts = []
+        for part in spec["inputs"][1:]:
+            if part == "mask":
+                parts.append(_nearest(mask, latent_hw))
+            elif part == "masked_image":
+                parts.append(self.encode_images(cond * (1 - mask)))
+            else:
+                parts.append(self.encode_images(cond))
+        return np.concatenate(parts, 1) if parts else None
+
+    # --- generate -------------------------------------------------------------------------
+
+    def generate(self, task: str, prompt: str | list[str] = "", *, image=None, mask=None, steps: int = 20,
+                 scheduler: str = "ddim", guidance_scale: float | None = None,
+                 image_guidance_scale: float | None = None, seed: int = 0, resize: bool = False) -> np.ndarray:
+        """Images ``[B, 3, H, W]`` in [-1, 1] for ``task``, one per prompt.
+
+        ``image`` / ``mask``: what the task's input layout needs (see :meth:`load_condition`,
+        :meth:`load_mask`); one image is used for every prompt. Guidance scales default to the
+        task's. Noise is ``numpy.random.default_rng(seed)``, as in the PyTorch reference.
+        """
+        spec = self.task(task)
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ConfigError(f"prompt must be a string or a non-empty list of strings, got {prompt!r}")
+        if scheduler not in SCHEDULERS:
+            raise ConfigError(f"scheduler {scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ConfigError(f"steps must be a positive integer, got {steps!r}")
+        parts = spec["inputs"][1:]
+        needs_image = any(p in ("image", "masked_image") for p in parts)
+        needs_mask = any(p in ("mask", "masked_image") for p in parts)
+        if needs_mask and mask is None:
+            raise ConfigError(f"task {task!r} needs a mask (white = region to fill)", hint="pass --mask MASK.png")
+        if needs_image and image is None:
+            raise ConfigError(f"task {task!r} needs a condition image", hint="pass --image IMAGE.png")
+        if not needs_image and image is not None:
+            raise ConfigError(f"task {task!r} takes no condition image (its input is {list(spec['inputs'])})")
+        if not needs_mask and mask is not None:
+            raise ConfigError(f"task {task!r} takes no mask (its input is {list(spec['inputs'])})")
+        b = len(prompts)
+        cond = _rows(self.load_condition(task, image, resize), b, "condition image") if needs_image else None
+        msk = _rows(self.load_mask(mask, resize), b, "mask") if needs_mask else None
+        unet = self.unet(task)  # sessions (and integrity checks) before any sampling work
+
+        kind = GUIDANCE_OF_TASK[spec["guidance"]]
+        s_text = spec["guidance_scale"] if guidance_scale is None else guidance_scale
+        s_img = spec.get("image_guidance_scale") if image_guidance_scale is None else image_guidance_scale
+        sched_cfg = {k: v for k, v in self.manifest["scheduler"].items() if k != "source"}
+        sched = make_scheduler(scheduler, SchedulerConfig.from_diffusers_config(sched_cfg), steps)
+        codec = self.manifest["codec"]
+        h, w = self.manifest["sample"]["height"], self.manifest["sample"]["width"]
+        image_parts = self._condition_parts(spec, cond, msk, (h, w)) if parts else None
+        text = self.encode_text(prompts if spec["uses_text"] else [""] * b)
+        empty = self.encode_text([""] * b)
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((b, codec["latent_channels"], h, w), dtype=np.float32)
+        x = x * np.float32(sched.init_noise_sigma)
+        for i, t in enumerate(sched.timesteps):
+            xin = sched.scale_model_input(x, i)
+            outs = []
+            for c in G.guidance_batches(kind):
+                sample = xin
+                if image_parts is not None:
+                    sample = np.concatenate([xin, image_parts if c.image else np.zeros_like(image_parts)], 1)
+                ts = np.full((b,), float(t), dtype=np.float32)
+                outs.append(unet(sample, ts, text if c.text or kind == "none" else empty))
+            eps = G.combine(kind, outs, text_scale=s_text, image_scale=s_img if s_img is not None else 1.0)
+            x = sched.step(eps.astype(np.float32), i, x)
+        return self.decode(x)
+
+    @staticmethod
+    def save(image: np.ndarray, path: str | Path) -> Path:
+        """Write one image ``[3, H, W]`` in [-1, 1] as a PNG, atomically."""
+        return save_png(image, path)
+
+    def close(self) -> None:
+        """Drop every session and weight mapping."""
+        self._sessions.clear()
+        self._weights = _WeightStore(self.path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_package(path: str | Path, **kwargs) -> Package:
+    """Open an exported package (see :class:`Package` for the options)."""
+    return Package(path, **kwargs)
+
+
+def _rows(a: np.ndarray, b: int, what: str) -> np.ndarray:
+    if a.shape[0] == b:
+        return a
+    if a.shape[0] == 1:
+        return np.repeat(a, b, axis=0)
+    raise ConfigError(f"{what} has {a.shape[0]} rows for {b} prompts; give one, or one per prompt")
+
+
+def _nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize ``[B, 1, H, W]`` -> ``[B, 1, h, w]`` (source index floor(i * H / h))."""
+    H, W = mask.shape[2:]
+    h, w = size
+    if (H, W) == (h, w):
+        return mask
+    rows = np.minimum((np.arange(h) * (H / h)).astype(np.int64), H - 1)
+    cols = np.minimum((np.arange(w) * (W / w)).astype(np.int64), W - 1)
+    return mask[:, :, rows][:, :, :, cols]
