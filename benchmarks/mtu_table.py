@@ -39,9 +39,8 @@ def evaluate(model_dir: Path, data_dir: Path, tasks, n: int, steps: int = 20, se
     """Sample ``n`` test rows per task with the model in ``model_dir`` and score them."""
     import torch
 
-    from taskfold.train.analyser import t2i_pass
     from taskfold.train.data import load_dataset
-    from taskfold.train.metrics import psnr, ssim
+    from taskfold.train.metrics import task_scores
     from taskfold.train.pipeline import generate, mtu_fn
     from taskfold.train.trainer import find_encoders
     from taskfold.upcycle.checkpoint import load_mtu
@@ -62,28 +61,8 @@ def evaluate(model_dir: Path, data_dir: Path, tasks, n: int, steps: int = 20, se
         torch.manual_seed(seed)
         images = generate(mtu_fn(mtu, task), spec, [it["prompt"] for it in items], text_encoder=te, codec=codec,
                           scheduler_config=sched, condition=cond, height=h, width=w, steps=steps, seed=seed)
-        out[task] = score(task, images, items)
+        out[task] = {k: v for k, v in task_scores(task, images, items).items() if k != "per_sample"}
     return out
-
-
-def to_unit(a: np.ndarray) -> np.ndarray:
-    """CHW in [-1, 1] -> HWC in [0, 1]."""
-    return np.clip((np.asarray(a).transpose(1, 2, 0) + 1) / 2, 0, 1)
-
-
-def score(task: str, images: np.ndarray, items: list[dict]) -> dict:
-    from taskfold.train.analyser import t2i_pass
-    from taskfold.train.metrics import psnr, ssim
-
-    if task == "t2i":
-        passed = [t2i_pass(to_unit(img), it["prompt"]) for img, it in zip(images, items)]
-        return {"n": len(items), "t2i_pass_rate": float(np.mean(passed))}
-    p = [psnr(to_unit(img), to_unit(it["target"]), data_range=1.0) for img, it in zip(images, items)]
-    s = [ssim(to_unit(img), to_unit(it["target"]), data_range=1.0) for img, it in zip(images, items)]
-    bp = [psnr(to_unit(it["condition"]), to_unit(it["target"]), data_range=1.0) for it in items]
-    bs = [ssim(to_unit(it["condition"]), to_unit(it["target"]), data_range=1.0) for it in items]
-    return {"n": len(items), "psnr": float(np.mean(p)), "ssim": float(np.mean(s)),
-            "condition_baseline_psnr": float(np.mean(bp)), "condition_baseline_ssim": float(np.mean(bs))}
 
 
 def _run(argv: list[str]) -> None:

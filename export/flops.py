@@ -3,9 +3,9 @@
 * :func:`torch_flops` — ``torch.utils.flop_counter.FlopCounterMode`` over one forward call of
   a PyTorch module. It counts matmuls and convolutions, but on the CPU it does not count
   ``scaled_dot_product_attention`` (the attention score and value products).
-* :func:`onnx_flops` — from an ONNX graph: every ``Conv``, ``ConvTranspose``, ``MatMul`` and
-  ``Gemm`` node, with the shapes that ONNX Runtime's symbolic shape inference derives for
-  the graph's input shapes. Attention appears in the exported graph as MatMuls, so this
+* :func:`onnx_flops` — from an ONNX graph: every ``Conv``, ``ConvTranspose``, ``MatMul``,
+  ``Gemm`` and two-operand ``Einsum`` node (the unfolded MTU graph's experts), with the
+  shapes that ONNX Runtime's symbolic shape inference derives for the graph's input shapes. Attention appears in the exported graph as MatMuls, so this
   count includes it. A multiply-add is 2 FLOPs; bias additions, normalisations and
   activations are not counted (they are a small, shape-determined share in both counts).
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-COUNTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+COUNTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Einsum")
 
 
 @dataclass
@@ -86,6 +86,8 @@ def onnx_flops(model, input_shapes: dict[str, list[int]] | None = None) -> FlopC
     for node in g.node:
         if node.op_type not in COUNTED_OPS:
             continue
+        if node.op_type == "Einsum" and len(node.input) != 2:
+            continue  # a one-operand einsum (transpose, trace) multiplies nothing
         nodes += 1
         a, b = (shapes.get(x) for x in node.input[:2])
         out = shapes.get(node.output[0])
@@ -93,7 +95,8 @@ def onnx_flops(model, input_shapes: dict[str, list[int]] | None = None) -> FlopC
             raise ValueError(f"shape of {node.op_type} node {node.name!r} is not known "
                              f"(inputs {a}, {b}, output {out}); pass input_shapes for dynamic axes")
         by_op[node.op_type] += _node_flops(node, a, b, out)
-    return FlopCount(int(sum(by_op.values())), dict(by_op), nodes, "onnx graph: Conv/ConvTranspose/MatMul/Gemm")
+    return FlopCount(int(sum(by_op.values())), dict(by_op), nodes,
+                     "onnx graph: Conv/ConvTranspose/MatMul/Gemm/Einsum")
 
 
 def _node_flops(node, a, b, out) -> int:
@@ -101,6 +104,16 @@ def _node_flops(node, a, b, out) -> int:
         return 2 * math.prod(out) * math.prod(b[1:])
     if node.op_type == "ConvTranspose":  # weight [Ci, Co/groups, *kernel]; each input element feeds a kernel
         return 2 * math.prod(a) * math.prod(b[1:])
+    if node.op_type == "Einsum":  # one multiply-add per combination of every index in the equation
+        lhs = next(x.s for x in node.attribute if x.name == "equation").decode().replace(" ", "").split("->")[0]
+        sizes = {}
+        for term, shape in zip(lhs.split(","), (a, b)):
+            if "..." in term or len(term) != len(shape):
+                raise ValueError(f"Einsum node {node.name!r}: equation term {term!r} with shape {shape} is not "
+                                 "supported (no ellipsis)")
+            for letter, d in zip(term, shape):
+                sizes[letter] = max(sizes.get(letter, 1), d)
+        return 2 * math.prod(sizes.values())
     if node.op_type == "Gemm":
         attrs = {x.name: x.i for x in node.attribute}
         k = a[0] if attrs.get("transA", 0) else a[1]

@@ -131,3 +131,45 @@ class MTUTaskGraph(nn.Module):
     def forward(self, sample, timestep, encoder_hidden_states, text_embeds=None, time_ids=None):
         added = {"text_embeds": text_embeds, "time_ids": time_ids} if self.sdxl else None
         return self.mtu(sample, timestep, encoder_hidden_states, self.task, added_cond_kwargs=added)
+
+
+# --- The unfolded multi-task graph (what a user gets without folding) -----------------------
+
+def unfolded_graph_spec(mtu, batch: int, height: int, width: int, text_len: int = 77,
+                        dtype: str = "float32") -> GraphSpec:
+    """The spec of the MTU model exported as it is: one graph for every task, with a ``task_id`` input.
+
+    ``sample`` carries the widest task's channel count; a narrower task's condition channels
+    are zeros. ``task_id`` ``[B]`` (int64) picks each sample's router output, task norms and
+    ``conv_in`` inside the graph.
+    """
+    widest = max(mtu.task_in_channels(t) for t in mtu.task_names)
+    spec = unet_graph_spec(mtu.unet.config, widest, batch, height, width, text_len, dtype, False)
+    inputs = list(spec.inputs)
+    inputs.insert(3, TensorSpec("task_id", (batch,), "int64"))
+    return GraphSpec(tuple(inputs), spec.outputs)
+
+
+class UnfoldedMTUGraph(nn.Module):
+    """The MTU model with the graph signature plus ``task_id``: experts and routers stay in the graph."""
+
+    def __init__(self, mtu: nn.Module):
+        super().__init__()
+        self.mtu = mtu
+        self.sdxl = is_sdxl(mtu.unet.config)
+
+    def forward(self, sample, timestep, encoder_hidden_states, task_id, text_embeds=None, time_ids=None):
+        added = {"text_embeds": text_embeds, "time_ids": time_ids} if self.sdxl else None
+        return self.mtu(sample, timestep, encoder_hidden_states, task_id, added_cond_kwargs=added)
+
+
+def unfolded_example(mtu, spec: GraphSpec, batch: int, height: int, width: int, seed: int = 0) -> dict:
+    """Example inputs for tracing :class:`UnfoldedMTUGraph`: the widest task's id, so the sample's
+    channel count is the one the model expects for it."""
+    sizes = {"batch": batch, "height": height, "width": width}
+    plain = GraphSpec(tuple(t for t in spec.inputs if t.name != "task_id"), spec.outputs)
+    out = example_inputs(plain, batch, height, width, seed)
+    widest = max(range(len(mtu.task_names)), key=mtu.task_in_channels)
+    ids = torch.full([sizes.get(d, d) for d in next(t for t in spec.inputs if t.name == "task_id").shape], widest,
+                     dtype=torch.long)
+    return {t.name: (ids if t.name == "task_id" else out[t.name]) for t in spec.inputs}

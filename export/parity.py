@@ -75,9 +75,13 @@ class ParityResult:
 @torch.no_grad()
 def check_graph(run, mtu, task: str, spec: GraphSpec, batch: int, height: int, width: int, backend: str,
                 precision: str, timesteps: list[float], seed: int = 1234,
-                tolerance: float | None = None) -> ParityResult:
-    """Compare ``run(inputs: dict[str, np.ndarray]) -> np.ndarray`` with the MTU model for ``task``."""
-    ref_model = MTUTaskGraph(mtu, task).eval()
+                tolerance: float | None = None, reference: torch.nn.Module | None = None) -> ParityResult:
+    """Compare ``run(inputs: dict[str, np.ndarray]) -> np.ndarray`` with the MTU model for ``task``.
+
+    ``reference`` replaces the MTU model (a module with the graph's signature, e.g. the base
+    UNet behind a benchmark's base graph); ``task`` then only names the result.
+    """
+    ref_model = MTUTaskGraph(mtu, task).eval() if reference is None else reference
     tol = TOLERANCES[(backend, precision)] if tolerance is None else tolerance
     worst, scale, per_t = 0.0, 0.0, []
     for i, t in enumerate(timesteps):

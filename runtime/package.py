@@ -69,11 +69,15 @@ def _require_onnxruntime():
     return ort
 
 
-class _WeightStore:
-    """Memory-mapped weight files and the ONNX Runtime values over them, shared by all sessions."""
+class WeightStore:
+    """Memory-mapped weight files and the ONNX Runtime values over them, shared by all sessions.
+
+    Values are keyed by file and byte range, so two graphs that reference the same range of
+    ``shared.weights`` get the same ``OrtValue`` (one copy in memory).
+    """
 
     def __init__(self, root: Path):
-        self.root = root
+        self.root = Path(root)
         self.maps: dict[str, np.memmap] = {}
         self.values: dict[tuple, object] = {}
 
@@ -88,6 +92,33 @@ class _WeightStore:
                                 offset=rec["offset"]).reshape(rec["shape"])
             self.values[key] = (arr, ort.OrtValue.ortvalue_from_numpy(arr))  # the array outlives the value
         return self.values[key][1]
+
+
+def ort_session(root: Path, rel: str, *, providers: list[str], threads: int | None = None,
+                index: str | None = None, store: WeightStore | None = None):
+    """An ONNX Runtime session for the graph ``root/rel``.
+
+    With ``index`` (the graph's weight index, relative to ``root``) and a ``store``, the
+    graph's external weights are handed to the session from the store's shared mappings and
+    ONNX Runtime's private pre-packed copies are turned off; otherwise ONNX Runtime loads
+    (and pre-packs) the weights itself.
+    """
+    ort = _require_onnxruntime()
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    if store is not None and index:
+        idx = json.loads((Path(root) / index).read_text())
+        folder = str(Path(rel).parent.as_posix())
+        for rec in idx["initializers"]:
+            opts.add_initializer(rec["name"], store.value(ort, rec, folder))
+        opts.add_session_config_entry("session.disable_prepacking", "1")
+    try:
+        return ort.InferenceSession(str(Path(root) / rel), opts, providers=providers)
+    except Exception as e:  # ORT's own exception types; keep the first line
+        raise PackageError(f"onnxruntime cannot load {rel}: {str(e).splitlines()[0][:300]}",
+                           hint=f"`taskfold verify {root}` checks the package's files") from None
 
 
 @dataclass
@@ -134,7 +165,7 @@ class Package:
                               hint=f"re-export with `taskfold export --format {backend}`")
         self._sessions: dict[str, object] = {}
         self._verified: set[str] = set()
-        self._weights = _WeightStore(self.path)
+        self._weights = WeightStore(self.path)
         self._tokenizer = None
 
     # --- what the package holds -----------------------------------------------------------
@@ -200,23 +231,9 @@ class Package:
     # --- sessions -------------------------------------------------------------------------
 
     def _ort_session(self, rel: str, files: list[str], index: str | None):
-        ort = _require_onnxruntime()
         self._check_files([rel, *files] + ([index] if index else []))
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if self.threads:
-            opts.intra_op_num_threads = self.threads
-        if self.share_weights and index:
-            idx = json.loads((self.path / index).read_text())
-            folder = str(Path(rel).parent.as_posix())
-            for rec in idx["initializers"]:
-                opts.add_initializer(rec["name"], self._weights.value(ort, rec, folder))
-            opts.add_session_config_entry("session.disable_prepacking", "1")
-        try:
-            return ort.InferenceSession(str(self.path / rel), opts, providers=PROVIDERS[self.provider])
-        except Exception as e:  # ORT's own exception types; keep the first line
-            raise PackageError(f"onnxruntime cannot load {rel}: {str(e).splitlines()[0][:300]}",
-                               hint=f"`taskfold verify {self.path}` checks the package's files") from None
+        return ort_session(self.path, rel, providers=PROVIDERS[self.provider], threads=self.threads,
+                           index=index, store=self._weights if self.share_weights else None)
 
     def unet(self, task: str):
         """``fn(sample, timestep, encoder_hidden_states) -> noise`` for ``task`` (numpy in and out)."""
@@ -416,7 +433,7 @@ class Package:
     def close(self) -> None:
         """Drop every session and weight mapping."""
         self._sessions.clear()
-        self._weights = _WeightStore(self.path)
+        self._weights = WeightStore(self.path)
 
     def __enter__(self):
         return self

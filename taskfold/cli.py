@@ -115,15 +115,24 @@ def _add_inspect(sub):
     p = sub.add_parser("inspect", help="print tasks, experts, parameter counts and router weights")
     p.add_argument("model", help="MTU model directory")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--heatmap", metavar="PNG", help="also draw each task's router weights per layer (paper Fig. 5)")
     p.set_defaults(func=_cmd_inspect)
 
 
 def _cmd_inspect(args) -> int:
     from .upcycle.checkpoint import load_mtu
-    from .upcycle.inspect import format_summary, summarize
+    from .upcycle.inspect import format_summary, router_heatmap, summarize
 
+    if args.heatmap and not args.heatmap.lower().endswith(".png"):
+        from .errors import ConfigError
+
+        raise ConfigError(f"--heatmap {args.heatmap!r} must end in .png")
     summary = summarize(load_mtu(args.model))
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    if args.heatmap:
+        router_heatmap(summary, args.heatmap)
+        if not args.json:
+            print(f"wrote {args.heatmap}")
     return 0
 
 
@@ -311,6 +320,59 @@ def _cmd_verify(args) -> int:
     return 0
 
 
+# --- bench ---------------------------------------------------------------------------------
+
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="measure FLOPs and latency: base UNet vs each folded task graph vs unfolded",
+                       description="Time, interleaved in one process, the base UNet graph, every folded task graph, "
+                                   "the unfolded multi-task graph and PyTorch eager on the same shapes; count each "
+                                   "graph's FLOPs; write report.json, report.md and latency.png.")
+    p.add_argument("package", nargs="?", help="package directory from `taskfold export` (or use --preset)")
+    p.add_argument("--preset", help="upcycle and export a preset with random weights first: sd15, sd21, sdxl, tiny, "
+                                    "tiny-pixel, sd15-narrow, ...")
+    p.add_argument("--model", help="with PKG: the MTU directory it was exported from (real weights for the "
+                                   "reference graphs; default: random weights of the same architecture)")
+    p.add_argument("--tasks", type=_csv, default=["all"], help="tasks to time (default: all; t2i,edit,sr,inpaint "
+                                                                "for a preset)")
+    p.add_argument("--experts", type=int, default=4, help="experts per FFN layer for a preset (default 4)")
+    p.add_argument("--backend", choices=["onnx", "tensorrt", "coreml"], default="onnx")
+    p.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--precision", choices=["fp32", "fp16"], help="preset export precision (default fp32 on cpu, "
+                                                                 "fp16 on cuda)")
+    p.add_argument("--runs", type=int, default=10, help="interleaved rounds (default 10)")
+    p.add_argument("--warmup", type=int, default=1, help="warm-up rounds before timing (default 1)")
+    p.add_argument("--height", type=int, help="preset image height in pixels (default: the model's native size)")
+    p.add_argument("--width", type=int, help="preset image width in pixels (default as --height)")
+    p.add_argument("--batch", type=int, default=1, help="preset batch size (default 1)")
+    p.add_argument("--no-eager", action="store_true", help="skip the PyTorch eager rows")
+    p.add_argument("--no-unfolded", action="store_true", help="skip the unfolded multi-task graph")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: one per core)")
+    p.add_argument("--no-share-weights", action="store_true",
+                   help="each ONNX Runtime session loads (and pre-packs) its own weights")
+    p.add_argument("--parity-timesteps", type=int, default=2, help="timesteps of the parity gate (default 2 + 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep-graphs", action="store_true", help="keep the exported graphs under OUT/graphs")
+    p.add_argument("--out", required=True, help="report directory")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args) -> int:
+    import shlex
+
+    from .benchmarks.bench import BenchConfig, run_bench
+
+    cfg = BenchConfig(package=args.package, preset=args.preset, model=args.model, tasks=tuple(args.tasks),
+                      experts=args.experts, backend=args.backend, provider=args.provider, precision=args.precision,
+                      runs=args.runs, warmup=args.warmup, height=args.height, width=args.width, batch=args.batch,
+                      eager=not args.no_eager, unfolded=not args.no_unfolded, threads=args.threads,
+                      share_weights=not args.no_share_weights, parity_timesteps=args.parity_timesteps,
+                      seed=args.seed, keep_graphs=args.keep_graphs)
+    command = "taskfold " + " ".join(shlex.quote(a) for a in args.argv)
+    run_bench(cfg, args.out, overwrite=args.overwrite, command=command)
+    return 0
+
+
 # --- entry point ---------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -326,12 +388,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pretrain(sub)
     _add_export(sub)
     _add_verify(sub)
+    _add_bench(sub)
     from .train.cli_data import add_data_parser
 
     add_data_parser(sub)
     from .runtime.cli_run import add_run_parser
+    from .runtime.evaluate import add_evaluate_parser
 
     add_run_parser(sub)
+    add_evaluate_parser(sub)
     return parser
 
 
@@ -339,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub: everything loads from local paths
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")  # read when diffusers is first imported
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if "diffusers" in sys.modules:  # already imported (a test, an embedding app): set it directly
             from diffusers.utils import logging as dlogging

@@ -104,3 +104,36 @@ def ssim(a, b, data_range: float | None = None, channel_axis: int | None = -1,
          sigma: float = SSIM_SIGMA, radius: int = SSIM_RADIUS) -> float:
     """Mean structural similarity (Wang et al. 2004, eq. 17), averaged over channels; 1.0 if identical."""
     return float(np.mean(ssim_map(a, b, data_range, channel_axis, sigma, radius)))
+
+
+# --- Per-task scores of generated samples ---------------------------------------------------
+
+def to_unit(a) -> np.ndarray:
+    """A ``(3, H, W)`` image in [-1, 1] as ``(H, W, 3)`` in [0, 1] (clipped)."""
+    return np.clip((np.asarray(a).transpose(1, 2, 0) + 1) / 2, 0, 1)
+
+
+def task_scores(task: str, images, items: list[dict]) -> dict:
+    """Scores of generated ``images`` (``[B, 3, H, W]`` in [-1, 1]) for dataset ``items`` of ``task``.
+
+    ``t2i``: the share of images in which the pixel analyser finds the prompt's shape and
+    colour. Image-conditioned tasks: mean PSNR and SSIM to the target, and the same for the
+    trivial baseline of returning the condition image unchanged. ``per_sample`` holds each
+    image's own numbers.
+    """
+    from .analyser import t2i_pass
+
+    if task == "t2i":
+        passed = [bool(t2i_pass(to_unit(img), it["prompt"])) for img, it in zip(images, items)]
+        return {"n": len(items), "t2i_pass_rate": float(np.mean(passed)),
+                "per_sample": [{"t2i_pass": p} for p in passed]}
+    per = []
+    for img, it in zip(images, items):
+        out, target, cond = to_unit(img), to_unit(it["target"]), to_unit(it["condition"])
+        per.append({"psnr": psnr(out, target, data_range=1.0), "ssim": ssim(out, target, data_range=1.0),
+                    "condition_psnr": psnr(cond, target, data_range=1.0),
+                    "condition_ssim": ssim(cond, target, data_range=1.0)})
+    mean = {k: float(np.mean([p[k] for p in per])) for k in ("psnr", "ssim", "condition_psnr", "condition_ssim")}
+    return {"n": len(items), "psnr": mean["psnr"], "ssim": mean["ssim"],
+            "condition_baseline_psnr": mean["condition_psnr"], "condition_baseline_ssim": mean["condition_ssim"],
+            "per_sample": per}

@@ -64,3 +64,36 @@ def format_summary(s: dict) -> str:
         for name, row in zip(layer_names, rows):
             lines.append(f"    {name:<60} " + " ".join(f"{v:.3f}" for v in row))
     return "\n".join(lines)
+
+
+def router_heatmap(s: dict, path) -> None:
+    """The paper's Figure 5: each task's expert weights per upcycled layer, one panel per task (PNG)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from taskfold._io import write_bytes_atomic
+
+    tasks = list(s["router_weights"])
+    layers = [n.replace("attentions.", "a").replace("transformer_blocks.", "tb").replace("_blocks.", ".")
+              for n in s["experts_per_layer"]]
+    n_exp = max(s["experts_per_layer"].values())
+    fig, axes = plt.subplots(1, len(tasks), figsize=(1.2 + 0.45 * n_exp * len(tasks) + 2.2, 0.28 * len(layers) + 1.4),
+                             dpi=110, sharey=True, squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        w = np.array([row + [np.nan] * (n_exp - len(row)) for row in s["router_weights"][task]])
+        im = ax.imshow(w, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set_title(task, fontsize=9)
+        ax.set_xticks(range(n_exp), [str(i) for i in range(n_exp)], fontsize=7)
+        ax.set_xlabel("expert", fontsize=8)
+    axes[0][0].set_yticks(range(len(layers)), layers, fontsize=7)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="router weight")
+    fig.suptitle("Router weights per layer and task (MTU paper, Figure 5)", fontsize=9)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())

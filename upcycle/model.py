@@ -21,6 +21,7 @@ import fnmatch
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from taskfold.errors import ConfigError, TaskError
@@ -79,6 +80,8 @@ class TaskConvIn(nn.Module):
         if ctx.single_task is not None:
             return self.convs[ctx.single_task](x)
         ids = ctx.task_ids
+        if torch.jit.is_tracing():  # exporting the unfolded graph: the task id stays a graph input
+            return self.gathered(x, ids)
         out = None
         for t in ids.unique().tolist():
             sel = (ids == t).nonzero().squeeze(1)
@@ -87,6 +90,18 @@ class TaskConvIn(nn.Module):
             if out is None:
                 out = y.new_zeros((x.shape[0],) + y.shape[1:])
             out[sel] = y
+        return out
+
+    def gathered(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """The same convolution without Python branching on ``ids``: every task's ``conv_in`` runs on
+        its channels of ``x`` and a one-hot of ``ids`` keeps each sample's own result (exact: the
+        others are multiplied by zero). Used when tracing, so ``ids`` can be a graph input; it costs
+        one ``conv_in`` per task, a small share of a UNet call.
+        """
+        onehot = F.one_hot(ids, len(self.convs)).to(x.dtype)  # [B, T]
+        out = 0
+        for t, conv in enumerate(self.convs):
+            out = out + conv(x[:, :conv.in_channels]) * onehot[:, t, None, None, None]
         return out
 
 
@@ -155,7 +170,7 @@ class MTUNet(nn.Module):
             single = self.task_index(task)
             ids = torch.full((batch,), single, dtype=torch.long, device=sample.device)
             channels = {self.task_in_channels(single)}
-        if channels != {sample.shape[1]}:
+        if channels != {int(sample.shape[1])}:
             raise ValueError(f"sample has {sample.shape[1]} channels; the batch's task(s) take "
                              f"{sorted(channels)}")
         ctx.task_ids, ctx.single_task = ids, single

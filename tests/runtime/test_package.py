@@ -14,7 +14,7 @@ from taskfold.cli import main
 from taskfold.runtime import open_package
 from taskfold.train.data import load_dataset
 
-from .conftest import TASKS
+from ..conftest import PACKAGE_TASKS as TASKS
 
 #: Max |runtime - PyTorch| on images in [-1, 1]. The graphs match the model to ~1e-6 per
 #: call (the export gate); guidance (scale up to 7.5) and the steps amplify that to ~2e-5

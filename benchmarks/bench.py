@@ -1,0 +1,788 @@
+"""``taskfold bench``: measure that a folded task graph costs what the base UNet costs.
+
+::
+
+    taskfold bench --preset sd15 --tasks t2i,edit,sr,inpaint --experts 4 --out bench-sd15
+    taskfold bench PKG --out bench-pkg [--model MTU_DIR]
+
+What runs, in one process, on the same input shapes:
+
+* **base** — the base UNet as a graph (what the user had before upcycling);
+* **one folded graph per task** — the package's graphs (router output, task norms and
+  ``conv_in`` baked in);
+* **unfolded** — the MTU model exported as it is, experts and routers in the graph and a
+  ``task_id`` input (what a user would ship without folding), driven with each task in turn;
+* **PyTorch eager** — the base UNet and the unfolded MTU model as ``nn.Module`` calls.
+
+Timing is interleaved: every round calls every contender once, in alternating order
+(A B C … C B A …), so slow drift of a shared machine touches all of them alike; a
+contender's *ratio to base* is the median over rounds of its time divided by the base's
+time in the same round. FLOPs are counted from each exported graph
+(:func:`taskfold.export.flops.onnx_flops`); eager rows use PyTorch's counter, which does not
+see ``scaled_dot_product_attention`` on the CPU, and say so. Resident memory is what the
+process gained when a contender was opened and first run, in the order listed: with shared
+weights the first task graph maps the backbone and the others add only their own tensors.
+The machine's matmul peak is measured in the same run (:mod:`.machine`), and each graph's
+time is set against the floor ``FLOPs / peak``.
+
+A preset (random weights — FLOPs and latency do not depend on them) is upcycled, its routers
+spread so that every task folds to different feed-forward weights, and exported through
+``taskfold export`` (parity gate included). For a package, the base and unfolded graphs are
+rebuilt from the architecture in its manifest — with the MTU model's own weights when
+``--model`` names it — and parity-checked like every exported graph.
+
+Writes ``report.json``, ``report.md`` and ``latency.png`` into ``--out`` (atomically, with
+the graphs under ``graphs/`` when ``--keep-graphs``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from taskfold.errors import ConfigError
+
+from . import machine
+
+BACKENDS = ("onnx", "tensorrt", "coreml")
+PROVIDERS = ("cpu", "cuda")
+DEFAULT_TASKS = ("t2i", "edit", "sr", "inpaint")
+REPORT_FORMAT = "taskfold-bench"
+REPORT_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Everything ``taskfold bench`` was asked for; saved in the report."""
+
+    package: str | None = None
+    preset: str | None = None
+    model: str | None = None  # MTU directory: real weights for the package's base/unfolded references
+    tasks: tuple[str, ...] = ("all",)
+    experts: int = 4
+    backend: str = "onnx"
+    provider: str = "cpu"
+    precision: str | None = None  # fp32 on the CPU, fp16 on CUDA
+    runs: int = 10
+    warmup: int = 1
+    height: int | None = None
+    width: int | None = None
+    batch: int = 1
+    eager: bool = True
+    unfolded: bool = True
+    threads: int | None = None
+    share_weights: bool = True
+    parity_timesteps: int = 2
+    seed: int = 0
+    keep_graphs: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        if (self.package is None) == (self.preset is None):
+            raise ConfigError("give either a package directory or --preset NAME, not both and not neither",
+                              hint="taskfold bench PKG --out DIR, or taskfold bench --preset sd15 --out DIR")
+        if self.model is not None and self.package is None:
+            raise ConfigError("--model names the MTU model behind a package; it goes with PKG, not --preset")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        if self.provider not in PROVIDERS:
+            raise ConfigError(f"provider {self.provider!r} is not one of {', '.join(PROVIDERS)}")
+        if self.backend == "tensorrt" and self.provider != "cuda":
+            raise ConfigError("backend 'tensorrt' runs on an NVIDIA GPU", hint="add --provider cuda")
+        if self.precision not in (None, "fp32", "fp16"):
+            raise ConfigError(f"precision {self.precision!r} is not one of fp32, fp16")
+        for name, low in (("runs", 1), ("warmup", 0), ("batch", 1), ("experts", 1), ("parity_timesteps", 1)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < low:
+                raise ConfigError(f"--{name.replace('_', '-')} must be an integer of at least {low}, got {v!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {self.threads}")
+
+    @property
+    def dtype(self) -> str:
+        return {"fp16": "float16", "fp32": "float32"}[self.resolved_precision]
+
+    @property
+    def resolved_precision(self) -> str:
+        return self.precision or ("fp16" if self.provider == "cuda" else "fp32")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self) | {"tasks": list(self.tasks), "precision": self.resolved_precision}
+
+
+# --- What is timed -----------------------------------------------------------------------------
+
+@dataclass
+class Contender:
+    """One thing the benchmark times: a graph or an eager module with its prepared inputs."""
+
+    name: str
+    role: str  # "base" | "folded" | "unfolded" | "eager-base" | "eager-unfolded"
+    engine: str
+    call: object  # call(round_index) -> None; one UNet call, finished (synchronised) on return
+    flops: int
+    flops_method: str
+    conv_in_flops: int
+    task: str | None = None
+    graph_bytes: int | None = None
+    parity: dict | None = None
+    memory_added: int | None = None
+    times: list[float] = field(default_factory=list)
+    keep: object = None  # what the call needs alive (e.g. the mapped weights behind a session)
+
+
+def conv_in_flops(unet_config, in_channels: int, batch: int, h: int, w: int) -> int:
+    """FLOPs of ``conv_in`` (2 per multiply-add), the one layer whose width differs per task."""
+    k = int(unet_config.get("conv_in_kernel", 3) if isinstance(unet_config, dict) else unet_config.conv_in_kernel)
+    cout = int((unet_config["block_out_channels"] if isinstance(unet_config, dict)
+                else unet_config.block_out_channels)[0])
+    return 2 * batch * h * w * cout * in_channels * k * k
+
+
+def spread_routers(mtu, seed: int) -> None:
+    """Give every task its own expert mix (seeded), as training would; latency does not depend on it."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, layer in mtu.mtu_layers():
+            w = layer.router.net[2].weight
+            w.copy_(torch.randn(w.shape, generator=g).to(w))
+
+
+# --- Preparing the graphs ----------------------------------------------------------------------
+
+@dataclass
+class Prepared:
+    """The models and exported graphs a run measures."""
+
+    mtu: object
+    base: object  # the base UNet module (stock, or with DTR masks for a DTR-trained base)
+    package: Path
+    manifest: dict
+    tasks: list[str]
+    reference: Path | None = None  # folder of base.onnx / unfolded.onnx
+    reference_graphs: dict = field(default_factory=dict)  # name -> {"path", "index", "weights", "spec"}
+    parity: dict = field(default_factory=dict)  # reference graph name -> parity record
+    source: dict = field(default_factory=dict)
+
+
+def _log_to(log):
+    return (lambda msg: log(f"bench: {msg}")) if log else (lambda msg: None)
+
+
+def prepare(cfg: BenchConfig, work: Path, log=print) -> Prepared:
+    """Build (preset) or open (package) what is measured, and export the reference graphs into ``work``."""
+    say = _log_to(log)
+    work.mkdir(parents=True, exist_ok=True)
+    if cfg.preset is not None:
+        prep = _prepare_preset(cfg, work, say)
+    else:
+        prep = _prepare_package(cfg, say)
+    if cfg.backend in ("onnx", "tensorrt"):
+        _export_references(cfg, prep, work, say)
+    return prep
+
+
+def _prepare_preset(cfg: BenchConfig, work: Path, say) -> Prepared:
+    from taskfold.export.package import ExportConfig, export_package
+    from taskfold.runtime.manifest import read_manifest
+    from taskfold.upcycle import UpcycleConfig, load_base, upcycle
+
+    tasks = list(DEFAULT_TASKS if cfg.tasks in (("all",), ()) else cfg.tasks)
+    start = time.perf_counter()
+    base, info = load_base(f"preset:{cfg.preset}", seed=cfg.seed)
+    mtu = upcycle(base, UpcycleConfig(tasks=tuple(tasks), num_experts=cfg.experts, seed=cfg.seed), info).eval()
+    spread_routers(mtu, cfg.seed)
+    say(f"preset:{cfg.preset} upcycled for {', '.join(tasks)} with {cfg.experts} experts "
+        f"({time.perf_counter() - start:.0f} s)")
+    formats = {"onnx": ("onnx",), "tensorrt": ("onnx", "tensorrt"), "coreml": ("coreml",)}[cfg.backend]
+    export_cfg = ExportConfig(formats=formats, precision=cfg.resolved_precision, batch=cfg.batch, height=cfg.height,
+                              width=cfg.width, parity_timesteps=cfg.parity_timesteps)
+    pkg = work / "package"
+    export_package(mtu, export_cfg, pkg, log=say)
+    source = {"kind": "preset", "preset": cfg.preset, "seed": cfg.seed, "experts": cfg.experts,
+              "weights": "random (seeded); routers spread so every task folds to its own FFN weights"}
+    return Prepared(mtu, base, pkg, read_manifest(pkg), tasks, source=source)
+
+
+def _prepare_package(cfg: BenchConfig, say) -> Prepared:
+    import torch
+
+    from taskfold.export.fold import with_dtr
+    from taskfold.runtime.manifest import read_manifest, verify_package
+    from taskfold.upcycle import UpcycleConfig, upcycle
+    from taskfold.upcycle.base import BaseInfo, build_unet
+    from taskfold.upcycle.checkpoint import load_mtu
+
+    pkg = Path(cfg.package)
+    manifest = read_manifest(pkg)
+    problems = verify_package(pkg)
+    if problems:
+        raise ConfigError(f"package {str(pkg)!r} does not match its manifest: {problems[0]}"
+                          + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+                          hint=f"`taskfold verify {pkg}` lists every problem")
+    if cfg.height or cfg.width or cfg.batch != 1 or cfg.precision:
+        raise ConfigError("--height/--width/--batch/--precision re-export a model; a package is measured at the "
+                          "shapes and precision it was exported with",
+                          hint="re-export the package, or bench a --preset")
+    known = list(manifest["tasks"])
+    tasks = known if cfg.tasks in (("all",), ()) else list(cfg.tasks)
+    unknown = [t for t in tasks if t not in known]
+    if unknown:
+        raise ConfigError(f"unknown task(s) {', '.join(unknown)}; the package has {', '.join(known)}")
+    model_cfg = manifest["model"]
+    unet_config = model_cfg["unet_config"]
+    base_dtr = model_cfg["base"].get("dtr")
+    if cfg.model:
+        mtu = load_mtu(cfg.model).eval()
+        if mtu.config.to_dict() != model_cfg["upcycle"]:
+            differ = sorted(k for k, v in mtu.config.to_dict().items() if model_cfg["upcycle"].get(k) != v)
+            raise ConfigError(f"--model {cfg.model!r} is not the model this package was exported from: its upcycle "
+                              f"config differs in {', '.join(differ)}", hint="give the MTU directory that was exported")
+        weights = f"the MTU model's own ({cfg.model}); base graph: random weights of the same architecture"
+    else:
+        up = UpcycleConfig.from_dict(model_cfg["upcycle"])
+        info = BaseInfo(source=model_cfg["base"]["source"], kind=model_cfg["base"]["kind"], dtr=base_dtr)
+        mtu = upcycle(build_unet(unet_config, seed=cfg.seed), up, info, copy_base=False).eval()
+        spread_routers(mtu, cfg.seed)
+        weights = ("random (seeded) with the package's architecture: FLOPs and latency do not depend on the "
+                   "weights; give --model MTU_DIR for the real ones")
+    base_cfg = dict(unet_config) | {"in_channels": int(unet_config["out_channels"])}
+    base = build_unet(base_cfg, seed=cfg.seed)
+    if base_dtr:  # a DTR-trained base carries its masks; so does its graph
+        base = with_dtr(base, base_dtr["timesteps"], base_dtr["alpha"], base_dtr["beta"])
+    torch.set_grad_enabled(False)
+    say(f"package {pkg}: tasks {', '.join(tasks)}; references: {weights}")
+    return Prepared(mtu, base, pkg, manifest, tasks, source={"kind": "package", "path": str(pkg),
+                                                            "reference_weights": weights})
+
+
+def _export_references(cfg: BenchConfig, prep: Prepared, work: Path, say) -> None:
+    """``base.onnx`` and ``unfolded.onnx`` beside each other (their common tensors stored once), gated."""
+    import torch
+
+    from taskfold.export.graph import (UNetGraph, UnfoldedMTUGraph, example_inputs, unet_graph_spec,
+                                       unfolded_example, unfolded_graph_spec)
+    from taskfold.export.onnx import export_graphs, ort_runner
+    from taskfold.export.parity import check_graph, default_timesteps, raise_on_failures
+
+    s = prep.manifest["sample"]
+    b, h, w, text_len = s["batch"], s["height"], s["width"], s["text_len"]
+    dtype = next((g["inputs"][0]["dtype"] for g in prep.manifest["graphs"] if g["format"] == "onnx"), cfg.dtype)
+    tdtype = torch.float16 if dtype == "float16" else torch.float32
+    mtu, base = prep.mtu, prep.base
+    specs = {"base": unet_graph_spec(base.config, mtu.latent_channels, b, h, w, text_len, dtype)}
+    modules = {"base": lambda: UNetGraph(base if tdtype == torch.float32 else _half(base)).eval()}
+    examples = {"base": example_inputs(specs["base"], b, h, w, seed=0)}
+    if cfg.unfolded:
+        specs["unfolded"] = unfolded_graph_spec(mtu, b, h, w, text_len, dtype)
+        modules["unfolded"] = lambda: UnfoldedMTUGraph(mtu if tdtype == torch.float32 else _half(mtu)).eval()
+        examples["unfolded"] = unfolded_example(mtu, specs["unfolded"], b, h, w, seed=0)
+    start = time.perf_counter()
+    prep.reference = work / "reference"
+    exported = export_graphs(modules, specs, examples, prep.reference, prefix="reference")
+    say(f"reference graphs {', '.join(modules)} exported ({time.perf_counter() - start:.0f} s)")
+    precision = "fp16" if dtype == "float16" else "fp32"
+    timesteps = default_timesteps(mtu.dtr.timesteps if mtu.dtr is not None else 1000, cfg.parity_timesteps)
+    results = []
+    for name in modules:
+        path = work / exported.graphs[name]
+        run = ort_runner(path)
+        if name == "base":
+            res = check_graph(run, mtu, "base", specs[name], b, h, w, "onnx", precision, timesteps,
+                              reference=UNetGraph(base).eval())
+            results.append(res)
+        else:  # every task through the one graph: zero-padded sample, task_id
+            widest = specs[name].inputs[0].shape[1]
+            for i, task in enumerate(prep.tasks):
+                task_spec = unet_graph_spec(mtu.unet.config, mtu.task_in_channels(task), b, h, w, text_len, dtype)
+                res = check_graph(_unfolded_runner(run, widest, mtu.task_index(task)), mtu, task, task_spec, b, h,
+                                  w, "onnx", precision, timesteps)
+                res.task = f"unfolded/{task}"
+                results.append(res)
+        del run
+        prep.reference_graphs[name] = {"path": exported.graphs[name], "index": exported.index[name],
+                                       "weights": exported.weights[name], "spec": specs[name]}
+    raise_on_failures(results)
+    for res in results:
+        key = "base" if res.task == "base" else "unfolded"
+        prev = prep.parity.get(key)
+        if prev is None or res.relative_error > prev["relative_error"]:
+            prep.parity[key] = res.to_dict()
+    say("reference graphs pass the parity gate (" + ", ".join(
+        f"{k} {v['relative_error']:.1e}" for k, v in prep.parity.items()) + ")")
+
+
+def _half(module):
+    import copy
+
+    return copy.deepcopy(module).half()
+
+
+def _unfolded_runner(run, widest: int, task_index: int):
+    def call(inputs: dict) -> np.ndarray:
+        return run(_unfolded_feed(inputs, widest, task_index))
+    return call
+
+
+def _unfolded_feed(inputs: dict, widest: int, task_index: int) -> dict:
+    """A task's graph inputs for the unfolded graph: sample zero-padded to ``widest`` channels, ``task_id``."""
+    x = inputs["sample"]
+    padded = np.zeros((x.shape[0], widest, *x.shape[2:]), dtype=x.dtype)
+    padded[:, :x.shape[1]] = x
+    feed = dict(inputs) | {"sample": padded}
+    order = ["sample", "timestep", "encoder_hidden_states", "task_id", "text_embeds", "time_ids"]
+    feed["task_id"] = np.full((x.shape[0],), task_index, dtype=np.int64)
+    return {k: feed[k] for k in order if k in feed}
+
+
+# --- Contenders --------------------------------------------------------------------------------
+
+def _numpy_inputs(spec, batch, h, w, seed=7) -> dict:
+    from taskfold.export.graph import example_inputs
+
+    return {k: v.numpy() for k, v in example_inputs(spec, batch, h, w, seed=seed, timestep=500.0).items()}
+
+
+def _file_bytes(root: Path, rels: list[str]) -> int:
+    return sum((root / r).stat().st_size for r in rels)
+
+
+def _onnx_caller(sess, feed: dict, provider: str):
+    """``call()`` running ``sess`` once on ``feed``; on CUDA the inputs stay on the GPU (I/O binding)."""
+    if provider != "cuda":
+        out = [sess.get_outputs()[0].name]
+        return lambda: sess.run(out, feed)
+    import onnxruntime as ort
+
+    binding = sess.io_binding()
+    keep = []
+    for name, value in feed.items():
+        v = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value), "cuda", 0)
+        keep.append(v)
+        binding.bind_ortvalue_input(name, v)
+    binding.bind_output(sess.get_outputs()[0].name, "cuda")
+
+    def call():
+        sess.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+    call.keep = keep  # the device inputs live as long as the call
+    return call
+
+
+def onnx_contenders(cfg: BenchConfig, prep: Prepared) -> list[Contender]:
+    """The base, folded and unfolded graphs in ONNX Runtime, weights shared per folder when asked."""
+    from taskfold.export.flops import onnx_flops
+    from taskfold.export.graph import unet_graph_spec
+    from taskfold.runtime.package import WeightStore, ort_session
+
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cfg.provider == "cuda" \
+        else ["CPUExecutionProvider"]
+    s = prep.manifest["sample"]
+    b, h, w = s["batch"], s["height"], s["width"]
+    unet_cfg = prep.manifest["model"]["unet_config"]
+    engine = f"onnxruntime {cfg.provider}"
+    stores = {root: WeightStore(root) if cfg.share_weights else None for root in (prep.package, prep.reference.parent)}
+
+    def session(root, rel, index):
+        return ort_session(root, rel, providers=providers, threads=cfg.threads, index=index, store=stores[root])
+
+    out = []
+    ref = prep.reference_graphs["base"]
+    base_feed = _numpy_inputs(ref["spec"], b, h, w)
+    sess = session(prep.reference.parent, ref["path"], ref["index"])
+    out.append(Contender("base", "base", engine, _round_call(_onnx_caller(sess, base_feed, cfg.provider)),
+                         onnx_flops(prep.reference.parent / ref["path"]).total, "onnx graph",
+                         conv_in_flops(unet_cfg, prep.mtu.latent_channels, b, h, w),
+                         graph_bytes=_file_bytes(prep.reference.parent, [ref["path"], *ref["weights"]]),
+                         parity=prep.parity.get("base")))
+    graphs = {g["task"]: g for g in prep.manifest["graphs"] if g["format"] == "onnx"}
+    for task in prep.tasks:
+        g = graphs.get(task)
+        if g is None:
+            raise ConfigError(f"the package has no onnx graph for task {task!r}")
+        spec = unet_graph_spec(prep.mtu.unet.config, prep.manifest["tasks"][task]["in_channels"], b, h, w,
+                               s["text_len"], g["inputs"][0]["dtype"])
+        feed = _numpy_inputs(spec, b, h, w)
+        sess = session(prep.package, g["path"], g.get("weight_index"))
+        out.append(Contender(task, "folded", engine, _round_call(_onnx_caller(sess, feed, cfg.provider)),
+                             int(g["flops"]["total"]), "onnx graph",
+                             conv_in_flops(unet_cfg, prep.manifest["tasks"][task]["in_channels"], b, h, w), task=task,
+                             graph_bytes=_file_bytes(prep.package, [g["path"], *g.get("external_data", [])]),
+                             parity=g.get("parity")))
+    if "unfolded" in prep.reference_graphs:
+        ref = prep.reference_graphs["unfolded"]
+        sess = session(prep.reference.parent, ref["path"], ref["index"])
+        widest = ref["spec"].inputs[0].shape[1]
+        calls = []
+        for task in prep.tasks:
+            spec = unet_graph_spec(prep.mtu.unet.config, prep.mtu.task_in_channels(task), b, h, w, s["text_len"],
+                                   ref["spec"].inputs[0].dtype)
+            feed = _unfolded_feed(_numpy_inputs(spec, b, h, w), widest, prep.mtu.task_index(task))
+            calls.append(_onnx_caller(sess, feed, cfg.provider))
+        flops_in = sum(conv_in_flops(unet_cfg, prep.mtu.task_in_channels(t), b, h, w) for t in prep.mtu.task_names)
+        out.append(Contender("unfolded", "unfolded", engine, lambda r, calls=calls: calls[r % len(calls)](),
+                             onnx_flops(prep.reference.parent / ref["path"]).total, "onnx graph", flops_in,
+                             graph_bytes=_file_bytes(prep.reference.parent, [ref["path"], *ref["weights"]]),
+                             parity=prep.parity.get("unfolded")))
+    for c in out:  # sessions read the mapped weights in place: the stores must outlive them
+        c.keep = stores
+    return out
+
+
+def _round_call(call):
+    return lambda r: call()
+
+
+def tensorrt_contenders(cfg: BenchConfig, prep: Prepared, work: Path) -> list[Contender]:
+    """Engines built here from the same ONNX graphs (fp16, one profile), run with inputs kept on the GPU."""
+    from taskfold.export import tensorrt as trt_export
+    from taskfold.export.flops import onnx_flops
+    from taskfold.export.graph import unet_graph_spec
+
+    s = prep.manifest["sample"]
+    b, h, w = s["batch"], s["height"], s["width"]
+    unet_cfg = prep.manifest["model"]["unet_config"]
+    cache = work / "tensorrt" / "timing.cache"
+    graphs = {g["task"]: g for g in prep.manifest["graphs"] if g["format"] == "onnx"}
+    items = [("base", "base", prep.reference.parent, prep.reference_graphs["base"]["path"],
+              prep.reference_graphs["base"]["spec"], None)]
+    for task in prep.tasks:
+        spec = unet_graph_spec(prep.mtu.unet.config, prep.manifest["tasks"][task]["in_channels"], b, h, w,
+                               s["text_len"], graphs[task]["inputs"][0]["dtype"])
+        items.append((task, "folded", prep.package, graphs[task]["path"], spec, task))
+    if "unfolded" in prep.reference_graphs:
+        ref = prep.reference_graphs["unfolded"]
+        items.append(("unfolded", "unfolded", prep.reference.parent, ref["path"], ref["spec"], None))
+    out = []
+    for name, role, root, rel, spec, task in items:
+        plan = work / "tensorrt" / f"{name}.plan"
+        trt_export.build_engine(root / rel, plan, spec, fp16=True, timing_cache_path=cache)
+        run = _device_engine(plan, _numpy_inputs(spec, b, h, w) if name != "unfolded" else _unfolded_feed(
+            _numpy_inputs(unet_graph_spec(prep.mtu.unet.config, prep.mtu.task_in_channels(prep.tasks[0]), b, h, w,
+                                          s["text_len"], spec.inputs[0].dtype), b, h, w),
+            spec.inputs[0].shape[1], prep.mtu.task_index(prep.tasks[0])))
+        in_ch = prep.manifest["tasks"][task]["in_channels"] if task else prep.mtu.latent_channels
+        fl_in = sum(conv_in_flops(unet_cfg, prep.mtu.task_in_channels(t), b, h, w) for t in prep.mtu.task_names) \
+            if role == "unfolded" else conv_in_flops(unet_cfg, in_ch, b, h, w)
+        out.append(Contender(name, role, "tensorrt fp16", _round_call(run), onnx_flops(root / rel).total,
+                             "onnx graph the engine was built from", fl_in, task=task,
+                             graph_bytes=plan.stat().st_size))
+    return out
+
+
+def _device_engine(plan: Path, feed: dict):
+    """``call()`` executing a TensorRT engine on inputs already on the GPU (no host copies in the timing)."""
+    import torch
+
+    from taskfold.export.tensorrt import _tensorrt
+
+    trt = _tensorrt()
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan.read_bytes())
+    context = engine.create_execution_context()
+    dtypes = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16, trt.DataType.INT64: torch.int64,
+              trt.DataType.INT32: torch.int32}
+    buffers = []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        dtype = dtypes[engine.get_tensor_dtype(name)]
+        if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+            t = torch.as_tensor(np.ascontiguousarray(feed[name])).to("cuda", dtype)
+            context.set_input_shape(name, tuple(t.shape))
+        else:
+            t = torch.empty(tuple(context.get_tensor_shape(name)), dtype=dtype, device="cuda")
+        context.set_tensor_address(name, t.data_ptr())
+        buffers.append(t)
+    stream = torch.cuda.Stream()
+
+    def call():
+        context.execute_async_v3(stream.cuda_stream)
+        stream.synchronize()
+    call.keep = buffers
+    return call
+
+
+def coreml_contenders(cfg: BenchConfig, prep: Prepared, work: Path) -> list[Contender]:
+    """The package's CoreML task graphs and the base converted the same way (macOS only). The unfolded
+    graph is measured through ONNX; FLOPs are PyTorch's count of the module each graph came from."""
+    import torch
+
+    from taskfold.export import coreml
+    from taskfold.export.flops import torch_flops
+    from taskfold.export.fold import fold
+    from taskfold.export.graph import UNetGraph, example_inputs, unet_graph_spec
+
+    s = prep.manifest["sample"]
+    b, h, w = s["batch"], s["height"], s["width"]
+    unet_cfg = prep.manifest["model"]["unet_config"]
+    graphs = {g["task"]: g for g in prep.manifest["graphs"] if g["format"] == "coreml"}
+    out = []
+    for task in [None, *prep.tasks]:
+        channels = prep.mtu.latent_channels if task is None else prep.manifest["tasks"][task]["in_channels"]
+        spec = unet_graph_spec(prep.base.config, channels, b, h, w, s["text_len"], "float32")
+        module = UNetGraph(prep.base if task is None else fold(prep.mtu, task)).eval()
+        example = example_inputs(spec, b, h, w, seed=7, timestep=500.0)
+        if task is None:
+            path, fn = coreml.save(coreml.convert(module, spec, example, None, precision="fp16"),
+                                   work / "coreml" / "base.mlpackage"), None
+        else:
+            path, fn = prep.package / graphs[task]["path"], graphs[task].get("function")
+        model = coreml.load(path, "all", fn)
+        feed = {k: v.numpy() for k, v in example.items()}
+        with torch.inference_mode():
+            flops = torch_flops(module, *example.values())
+        out.append(Contender(task or "base", "folded" if task else "base", "coreml (all compute units)",
+                             lambda r, m=model, f=feed: m.predict(f), flops, "torch counter (no SDPA)",
+                             conv_in_flops(unet_cfg, channels, b, h, w), task=task))
+    return out
+
+
+def eager_contenders(cfg: BenchConfig, prep: Prepared) -> list[Contender]:
+    """The base UNet and the unfolded MTU model as PyTorch modules (CUDA graphs on a GPU)."""
+    import torch
+
+    from taskfold.export.flops import torch_flops
+    from taskfold.export.graph import MTUTaskGraph, UNetGraph, example_inputs, unet_graph_spec
+
+    s = prep.manifest["sample"]
+    b, h, w = s["batch"], s["height"], s["width"]
+    unet_cfg = prep.manifest["model"]["unet_config"]
+    device = "cuda" if cfg.provider == "cuda" else "cpu"
+    dtype = torch.float16 if cfg.resolved_precision == "fp16" else torch.float32
+    if device == "cuda":
+        prep.base.to(device, dtype)
+        prep.mtu.to(device, dtype)
+    engine = "pytorch eager + CUDA graphs" if device == "cuda" else "pytorch eager cpu"
+
+    def inputs_for(channels):
+        spec = unet_graph_spec(prep.base.config, channels, b, h, w, s["text_len"], "float32")
+        return [v.to(device, dtype if v.is_floating_point() and k != "timestep" else v.dtype)
+                for k, v in example_inputs(spec, b, h, w, seed=7, timestep=500.0).items()]
+
+    base_mod = UNetGraph(prep.base).eval()
+    base_in = inputs_for(prep.mtu.latent_channels)
+    with torch.inference_mode():
+        base_flops = torch_flops(base_mod, *base_in)
+    out = [Contender("eager base", "eager-base", engine, _round_call(_torch_caller(base_mod, base_in, device)),
+                     base_flops, "torch counter (no SDPA on CPU)",
+                     conv_in_flops(unet_cfg, prep.mtu.latent_channels, b, h, w))]
+    calls, flops = [], []
+    for task in prep.tasks:
+        mod = MTUTaskGraph(prep.mtu, task).eval()
+        ins = inputs_for(prep.mtu.task_in_channels(task))
+        calls.append(_torch_caller(mod, ins, device))
+        with torch.inference_mode():
+            flops.append(torch_flops(mod, *ins))
+    out.append(Contender("eager unfolded", "eager-unfolded", engine, lambda r: calls[r % len(calls)](),
+                         int(np.median(flops)), "torch counter (no SDPA on CPU)",
+                         conv_in_flops(unet_cfg, prep.mtu.task_in_channels(prep.tasks[0]), b, h, w)))
+    return out
+
+
+def _torch_caller(module, inputs, device: str):
+    import torch
+
+    if device != "cuda":
+        def call():
+            with torch.inference_mode():
+                module(*inputs)
+        return call
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.inference_mode(), torch.cuda.stream(stream):
+        for _ in range(3):  # warm-up on a side stream before capture, as CUDA graphs require
+            module(*inputs)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.inference_mode(), torch.cuda.graph(graph):
+        module(*inputs)
+
+    def call():
+        graph.replay()
+        torch.cuda.synchronize()
+    return call
+
+
+# --- Measuring -----------------------------------------------------------------------------------
+
+def _memory_now(provider: str) -> int | None:
+    if provider == "cuda":
+        import torch
+
+        free, total = torch.cuda.mem_get_info()
+        return total - free
+    return machine.rss_bytes()
+
+
+def open_contenders(cfg: BenchConfig, prep: Prepared, work: Path, say) -> list[Contender]:
+    """Create every contender (sessions, engines, modules), recording the memory each one added."""
+    groups = []
+    before = _memory_now(cfg.provider)
+    if cfg.backend == "onnx":
+        groups.append(lambda: onnx_contenders(cfg, prep))
+    elif cfg.backend == "tensorrt":
+        groups.append(lambda: tensorrt_contenders(cfg, prep, work))
+    else:
+        groups.append(lambda: coreml_contenders(cfg, prep, work))
+    if cfg.eager:
+        groups.append(lambda: eager_contenders(cfg, prep))
+    out = []
+    for make in groups:
+        for c in make():
+            c.call(0)  # first call: lazy allocations, kernel selection
+            now = _memory_now(cfg.provider)
+            if before is not None and now is not None:
+                c.memory_added = now - before
+            before = now
+            out.append(c)
+    say(f"{len(out)} contenders open: {', '.join(c.name for c in out)}")
+    return out
+
+
+def measure(contenders: list[Contender], runs: int, warmup: int, say) -> None:
+    """Interleaved rounds per engine: every contender of an engine once per round, the order reversed
+    every other round. Engines take turns as blocks, not call by call: ONNX Runtime's worker threads
+    spin for a while after a call and would steal the cores from a PyTorch call that followed."""
+    groups: dict[str, list[Contender]] = {}
+    for c in contenders:
+        groups.setdefault(c.engine, []).append(c)
+    for engine, group in groups.items():
+        ref = group[0]
+        for _ in range(warmup):
+            for c in group:
+                c.call(0)
+        for r in range(runs):
+            for c in (group if r % 2 == 0 else group[::-1]):
+                start = time.perf_counter()
+                c.call(r)
+                c.times.append(time.perf_counter() - start)
+            say(f"{engine} round {r + 1}/{runs}: {ref.name} {ref.times[-1] * 1e3:.1f} ms" + "".join(
+                f", {c.name} {c.times[-1] / ref.times[-1]:.3f}x" for c in group if c is not ref))
+
+
+def _stats(xs: list[float]) -> dict:
+    a = np.asarray(xs, dtype=np.float64)
+    return {"median": float(np.median(a)), "p10": float(np.percentile(a, 10)), "p90": float(np.percentile(a, 90)),
+            "mean": float(a.mean()), "n": int(a.size)}
+
+
+def summarize(contenders: list[Contender], peak_gflops: float | None) -> list[dict]:
+    """One row per contender: FLOPs and their ratio to the base, latency statistics and paired ratios."""
+    base = next(c for c in contenders if c.role == "base")
+    eager_base = next((c for c in contenders if c.role == "eager-base"), None)
+    rows = []
+    for c in contenders:
+        ref = eager_base if c.role.startswith("eager") else base
+        lat = _stats(c.times)
+        paired = [t / tb for t, tb in zip(c.times, ref.times)]
+        flop_ratio = c.flops / ref.flops if ref.flops else None
+        aside = (c.flops - c.conv_in_flops) / (ref.flops - ref.conv_in_flops) if ref.flops else None
+        gflops = c.flops / lat["median"] / 1e9 if c.flops else None
+        rows.append({
+            "name": c.name, "role": c.role, "engine": c.engine, "task": c.task, "reference": ref.name,
+            "flops": c.flops, "flops_method": c.flops_method, "conv_in_flops": c.conv_in_flops,
+            "flop_ratio": flop_ratio, "flop_ratio_conv_in_aside": aside,
+            "latency_s": lat, "times_s": c.times,
+            "ratio_to_reference": _stats(paired) | {"of_medians": lat["median"] / _stats(ref.times)["median"]},
+            "achieved_gflops": gflops,
+            "x_matmul_floor": (lat["median"] / (c.flops / (peak_gflops * 1e9))) if peak_gflops and c.flops else None,
+            "memory_added_bytes": c.memory_added, "graph_bytes": c.graph_bytes, "parity": c.parity,
+        })
+    return rows
+
+
+# --- The whole run -------------------------------------------------------------------------------
+
+def run_bench(cfg: BenchConfig, out: str | Path, overwrite: bool = False, log=print, command: str | None = None) -> dict:
+    """Prepare, open, measure and report; returns the report (also written to ``out``)."""
+    import torch
+
+    from taskfold._io import atomic_output_dir, check_output_dir, write_bytes_atomic, write_json_atomic
+    from taskfold.export.package import tool_versions
+
+    from .report import markdown, plot_latency
+
+    say = _log_to(log)
+    check_output_dir(out, overwrite)
+    _check_backend(cfg)
+    t0 = time.perf_counter()
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        work = tmp / "graphs"
+        with torch.no_grad():
+            prep = prepare(cfg, work, log)
+            t_prep = time.perf_counter() - t0
+            contenders = open_contenders(cfg, prep, work, say)
+            say("measuring the matmul peak")
+            peaks = [machine.ort_matmul_peak(threads=cfg.threads, provider=cfg.provider)] \
+                if cfg.backend == "onnx" else []
+            peaks.append(machine.torch_matmul_peak(device="cuda" if cfg.provider == "cuda" else "cpu"))
+            peak = max(p["best_gflops"] for p in peaks)
+            t1 = time.perf_counter()
+            measure(contenders, cfg.runs, cfg.warmup, say)
+            t_measure = time.perf_counter() - t1
+        rows = summarize(contenders, peak)
+        package_files = prep.manifest["files"]
+        report = {
+            "format": REPORT_FORMAT, "schema_version": REPORT_SCHEMA,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "command": command or "taskfold bench (library call)",
+            "config": cfg.to_dict(), "source": prep.source,
+            "machine": machine.describe(cfg.provider),
+            "threads": {"onnxruntime_intra_op": cfg.threads or "onnxruntime default (one per core)",
+                        "torch": torch.get_num_threads()},
+            "versions": tool_versions(),
+            "shapes": {k: prep.manifest["sample"][k] for k in ("batch", "height", "width", "text_len",
+                                                                "image_height", "image_width")},
+            "tasks": prep.tasks,
+            "matmul_peak": {"engines": peaks, "best_gflops": peak},
+            "package": {"bytes": sum(f["bytes"] for f in package_files.values()),
+                        "onnx_bytes": sum(f["bytes"] for k, f in package_files.items() if k.startswith("onnx/")),
+                        "files": len(package_files)},
+            "process_peak_rss_bytes": machine.peak_rss_bytes(),
+            "seconds": {"prepare": round(t_prep, 1), "measure": round(t_measure, 1),
+                        "total": round(time.perf_counter() - t0, 1)},
+            "rows": rows,
+        }
+        del contenders
+        write_json_atomic(tmp / "report.json", report)
+        write_bytes_atomic(tmp / "report.md", markdown(report).encode())
+        plot_latency(report, tmp / "latency.png")
+        if not cfg.keep_graphs:
+            shutil.rmtree(work, ignore_errors=True)
+    say(f"wrote {out}/report.md, report.json, latency.png ({report['seconds']['total']:.0f} s)")
+    return report
+
+
+def _check_backend(cfg: BenchConfig) -> None:
+    """Fail before minutes of work when the asked-for backend or device is not here."""
+    if cfg.provider == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--provider cuda needs an NVIDIA GPU that PyTorch can see; this machine has none",
+                              hint="bench on the CPU (--provider cpu), or run the same command on a GPU machine")
+        if cfg.backend == "onnx":
+            import onnxruntime as ort
+
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ConfigError("onnxruntime here has no CUDAExecutionProvider",
+                                  hint="pip install 'taskfold[gpu]' (onnxruntime-gpu)")
+    if cfg.backend == "tensorrt":
+        from taskfold.export.tensorrt import _tensorrt
+
+        _tensorrt()
+    if cfg.backend == "coreml" and sys.platform != "darwin":
+        raise ConfigError(f"backend 'coreml' runs only on macOS; this machine is {sys.platform}",
+                          hint="bench --backend onnx here, or run the same command on a Mac")
+
+
+def read_report(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
