@@ -138,12 +138,11 @@ class Contender:
     keep: object = None  # what the call needs alive (e.g. the mapped weights behind a session)
 
 
-def conv_in_flops(unet_config, in_channels: int, batch: int, h: int, w: int) -> int:
+def conv_in_flops(config, in_channels: int, batch: int, h: int, w: int) -> int:
     """FLOPs of ``conv_in`` (2 per multiply-add), the one layer whose width differs per task."""
-    k = int(unet_config.get("conv_in_kernel", 3) if isinstance(unet_config, dict) else unet_config.conv_in_kernel)
-    cout = int((unet_config["block_out_channels"] if isinstance(unet_config, dict)
-                else unet_config.block_out_channels)[0])
-    return 2 * batch * h * w * cout * in_channels * k * k
+    get = config.get if isinstance(config, dict) else (lambda key, default=None: getattr(config, key, default))
+    k = int(get("conv_in_kernel", 3))
+    return 2 * batch * h * w * int(get("block_out_channels")[0]) * in_channels * k * k
 
 
 def spread_routers(mtu, seed: int) -> None:
@@ -157,89 +156,26 @@ def spread_routers(mtu, seed: int) -> None:
             w.copy_(torch.randn(w.shape, generator=g).to(w))
 
 
-# --- Preparing the graphs ----------------------------------------------------------------------
+# --- The models behind the graphs ---------------------------------------------------------------
 
-@dataclass
-class Prepared:
-    """The models and exported graphs a run measures."""
+def build_models(cfg: BenchConfig, manifest: dict | None = None):
+    """``(base, mtu, description)``: the modules the graphs come from, the same in every process.
 
-    mtu: object
-    base: object  # the base UNet module (stock, or with DTR masks for a DTR-trained base)
-    package: Path
-    manifest: dict
-    tasks: list[str]
-    reference: Path | None = None  # folder of base.onnx / unfolded.onnx
-    reference_graphs: dict = field(default_factory=dict)  # name -> {"path", "index", "weights", "spec"}
-    parity: dict = field(default_factory=dict)  # reference graph name -> parity record
-    source: dict = field(default_factory=dict)
-
-
-def _log_to(log):
-    return (lambda msg: log(f"bench: {msg}")) if log else (lambda msg: None)
-
-
-def prepare(cfg: BenchConfig, work: Path, log=print) -> Prepared:
-    """Build (preset) or open (package) what is measured, and export the reference graphs into ``work``."""
-    say = _log_to(log)
-    work.mkdir(parents=True, exist_ok=True)
-    if cfg.preset is not None:
-        prep = _prepare_preset(cfg, work, say)
-    else:
-        prep = _prepare_package(cfg, say)
-    if cfg.backend in ("onnx", "tensorrt"):
-        _export_references(cfg, prep, work, say)
-    return prep
-
-
-def _prepare_preset(cfg: BenchConfig, work: Path, say) -> Prepared:
-    from taskfold.export.package import ExportConfig, export_package
-    from taskfold.runtime.manifest import read_manifest
-    from taskfold.upcycle import UpcycleConfig, load_base, upcycle
-
-    tasks = list(DEFAULT_TASKS if cfg.tasks in (("all",), ()) else cfg.tasks)
-    start = time.perf_counter()
-    base, info = load_base(f"preset:{cfg.preset}", seed=cfg.seed)
-    mtu = upcycle(base, UpcycleConfig(tasks=tuple(tasks), num_experts=cfg.experts, seed=cfg.seed), info).eval()
-    spread_routers(mtu, cfg.seed)
-    say(f"preset:{cfg.preset} upcycled for {', '.join(tasks)} with {cfg.experts} experts "
-        f"({time.perf_counter() - start:.0f} s)")
-    formats = {"onnx": ("onnx",), "tensorrt": ("onnx", "tensorrt"), "coreml": ("coreml",)}[cfg.backend]
-    export_cfg = ExportConfig(formats=formats, precision=cfg.resolved_precision, batch=cfg.batch, height=cfg.height,
-                              width=cfg.width, parity_timesteps=cfg.parity_timesteps)
-    pkg = work / "package"
-    export_package(mtu, export_cfg, pkg, log=say)
-    source = {"kind": "preset", "preset": cfg.preset, "seed": cfg.seed, "experts": cfg.experts,
-              "weights": "random (seeded); routers spread so every task folds to its own FFN weights"}
-    return Prepared(mtu, base, pkg, read_manifest(pkg), tasks, source=source)
-
-
-def _prepare_package(cfg: BenchConfig, say) -> Prepared:
-    import torch
-
+    A preset is built from its seed (upcycled, routers spread); a package's architecture comes
+    from its manifest, with the MTU model's own weights when ``cfg.model`` names it.
+    """
     from taskfold.export.fold import with_dtr
-    from taskfold.runtime.manifest import read_manifest, verify_package
-    from taskfold.upcycle import UpcycleConfig, upcycle
+    from taskfold.upcycle import UpcycleConfig, load_base, upcycle
     from taskfold.upcycle.base import BaseInfo, build_unet
     from taskfold.upcycle.checkpoint import load_mtu
 
-    pkg = Path(cfg.package)
-    manifest = read_manifest(pkg)
-    problems = verify_package(pkg)
-    if problems:
-        raise ConfigError(f"package {str(pkg)!r} does not match its manifest: {problems[0]}"
-                          + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
-                          hint=f"`taskfold verify {pkg}` lists every problem")
-    if cfg.height or cfg.width or cfg.batch != 1 or cfg.precision:
-        raise ConfigError("--height/--width/--batch/--precision re-export a model; a package is measured at the "
-                          "shapes and precision it was exported with",
-                          hint="re-export the package, or bench a --preset")
-    known = list(manifest["tasks"])
-    tasks = known if cfg.tasks in (("all",), ()) else list(cfg.tasks)
-    unknown = [t for t in tasks if t not in known]
-    if unknown:
-        raise ConfigError(f"unknown task(s) {', '.join(unknown)}; the package has {', '.join(known)}")
+    if cfg.preset is not None:
+        base, info = load_base(f"preset:{cfg.preset}", seed=cfg.seed)
+        mtu = upcycle(base, UpcycleConfig(tasks=tuple(preset_tasks(cfg)), num_experts=cfg.experts, seed=cfg.seed),
+                      info).eval()
+        spread_routers(mtu, cfg.seed)
+        return base, mtu, "random (seeded); routers spread so every task folds to its own FFN weights"
     model_cfg = manifest["model"]
-    unet_config = model_cfg["unet_config"]
     base_dtr = model_cfg["base"].get("dtr")
     if cfg.model:
         mtu = load_mtu(cfg.model).eval()
@@ -251,21 +187,113 @@ def _prepare_package(cfg: BenchConfig, say) -> Prepared:
     else:
         up = UpcycleConfig.from_dict(model_cfg["upcycle"])
         info = BaseInfo(source=model_cfg["base"]["source"], kind=model_cfg["base"]["kind"], dtr=base_dtr)
-        mtu = upcycle(build_unet(unet_config, seed=cfg.seed), up, info, copy_base=False).eval()
+        mtu = upcycle(build_unet(model_cfg["unet_config"], seed=cfg.seed), up, info, copy_base=False).eval()
         spread_routers(mtu, cfg.seed)
         weights = ("random (seeded) with the package's architecture: FLOPs and latency do not depend on the "
                    "weights; give --model MTU_DIR for the real ones")
-    base_cfg = dict(unet_config) | {"in_channels": int(unet_config["out_channels"])}
-    base = build_unet(base_cfg, seed=cfg.seed)
+    unet_config = model_cfg["unet_config"]
+    base = build_unet(dict(unet_config) | {"in_channels": int(unet_config["out_channels"])}, seed=cfg.seed)
     if base_dtr:  # a DTR-trained base carries its masks; so does its graph
         base = with_dtr(base, base_dtr["timesteps"], base_dtr["alpha"], base_dtr["beta"])
-    torch.set_grad_enabled(False)
-    say(f"package {pkg}: tasks {', '.join(tasks)}; references: {weights}")
-    return Prepared(mtu, base, pkg, manifest, tasks, source={"kind": "package", "path": str(pkg),
-                                                            "reference_weights": weights})
+    return base, mtu, weights
 
 
-def _export_references(cfg: BenchConfig, prep: Prepared, work: Path, say) -> None:
+def preset_tasks(cfg: BenchConfig) -> list[str]:
+    return list(DEFAULT_TASKS if cfg.tasks in (("all",), ()) else cfg.tasks)
+
+
+# --- Preparing the graphs (in the parent process) ------------------------------------------------
+
+@dataclass
+class Plan:
+    """What the measuring processes need, written to ``work/plan.json``."""
+
+    config: dict
+    package: str
+    manifest: dict
+    tasks: list[str]
+    task_index: dict[str, int]  # position of each task in the model (the unfolded graph's task_id)
+    reference: str | None = None
+    reference_graphs: dict = field(default_factory=dict)  # name -> {"path", "index", "weights", "spec"}
+    parity: dict = field(default_factory=dict)
+    source: dict = field(default_factory=dict)
+
+    @property
+    def bench_config(self) -> BenchConfig:
+        return BenchConfig(**(self.config | {"tasks": tuple(self.config["tasks"])}))
+
+    def save(self, path: Path) -> Path:
+        from taskfold._io import write_json_atomic
+
+        write_json_atomic(path, dataclasses.asdict(self))
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "Plan":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def _log_to(log):
+    return (lambda msg: log(f"bench: {msg}")) if log else (lambda msg: None)
+
+
+def prepare(cfg: BenchConfig, work: Path, log=print) -> Plan:
+    """Build (preset) or open (package) what is measured and export the reference graphs into ``work``."""
+    import torch
+
+    from taskfold.runtime.manifest import read_manifest, verify_package
+
+    say = _log_to(log)
+    work.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    if cfg.preset is not None:
+        from taskfold.export.package import ExportConfig, export_package
+
+        base, mtu, weights = build_models(cfg)
+        tasks = preset_tasks(cfg)
+        say(f"preset:{cfg.preset} upcycled for {', '.join(tasks)} with {cfg.experts} experts "
+            f"({time.perf_counter() - start:.0f} s)")
+        formats = {"onnx": ("onnx",), "tensorrt": ("onnx",), "coreml": ("coreml",)}[cfg.backend]
+        export_cfg = ExportConfig(formats=formats, precision=cfg.resolved_precision, batch=cfg.batch,
+                                  height=cfg.height, width=cfg.width, parity_timesteps=cfg.parity_timesteps)
+        pkg = work / "package"
+        export_package(mtu, export_cfg, pkg, log=say)
+        source = {"kind": "preset", "preset": cfg.preset, "seed": cfg.seed, "experts": cfg.experts,
+                  "weights": weights}
+    else:
+        pkg = Path(cfg.package)
+        manifest = read_manifest(pkg)
+        problems = verify_package(pkg)
+        if problems:
+            raise ConfigError(f"package {str(pkg)!r} does not match its manifest: {problems[0]}"
+                              + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+                              hint=f"`taskfold verify {pkg}` lists every problem")
+        if cfg.height or cfg.width or cfg.batch != 1 or cfg.precision:
+            raise ConfigError("--height/--width/--batch/--precision re-export a model; a package is measured at "
+                              "the shapes and precision it was exported with", hint="re-export the package, or "
+                                                                                   "bench a --preset")
+        known = list(manifest["tasks"])
+        tasks = known if cfg.tasks in (("all",), ()) else list(cfg.tasks)
+        unknown = [t for t in tasks if t not in known]
+        if unknown:
+            raise ConfigError(f"unknown task(s) {', '.join(unknown)}; the package has {', '.join(known)}")
+        formats = {g["format"] for g in manifest["graphs"]}
+        need = "coreml" if cfg.backend == "coreml" else "onnx"
+        if need not in formats:
+            raise ConfigError(f"package {str(pkg)!r} has no {need} graphs (it has {', '.join(sorted(formats))})",
+                              hint=f"re-export with --formats {need}")
+        base, mtu, weights = build_models(cfg, manifest)
+        say(f"package {pkg}: tasks {', '.join(tasks)}; references: {weights}")
+        source = {"kind": "package", "path": str(pkg), "reference_weights": weights}
+    plan = Plan(cfg.to_dict(), str(pkg), read_manifest(pkg), tasks,
+                {t: mtu.task_index(t) for t in mtu.task_names}, source=source)
+    if cfg.backend in ("onnx", "tensorrt"):
+        with torch.no_grad():
+            _export_references(cfg, plan, base, mtu, work, say)
+    return plan
+
+
+def _export_references(cfg: BenchConfig, plan: Plan, base, mtu, work: Path, say) -> None:
     """``base.onnx`` and ``unfolded.onnx`` beside each other (their common tensors stored once), gated."""
     import torch
 
@@ -274,51 +302,48 @@ def _export_references(cfg: BenchConfig, prep: Prepared, work: Path, say) -> Non
     from taskfold.export.onnx import export_graphs, ort_runner
     from taskfold.export.parity import check_graph, default_timesteps, raise_on_failures
 
-    s = prep.manifest["sample"]
+    s = plan.manifest["sample"]
     b, h, w, text_len = s["batch"], s["height"], s["width"], s["text_len"]
-    dtype = next((g["inputs"][0]["dtype"] for g in prep.manifest["graphs"] if g["format"] == "onnx"), cfg.dtype)
-    tdtype = torch.float16 if dtype == "float16" else torch.float32
-    mtu, base = prep.mtu, prep.base
+    dtype = next((g["inputs"][0]["dtype"] for g in plan.manifest["graphs"] if g["format"] == "onnx"), cfg.dtype)
+    half = dtype == "float16"
     specs = {"base": unet_graph_spec(base.config, mtu.latent_channels, b, h, w, text_len, dtype)}
-    modules = {"base": lambda: UNetGraph(base if tdtype == torch.float32 else _half(base)).eval()}
+    modules = {"base": lambda: UNetGraph(_half(base) if half else base).eval()}
     examples = {"base": example_inputs(specs["base"], b, h, w, seed=0)}
     if cfg.unfolded:
         specs["unfolded"] = unfolded_graph_spec(mtu, b, h, w, text_len, dtype)
-        modules["unfolded"] = lambda: UnfoldedMTUGraph(mtu if tdtype == torch.float32 else _half(mtu)).eval()
+        modules["unfolded"] = lambda: UnfoldedMTUGraph(_half(mtu) if half else mtu).eval()
         examples["unfolded"] = unfolded_example(mtu, specs["unfolded"], b, h, w, seed=0)
     start = time.perf_counter()
-    prep.reference = work / "reference"
-    exported = export_graphs(modules, specs, examples, prep.reference, prefix="reference")
+    reference = work / "reference"
+    exported = export_graphs(modules, specs, examples, reference, prefix="reference")
     say(f"reference graphs {', '.join(modules)} exported ({time.perf_counter() - start:.0f} s)")
-    precision = "fp16" if dtype == "float16" else "fp32"
+    precision = "fp16" if half else "fp32"
     timesteps = default_timesteps(mtu.dtr.timesteps if mtu.dtr is not None else 1000, cfg.parity_timesteps)
     results = []
     for name in modules:
-        path = work / exported.graphs[name]
-        run = ort_runner(path)
+        run = ort_runner(work / exported.graphs[name])
         if name == "base":
-            res = check_graph(run, mtu, "base", specs[name], b, h, w, "onnx", precision, timesteps,
-                              reference=UNetGraph(base).eval())
-            results.append(res)
+            results.append(check_graph(run, mtu, "base", specs[name], b, h, w, "onnx", precision, timesteps,
+                                       reference=UNetGraph(base).eval()))
         else:  # every task through the one graph: zero-padded sample, task_id
             widest = specs[name].inputs[0].shape[1]
-            for i, task in enumerate(prep.tasks):
+            for task in plan.tasks:
                 task_spec = unet_graph_spec(mtu.unet.config, mtu.task_in_channels(task), b, h, w, text_len, dtype)
                 res = check_graph(_unfolded_runner(run, widest, mtu.task_index(task)), mtu, task, task_spec, b, h,
                                   w, "onnx", precision, timesteps)
                 res.task = f"unfolded/{task}"
                 results.append(res)
         del run
-        prep.reference_graphs[name] = {"path": exported.graphs[name], "index": exported.index[name],
-                                       "weights": exported.weights[name], "spec": specs[name]}
+        plan.reference_graphs[name] = {"path": exported.graphs[name], "index": exported.index[name],
+                                       "weights": exported.weights[name], "spec": specs[name].to_dict()}
     raise_on_failures(results)
     for res in results:
         key = "base" if res.task == "base" else "unfolded"
-        prev = prep.parity.get(key)
-        if prev is None or res.relative_error > prev["relative_error"]:
-            prep.parity[key] = res.to_dict()
+        if key not in plan.parity or res.relative_error > plan.parity[key]["relative_error"]:
+            plan.parity[key] = res.to_dict()
+    plan.reference = str(reference)
     say("reference graphs pass the parity gate (" + ", ".join(
-        f"{k} {v['relative_error']:.1e}" for k, v in prep.parity.items()) + ")")
+        f"{k} {v['relative_error']:.1e}" for k, v in plan.parity.items()) + ")")
 
 
 def _half(module):
@@ -338,13 +363,26 @@ def _unfolded_feed(inputs: dict, widest: int, task_index: int) -> dict:
     x = inputs["sample"]
     padded = np.zeros((x.shape[0], widest, *x.shape[2:]), dtype=x.dtype)
     padded[:, :x.shape[1]] = x
-    feed = dict(inputs) | {"sample": padded}
+    feed = dict(inputs) | {"sample": padded, "task_id": np.full((x.shape[0],), task_index, dtype=np.int64)}
     order = ["sample", "timestep", "encoder_hidden_states", "task_id", "text_embeds", "time_ids"]
-    feed["task_id"] = np.full((x.shape[0],), task_index, dtype=np.int64)
     return {k: feed[k] for k in order if k in feed}
 
 
-# --- Contenders --------------------------------------------------------------------------------
+# --- Contenders (in a measuring process) ---------------------------------------------------------
+
+def _unet_config(plan: Plan):
+    """The UNet config as attributes (what the graph-spec helpers read)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**plan.manifest["model"]["unet_config"])
+
+
+def _spec(d: dict):
+    from taskfold.export.graph import GraphSpec, TensorSpec
+
+    return GraphSpec(tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in d["inputs"]),
+                     tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in d["outputs"]))
+
 
 def _numpy_inputs(spec, batch, h, w, seed=7) -> dict:
     from taskfold.export.graph import example_inputs
@@ -354,6 +392,48 @@ def _numpy_inputs(spec, batch, h, w, seed=7) -> dict:
 
 def _file_bytes(root: Path, rels: list[str]) -> int:
     return sum((root / r).stat().st_size for r in rels)
+
+
+def _graph_items(plan: Plan) -> list[dict]:
+    """Every ONNX graph to time: name, role, task, root folder, graph path, weight index, spec, feeds, FLOPs."""
+    from taskfold.export.graph import unet_graph_spec
+
+    s = plan.manifest["sample"]
+    b, h, w = s["batch"], s["height"], s["width"]
+    config = _unet_config(plan)
+    latent = int(config.out_channels)
+    work = Path(plan.reference).parent
+    ref = plan.reference_graphs["base"]
+    items = [{"name": "base", "role": "base", "task": None, "root": work, "path": ref["path"], "index": ref["index"],
+              "weights": ref["weights"], "spec": _spec(ref["spec"]), "parity": plan.parity.get("base"),
+              "conv_in": conv_in_flops(config, latent, b, h, w)}]
+    items[0]["feeds"] = [_numpy_inputs(items[0]["spec"], b, h, w)]
+    graphs = {g["task"]: g for g in plan.manifest["graphs"] if g["format"] == "onnx"}
+    for task in plan.tasks:
+        g = graphs[task]
+        channels = plan.manifest["tasks"][task]["in_channels"]
+        spec = unet_graph_spec(config, channels, b, h, w, s["text_len"], g["inputs"][0]["dtype"])
+        items.append({"name": task, "role": "folded", "task": task, "root": Path(plan.package), "path": g["path"],
+                      "index": g.get("weight_index"), "weights": g.get("external_data", []), "spec": spec,
+                      "parity": g.get("parity"), "conv_in": conv_in_flops(config, channels, b, h, w),
+                      "feeds": [_numpy_inputs(spec, b, h, w)]})
+    if "unfolded" in plan.reference_graphs:
+        ref = plan.reference_graphs["unfolded"]
+        spec = _spec(ref["spec"])
+        widest = spec.inputs[0].shape[1]
+        from taskfold.upcycle import UpcycleConfig
+
+        every_task = [t.in_channels(latent) for t in UpcycleConfig.from_dict(plan.manifest["model"]["upcycle"]).task_specs]
+        feeds = []
+        for task in plan.tasks:  # each round drives the graph with the next task
+            tspec = unet_graph_spec(config, plan.manifest["tasks"][task]["in_channels"], b, h, w, s["text_len"],
+                                    spec.inputs[0].dtype)
+            feeds.append(_unfolded_feed(_numpy_inputs(tspec, b, h, w), widest, plan.task_index[task]))
+        items.append({"name": "unfolded", "role": "unfolded", "task": None, "root": work, "path": ref["path"],
+                      "index": ref["index"], "weights": ref["weights"], "spec": spec,
+                      "parity": plan.parity.get("unfolded"), "feeds": feeds,
+                      "conv_in": sum(conv_in_flops(config, c, b, h, w) for c in every_task)})
+    return items
 
 
 def _onnx_caller(sess, feed: dict, provider: str):
@@ -378,104 +458,48 @@ def _onnx_caller(sess, feed: dict, provider: str):
     return call
 
 
-def onnx_contenders(cfg: BenchConfig, prep: Prepared) -> list[Contender]:
-    """The base, folded and unfolded graphs in ONNX Runtime, weights shared per folder when asked."""
+def _cycle(calls):
+    return lambda r: calls[r % len(calls)]()
+
+
+def onnx_contenders(cfg: BenchConfig, plan: Plan) -> list[Contender]:
+    """The base, folded and unfolded graphs in ONNX Runtime, opened as the runtime opens them."""
     from taskfold.export.flops import onnx_flops
-    from taskfold.export.graph import unet_graph_spec
     from taskfold.runtime.package import WeightStore, ort_session
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cfg.provider == "cuda" \
         else ["CPUExecutionProvider"]
-    s = prep.manifest["sample"]
-    b, h, w = s["batch"], s["height"], s["width"]
-    unet_cfg = prep.manifest["model"]["unet_config"]
-    engine = f"onnxruntime {cfg.provider}"
-    stores = {root: WeightStore(root) if cfg.share_weights else None for root in (prep.package, prep.reference.parent)}
-
-    def session(root, rel, index):
-        return ort_session(root, rel, providers=providers, threads=cfg.threads, index=index, store=stores[root])
-
+    stores: dict[Path, object] = {}
     out = []
-    ref = prep.reference_graphs["base"]
-    base_feed = _numpy_inputs(ref["spec"], b, h, w)
-    sess = session(prep.reference.parent, ref["path"], ref["index"])
-    out.append(Contender("base", "base", engine, _round_call(_onnx_caller(sess, base_feed, cfg.provider)),
-                         onnx_flops(prep.reference.parent / ref["path"]).total, "onnx graph",
-                         conv_in_flops(unet_cfg, prep.mtu.latent_channels, b, h, w),
-                         graph_bytes=_file_bytes(prep.reference.parent, [ref["path"], *ref["weights"]]),
-                         parity=prep.parity.get("base")))
-    graphs = {g["task"]: g for g in prep.manifest["graphs"] if g["format"] == "onnx"}
-    for task in prep.tasks:
-        g = graphs.get(task)
-        if g is None:
-            raise ConfigError(f"the package has no onnx graph for task {task!r}")
-        spec = unet_graph_spec(prep.mtu.unet.config, prep.manifest["tasks"][task]["in_channels"], b, h, w,
-                               s["text_len"], g["inputs"][0]["dtype"])
-        feed = _numpy_inputs(spec, b, h, w)
-        sess = session(prep.package, g["path"], g.get("weight_index"))
-        out.append(Contender(task, "folded", engine, _round_call(_onnx_caller(sess, feed, cfg.provider)),
-                             int(g["flops"]["total"]), "onnx graph",
-                             conv_in_flops(unet_cfg, prep.manifest["tasks"][task]["in_channels"], b, h, w), task=task,
-                             graph_bytes=_file_bytes(prep.package, [g["path"], *g.get("external_data", [])]),
-                             parity=g.get("parity")))
-    if "unfolded" in prep.reference_graphs:
-        ref = prep.reference_graphs["unfolded"]
-        sess = session(prep.reference.parent, ref["path"], ref["index"])
-        widest = ref["spec"].inputs[0].shape[1]
-        calls = []
-        for task in prep.tasks:
-            spec = unet_graph_spec(prep.mtu.unet.config, prep.mtu.task_in_channels(task), b, h, w, s["text_len"],
-                                   ref["spec"].inputs[0].dtype)
-            feed = _unfolded_feed(_numpy_inputs(spec, b, h, w), widest, prep.mtu.task_index(task))
-            calls.append(_onnx_caller(sess, feed, cfg.provider))
-        flops_in = sum(conv_in_flops(unet_cfg, prep.mtu.task_in_channels(t), b, h, w) for t in prep.mtu.task_names)
-        out.append(Contender("unfolded", "unfolded", engine, lambda r, calls=calls: calls[r % len(calls)](),
-                             onnx_flops(prep.reference.parent / ref["path"]).total, "onnx graph", flops_in,
-                             graph_bytes=_file_bytes(prep.reference.parent, [ref["path"], *ref["weights"]]),
-                             parity=prep.parity.get("unfolded")))
-    for c in out:  # sessions read the mapped weights in place: the stores must outlive them
-        c.keep = stores
+    for it in _graph_items(plan):
+        store = stores.setdefault(it["root"], WeightStore(it["root"])) if cfg.share_weights else None
+        sess = ort_session(it["root"], it["path"], providers=providers, threads=cfg.threads, index=it["index"],
+                           store=store)
+        c = Contender(it["name"], it["role"], f"onnxruntime {cfg.provider}",
+                      _cycle([_onnx_caller(sess, f, cfg.provider) for f in it["feeds"]]),
+                      onnx_flops(it["root"] / it["path"]).total, "onnx graph", it["conv_in"], task=it["task"],
+                      graph_bytes=_file_bytes(it["root"], [it["path"], *it["weights"]]), parity=it["parity"])
+        c.keep = stores  # sessions read the mapped weights in place: the stores must outlive them
+        out.append(c)
     return out
 
 
-def _round_call(call):
-    return lambda r: call()
-
-
-def tensorrt_contenders(cfg: BenchConfig, prep: Prepared, work: Path) -> list[Contender]:
+def tensorrt_contenders(cfg: BenchConfig, plan: Plan) -> list[Contender]:
     """Engines built here from the same ONNX graphs (fp16, one profile), run with inputs kept on the GPU."""
     from taskfold.export import tensorrt as trt_export
     from taskfold.export.flops import onnx_flops
-    from taskfold.export.graph import unet_graph_spec
 
-    s = prep.manifest["sample"]
-    b, h, w = s["batch"], s["height"], s["width"]
-    unet_cfg = prep.manifest["model"]["unet_config"]
+    work = Path(plan.reference).parent
     cache = work / "tensorrt" / "timing.cache"
-    graphs = {g["task"]: g for g in prep.manifest["graphs"] if g["format"] == "onnx"}
-    items = [("base", "base", prep.reference.parent, prep.reference_graphs["base"]["path"],
-              prep.reference_graphs["base"]["spec"], None)]
-    for task in prep.tasks:
-        spec = unet_graph_spec(prep.mtu.unet.config, prep.manifest["tasks"][task]["in_channels"], b, h, w,
-                               s["text_len"], graphs[task]["inputs"][0]["dtype"])
-        items.append((task, "folded", prep.package, graphs[task]["path"], spec, task))
-    if "unfolded" in prep.reference_graphs:
-        ref = prep.reference_graphs["unfolded"]
-        items.append(("unfolded", "unfolded", prep.reference.parent, ref["path"], ref["spec"], None))
     out = []
-    for name, role, root, rel, spec, task in items:
-        plan = work / "tensorrt" / f"{name}.plan"
-        trt_export.build_engine(root / rel, plan, spec, fp16=True, timing_cache_path=cache)
-        run = _device_engine(plan, _numpy_inputs(spec, b, h, w) if name != "unfolded" else _unfolded_feed(
-            _numpy_inputs(unet_graph_spec(prep.mtu.unet.config, prep.mtu.task_in_channels(prep.tasks[0]), b, h, w,
-                                          s["text_len"], spec.inputs[0].dtype), b, h, w),
-            spec.inputs[0].shape[1], prep.mtu.task_index(prep.tasks[0])))
-        in_ch = prep.manifest["tasks"][task]["in_channels"] if task else prep.mtu.latent_channels
-        fl_in = sum(conv_in_flops(unet_cfg, prep.mtu.task_in_channels(t), b, h, w) for t in prep.mtu.task_names) \
-            if role == "unfolded" else conv_in_flops(unet_cfg, in_ch, b, h, w)
-        out.append(Contender(name, role, "tensorrt fp16", _round_call(run), onnx_flops(root / rel).total,
-                             "onnx graph the engine was built from", fl_in, task=task,
-                             graph_bytes=plan.stat().st_size))
+    for it in _graph_items(plan):
+        plan_path = work / "tensorrt" / f"{it['name']}.plan"
+        trt_export.build_engine(it["root"] / it["path"], plan_path, it["spec"], fp16=True, timing_cache_path=cache)
+        calls = [_device_engine(plan_path, f) for f in it["feeds"]]
+        out.append(Contender(it["name"], it["role"], "tensorrt fp16", _cycle(calls),
+                             onnx_flops(it["root"] / it["path"]).total, "onnx graph the engine was built from",
+                             it["conv_in"], task=it["task"], graph_bytes=plan_path.stat().st_size,
+                             parity=it["parity"]))
     return out
 
 
@@ -510,7 +534,7 @@ def _device_engine(plan: Path, feed: dict):
     return call
 
 
-def coreml_contenders(cfg: BenchConfig, prep: Prepared, work: Path) -> list[Contender]:
+def coreml_contenders(cfg: BenchConfig, plan: Plan, work: Path) -> list[Contender]:
     """The package's CoreML task graphs and the base converted the same way (macOS only). The unfolded
     graph is measured through ONNX; FLOPs are PyTorch's count of the module each graph came from."""
     import torch
@@ -520,70 +544,71 @@ def coreml_contenders(cfg: BenchConfig, prep: Prepared, work: Path) -> list[Cont
     from taskfold.export.fold import fold
     from taskfold.export.graph import UNetGraph, example_inputs, unet_graph_spec
 
-    s = prep.manifest["sample"]
+    base, mtu, _ = build_models(cfg, plan.manifest)
+    s = plan.manifest["sample"]
     b, h, w = s["batch"], s["height"], s["width"]
-    unet_cfg = prep.manifest["model"]["unet_config"]
-    graphs = {g["task"]: g for g in prep.manifest["graphs"] if g["format"] == "coreml"}
+    graphs = {g["task"]: g for g in plan.manifest["graphs"] if g["format"] == "coreml"}
     out = []
-    for task in [None, *prep.tasks]:
-        channels = prep.mtu.latent_channels if task is None else prep.manifest["tasks"][task]["in_channels"]
-        spec = unet_graph_spec(prep.base.config, channels, b, h, w, s["text_len"], "float32")
-        module = UNetGraph(prep.base if task is None else fold(prep.mtu, task)).eval()
+    for task in [None, *plan.tasks]:
+        channels = mtu.latent_channels if task is None else plan.manifest["tasks"][task]["in_channels"]
+        spec = unet_graph_spec(base.config, channels, b, h, w, s["text_len"], "float32")
+        module = UNetGraph(base if task is None else fold(mtu, task)).eval()
         example = example_inputs(spec, b, h, w, seed=7, timestep=500.0)
         if task is None:
             path, fn = coreml.save(coreml.convert(module, spec, example, None, precision="fp16"),
                                    work / "coreml" / "base.mlpackage"), None
         else:
-            path, fn = prep.package / graphs[task]["path"], graphs[task].get("function")
+            path, fn = Path(plan.package) / graphs[task]["path"], graphs[task].get("function")
         model = coreml.load(path, "all", fn)
         feed = {k: v.numpy() for k, v in example.items()}
         with torch.inference_mode():
             flops = torch_flops(module, *example.values())
         out.append(Contender(task or "base", "folded" if task else "base", "coreml (all compute units)",
                              lambda r, m=model, f=feed: m.predict(f), flops, "torch counter (no SDPA)",
-                             conv_in_flops(unet_cfg, channels, b, h, w), task=task))
+                             conv_in_flops(base.config, channels, b, h, w), task=task))
     return out
 
 
-def eager_contenders(cfg: BenchConfig, prep: Prepared) -> list[Contender]:
+def eager_contenders(cfg: BenchConfig, plan: Plan) -> list[Contender]:
     """The base UNet and the unfolded MTU model as PyTorch modules (CUDA graphs on a GPU)."""
     import torch
 
     from taskfold.export.flops import torch_flops
     from taskfold.export.graph import MTUTaskGraph, UNetGraph, example_inputs, unet_graph_spec
 
-    s = prep.manifest["sample"]
+    base, mtu, _ = build_models(cfg, plan.manifest)
+    s = plan.manifest["sample"]
     b, h, w = s["batch"], s["height"], s["width"]
-    unet_cfg = prep.manifest["model"]["unet_config"]
     device = "cuda" if cfg.provider == "cuda" else "cpu"
     dtype = torch.float16 if cfg.resolved_precision == "fp16" else torch.float32
-    if device == "cuda":
-        prep.base.to(device, dtype)
-        prep.mtu.to(device, dtype)
+    base.to(device, dtype)
+    mtu.to(device, dtype)
     engine = "pytorch eager + CUDA graphs" if device == "cuda" else "pytorch eager cpu"
 
     def inputs_for(channels):
-        spec = unet_graph_spec(prep.base.config, channels, b, h, w, s["text_len"], "float32")
+        spec = unet_graph_spec(base.config, channels, b, h, w, s["text_len"], "float32")
         return [v.to(device, dtype if v.is_floating_point() and k != "timestep" else v.dtype)
                 for k, v in example_inputs(spec, b, h, w, seed=7, timestep=500.0).items()]
 
-    base_mod = UNetGraph(prep.base).eval()
-    base_in = inputs_for(prep.mtu.latent_channels)
+    def weight_bytes(module):
+        return sum(p.numel() * p.element_size() for p in module.parameters())
+
+    base_mod, base_in = UNetGraph(base).eval(), inputs_for(mtu.latent_channels)
     with torch.inference_mode():
         base_flops = torch_flops(base_mod, *base_in)
-    out = [Contender("eager base", "eager-base", engine, _round_call(_torch_caller(base_mod, base_in, device)),
-                     base_flops, "torch counter (no SDPA on CPU)",
-                     conv_in_flops(unet_cfg, prep.mtu.latent_channels, b, h, w))]
+    out = [Contender("eager base", "eager-base", engine, _cycle([_torch_caller(base_mod, base_in, device)]),
+                     base_flops, "torch counter (no SDPA on CPU)", conv_in_flops(base.config, mtu.latent_channels, b,
+                                                                                  h, w), graph_bytes=weight_bytes(base))]
     calls, flops = [], []
-    for task in prep.tasks:
-        mod = MTUTaskGraph(prep.mtu, task).eval()
-        ins = inputs_for(prep.mtu.task_in_channels(task))
+    for task in plan.tasks:
+        mod, ins = MTUTaskGraph(mtu, task).eval(), inputs_for(mtu.task_in_channels(task))
         calls.append(_torch_caller(mod, ins, device))
         with torch.inference_mode():
             flops.append(torch_flops(mod, *ins))
-    out.append(Contender("eager unfolded", "eager-unfolded", engine, lambda r: calls[r % len(calls)](),
-                         int(np.median(flops)), "torch counter (no SDPA on CPU)",
-                         conv_in_flops(unet_cfg, prep.mtu.task_in_channels(prep.tasks[0]), b, h, w)))
+    out.append(Contender("eager unfolded", "eager-unfolded", engine, _cycle(calls), int(np.median(flops)),
+                         "torch counter (no SDPA on CPU)",
+                         conv_in_flops(base.config, mtu.task_in_channels(plan.tasks[0]), b, h, w),
+                         graph_bytes=weight_bytes(mtu)))
     return out
 
 
@@ -611,7 +636,10 @@ def _torch_caller(module, inputs, device: str):
     return call
 
 
-# --- Measuring -----------------------------------------------------------------------------------
+# --- Measuring (one process per group) -----------------------------------------------------------
+
+GROUPS = {"onnx": "the exported graphs", "eager": "PyTorch eager"}
+
 
 def _memory_now(provider: str) -> int | None:
     if provider == "cuda":
@@ -622,50 +650,86 @@ def _memory_now(provider: str) -> int | None:
     return machine.rss_bytes()
 
 
-def open_contenders(cfg: BenchConfig, prep: Prepared, work: Path, say) -> list[Contender]:
-    """Create every contender (sessions, engines, modules), recording the memory each one added."""
-    groups = []
-    before = _memory_now(cfg.provider)
-    if cfg.backend == "onnx":
-        groups.append(lambda: onnx_contenders(cfg, prep))
-    elif cfg.backend == "tensorrt":
-        groups.append(lambda: tensorrt_contenders(cfg, prep, work))
-    else:
-        groups.append(lambda: coreml_contenders(cfg, prep, work))
-    if cfg.eager:
-        groups.append(lambda: eager_contenders(cfg, prep))
-    out = []
-    for make in groups:
-        for c in make():
-            c.call(0)  # first call: lazy allocations, kernel selection
-            now = _memory_now(cfg.provider)
-            if before is not None and now is not None:
-                c.memory_added = now - before
-            before = now
-            out.append(c)
-    say(f"{len(out)} contenders open: {', '.join(c.name for c in out)}")
-    return out
-
-
 def measure(contenders: list[Contender], runs: int, warmup: int, say) -> None:
-    """Interleaved rounds per engine: every contender of an engine once per round, the order reversed
-    every other round. Engines take turns as blocks, not call by call: ONNX Runtime's worker threads
-    spin for a while after a call and would steal the cores from a PyTorch call that followed."""
-    groups: dict[str, list[Contender]] = {}
-    for c in contenders:
-        groups.setdefault(c.engine, []).append(c)
-    for engine, group in groups.items():
-        ref = group[0]
-        for _ in range(warmup):
-            for c in group:
-                c.call(0)
-        for r in range(runs):
-            for c in (group if r % 2 == 0 else group[::-1]):
-                start = time.perf_counter()
-                c.call(r)
-                c.times.append(time.perf_counter() - start)
-            say(f"{engine} round {r + 1}/{runs}: {ref.name} {ref.times[-1] * 1e3:.1f} ms" + "".join(
-                f", {c.name} {c.times[-1] / ref.times[-1]:.3f}x" for c in group if c is not ref))
+    """Interleaved rounds: every contender once per round, the order reversed every other round."""
+    ref = contenders[0]
+    for _ in range(warmup):
+        for c in contenders:
+            c.call(0)
+    for r in range(runs):
+        for c in (contenders if r % 2 == 0 else contenders[::-1]):
+            start = time.perf_counter()
+            c.call(r)
+            c.times.append(time.perf_counter() - start)
+        say(f"{ref.engine} round {r + 1}/{runs}: {ref.name} {ref.times[-1] * 1e3:.1f} ms" + "".join(
+            f", {c.name} {c.times[-1] / ref.times[-1]:.3f}x" for c in contenders if c is not ref))
+
+
+def measure_group(plan_path: Path, group: str, out_path: Path, log=print) -> dict:
+    """Open one group's contenders in this process, time them, write their records to ``out_path``.
+
+    A fresh process per group keeps the groups' memory apart (an SD-sized UNet's sessions and
+    PyTorch modules do not fit a small machine together) and makes *memory added* start from
+    an empty process. ONNX Runtime's worker threads also spin for a while after a call, which
+    would steal the cores from a PyTorch call made right after it.
+    """
+    import torch
+
+    from taskfold._io import write_json_atomic
+
+    say = _log_to(log)
+    plan = Plan.load(plan_path)
+    cfg = plan.bench_config
+    torch.set_grad_enabled(False)
+    before = _memory_now(cfg.provider)
+    if group == "eager":
+        makers = eager_contenders(cfg, plan)
+        peaks = [machine.torch_matmul_peak(device="cuda" if cfg.provider == "cuda" else "cpu")]
+    elif cfg.backend == "onnx":
+        makers = onnx_contenders(cfg, plan)
+        peaks = [machine.ort_matmul_peak(threads=cfg.threads, provider=cfg.provider)]
+    elif cfg.backend == "tensorrt":
+        makers = tensorrt_contenders(cfg, plan)
+        peaks = [machine.torch_matmul_peak(device="cuda")]
+    else:
+        makers = coreml_contenders(cfg, plan, plan_path.parent)
+        peaks = [machine.torch_matmul_peak(device="cpu")]
+    contenders = []
+    for c in makers:  # memory: what opening it (done above) and its first call added, in this order
+        c.call(0)
+        now = _memory_now(cfg.provider)
+        if before is not None and now is not None:
+            c.memory_added = now - before
+        before = now
+        contenders.append(c)
+    say(f"{GROUPS.get(group, group)}: {', '.join(c.name for c in contenders)} open")
+    measure(contenders, cfg.runs, cfg.warmup, say)
+    fields = ("name", "role", "engine", "flops", "flops_method", "conv_in_flops", "task", "graph_bytes", "parity",
+              "memory_added", "times")
+    result = {"contenders": [{k: getattr(c, k) for k in fields} for c in contenders], "matmul_peaks": peaks,
+              "peak_rss_bytes": machine.peak_rss_bytes(), "threads": {"torch": torch.get_num_threads()}}
+    write_json_atomic(out_path, result)
+    return result
+
+
+def _run_group(plan_path: Path, group: str, say) -> dict:
+    """``measure_group`` in a child process; its progress lines pass through."""
+    import subprocess
+
+    from taskfold.errors import BenchError
+
+    out_path = plan_path.with_name(f"measured-{group}.json")
+    proc = subprocess.run([sys.executable, "-m", "taskfold.benchmarks.bench", "--measure", str(plan_path), group,
+                           str(out_path)], stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        why = lines[-1] if lines else f"exit status {proc.returncode}"
+        if proc.returncode < 0 or proc.returncode == 137:
+            why = f"killed by signal {-proc.returncode if proc.returncode < 0 else 9} (out of memory?)"
+        raise BenchError(f"measuring {GROUPS.get(group, group)} failed: {why}",
+                         hint="the graphs and models of one group must fit in memory together; try --no-eager, "
+                              "--no-unfolded, or a smaller --height/--width")
+    return json.loads(out_path.read_text())
 
 
 def _stats(xs: list[float]) -> dict:
@@ -674,27 +738,32 @@ def _stats(xs: list[float]) -> dict:
             "mean": float(a.mean()), "n": int(a.size)}
 
 
-def summarize(contenders: list[Contender], peak_gflops: float | None) -> list[dict]:
-    """One row per contender: FLOPs and their ratio to the base, latency statistics and paired ratios."""
-    base = next(c for c in contenders if c.role == "base")
-    eager_base = next((c for c in contenders if c.role == "eager-base"), None)
+def summarize(contenders: list[dict], peak_gflops: float | None) -> list[dict]:
+    """One row per contender: FLOPs and their ratio to the reference, latency statistics and paired ratios.
+
+    Graphs are set against the base graph, eager modules against the eager base (timed in the
+    same process, in the same rounds).
+    """
+    base = next(c for c in contenders if c["role"] == "base")
+    eager_base = next((c for c in contenders if c["role"] == "eager-base"), None)
     rows = []
     for c in contenders:
-        ref = eager_base if c.role.startswith("eager") else base
-        lat = _stats(c.times)
-        paired = [t / tb for t, tb in zip(c.times, ref.times)]
-        flop_ratio = c.flops / ref.flops if ref.flops else None
-        aside = (c.flops - c.conv_in_flops) / (ref.flops - ref.conv_in_flops) if ref.flops else None
-        gflops = c.flops / lat["median"] / 1e9 if c.flops else None
+        ref = eager_base if c["role"].startswith("eager") else base
+        lat = _stats(c["times"])
+        paired = [t / tb for t, tb in zip(c["times"], ref["times"])]
+        gflops = c["flops"] / lat["median"] / 1e9 if c["flops"] else None
         rows.append({
-            "name": c.name, "role": c.role, "engine": c.engine, "task": c.task, "reference": ref.name,
-            "flops": c.flops, "flops_method": c.flops_method, "conv_in_flops": c.conv_in_flops,
-            "flop_ratio": flop_ratio, "flop_ratio_conv_in_aside": aside,
-            "latency_s": lat, "times_s": c.times,
-            "ratio_to_reference": _stats(paired) | {"of_medians": lat["median"] / _stats(ref.times)["median"]},
+            "name": c["name"], "role": c["role"], "engine": c["engine"], "task": c["task"], "reference": ref["name"],
+            "flops": c["flops"], "flops_method": c["flops_method"], "conv_in_flops": c["conv_in_flops"],
+            "flop_ratio": c["flops"] / ref["flops"] if ref["flops"] else None,
+            "flop_ratio_conv_in_aside": (c["flops"] - c["conv_in_flops"]) / (ref["flops"] - ref["conv_in_flops"])
+            if ref["flops"] else None,
+            "latency_s": lat, "times_s": c["times"],
+            "ratio_to_reference": _stats(paired) | {"of_medians": lat["median"] / _stats(ref["times"])["median"]},
             "achieved_gflops": gflops,
-            "x_matmul_floor": (lat["median"] / (c.flops / (peak_gflops * 1e9))) if peak_gflops and c.flops else None,
-            "memory_added_bytes": c.memory_added, "graph_bytes": c.graph_bytes, "parity": c.parity,
+            "x_matmul_floor": (lat["median"] / (c["flops"] / (peak_gflops * 1e9))) if peak_gflops and c["flops"]
+            else None,
+            "memory_added_bytes": c["memory_added"], "graph_bytes": c["graph_bytes"], "parity": c["parity"],
         })
     return rows
 
@@ -702,8 +771,8 @@ def summarize(contenders: list[Contender], peak_gflops: float | None) -> list[di
 # --- The whole run -------------------------------------------------------------------------------
 
 def run_bench(cfg: BenchConfig, out: str | Path, overwrite: bool = False, log=print, command: str | None = None) -> dict:
-    """Prepare, open, measure and report; returns the report (also written to ``out``)."""
-    import torch
+    """Prepare (here), measure (one child process per group), report; returns the report (also in ``out``)."""
+    import gc
 
     from taskfold._io import atomic_output_dir, check_output_dir, write_bytes_atomic, write_json_atomic
     from taskfold.export.package import tool_versions
@@ -716,42 +785,39 @@ def run_bench(cfg: BenchConfig, out: str | Path, overwrite: bool = False, log=pr
     t0 = time.perf_counter()
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         work = tmp / "graphs"
-        with torch.no_grad():
-            prep = prepare(cfg, work, log)
-            t_prep = time.perf_counter() - t0
-            contenders = open_contenders(cfg, prep, work, say)
-            say("measuring the matmul peak")
-            peaks = [machine.ort_matmul_peak(threads=cfg.threads, provider=cfg.provider)] \
-                if cfg.backend == "onnx" else []
-            peaks.append(machine.torch_matmul_peak(device="cuda" if cfg.provider == "cuda" else "cpu"))
-            peak = max(p["best_gflops"] for p in peaks)
-            t1 = time.perf_counter()
-            measure(contenders, cfg.runs, cfg.warmup, say)
-            t_measure = time.perf_counter() - t1
-        rows = summarize(contenders, peak)
-        package_files = prep.manifest["files"]
+        plan_path = prepare(cfg, work, log).save(work / "plan.json")
+        gc.collect()
+        t_prep = time.perf_counter() - t0
+        plan = Plan.load(plan_path)
+        measured = [_run_group(plan_path, "onnx" if cfg.backend == "onnx" else cfg.backend, say)]
+        if cfg.eager:
+            measured.append(_run_group(plan_path, "eager", say))
+        t_measure = time.perf_counter() - t0 - t_prep
+        peaks = [p for m in measured for p in m["matmul_peaks"]]
+        peak = max(p["best_gflops"] for p in peaks)
+        rows = summarize([c for m in measured for c in m["contenders"]], peak)
+        files = plan.manifest["files"]
         report = {
             "format": REPORT_FORMAT, "schema_version": REPORT_SCHEMA,
             "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "command": command or "taskfold bench (library call)",
-            "config": cfg.to_dict(), "source": prep.source,
+            "config": cfg.to_dict(), "source": plan.source,
             "machine": machine.describe(cfg.provider),
             "threads": {"onnxruntime_intra_op": cfg.threads or "onnxruntime default (one per core)",
-                        "torch": torch.get_num_threads()},
+                        "torch": measured[-1]["threads"]["torch"]},
             "versions": tool_versions(),
-            "shapes": {k: prep.manifest["sample"][k] for k in ("batch", "height", "width", "text_len",
+            "shapes": {k: plan.manifest["sample"][k] for k in ("batch", "height", "width", "text_len",
                                                                 "image_height", "image_width")},
-            "tasks": prep.tasks,
+            "tasks": plan.tasks,
             "matmul_peak": {"engines": peaks, "best_gflops": peak},
-            "package": {"bytes": sum(f["bytes"] for f in package_files.values()),
-                        "onnx_bytes": sum(f["bytes"] for k, f in package_files.items() if k.startswith("onnx/")),
-                        "files": len(package_files)},
-            "process_peak_rss_bytes": machine.peak_rss_bytes(),
+            "package": {"bytes": sum(f["bytes"] for f in files.values()),
+                        "onnx_bytes": sum(f["bytes"] for k, f in files.items() if k.startswith("onnx/")),
+                        "files": len(files)},
+            "process_peak_rss_bytes": max((m["peak_rss_bytes"] or 0) for m in measured) or None,
             "seconds": {"prepare": round(t_prep, 1), "measure": round(t_measure, 1),
                         "total": round(time.perf_counter() - t0, 1)},
             "rows": rows,
         }
-        del contenders
         write_json_atomic(tmp / "report.json", report)
         write_bytes_atomic(tmp / "report.md", markdown(report).encode())
         plot_latency(report, tmp / "latency.png")
@@ -784,5 +850,7 @@ def _check_backend(cfg: BenchConfig) -> None:
                           hint="bench --backend onnx here, or run the same command on a Mac")
 
 
-def read_report(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
+if __name__ == "__main__":  # the measuring child: python -m taskfold.benchmarks.bench --measure PLAN GROUP OUT
+    if len(sys.argv) != 5 or sys.argv[1] != "--measure":
+        sys.exit("usage: python -m taskfold.benchmarks.bench --measure PLAN GROUP OUT (started by taskfold bench)")
+    measure_group(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))

@@ -47,3 +47,7 @@ class PackageError(TaskfoldError):
 
 class DataError(TaskfoldError):
     """A training dataset has bad rows (bad JSON, missing field or file, unreadable or mis-sized image)."""
+
+
+class BenchError(TaskfoldError):
+    """A benchmark could not be measured (a measuring process failed or ran out of memory)."""
