@@ -569,20 +569,18 @@ def coreml_contenders(cfg: BenchConfig, plan: Plan, work: Path) -> list[Contende
     return out
 
 
-def eager_contenders(cfg: BenchConfig, plan: Plan) -> list[Contender]:
-    """The base UNet and the unfolded MTU model as PyTorch modules (CUDA graphs on a GPU)."""
+def eager_contenders(cfg: BenchConfig, plan: Plan, base, mtu) -> list[Contender]:
+    """The base UNet and the unfolded MTU model (from :func:`build_models`, already on the device) as
+    PyTorch modules, replayed as CUDA graphs on a GPU."""
     import torch
 
     from taskfold.export.flops import torch_flops
     from taskfold.export.graph import MTUTaskGraph, UNetGraph, example_inputs, unet_graph_spec
 
-    base, mtu, _ = build_models(cfg, plan.manifest)
     s = plan.manifest["sample"]
     b, h, w = s["batch"], s["height"], s["width"]
     device = "cuda" if cfg.provider == "cuda" else "cpu"
     dtype = torch.float16 if cfg.resolved_precision == "fp16" else torch.float32
-    base.to(device, dtype)
-    mtu.to(device, dtype)
     engine = "pytorch eager + CUDA graphs" if device == "cuda" else "pytorch eager cpu"
 
     def inputs_for(channels):
@@ -681,9 +679,15 @@ def measure_group(plan_path: Path, group: str, out_path: Path, log=print) -> dic
     plan = Plan.load(plan_path)
     cfg = plan.bench_config
     torch.set_grad_enabled(False)
+    if group == "eager":  # the modules' weights are counted in "on disk" (parameter bytes), not in memory added
+        base, mtu, _ = build_models(cfg, plan.manifest)
+        dtype = torch.float16 if cfg.resolved_precision == "fp16" else torch.float32
+        device = "cuda" if cfg.provider == "cuda" else "cpu"
+        base.to(device, dtype)
+        mtu.to(device, dtype)
     before = _memory_now(cfg.provider)
     if group == "eager":
-        makers = eager_contenders(cfg, plan)
+        makers = eager_contenders(cfg, plan, base, mtu)
         peaks = [machine.torch_matmul_peak(device="cuda" if cfg.provider == "cuda" else "cpu")]
     elif cfg.backend == "onnx":
         makers = onnx_contenders(cfg, plan)

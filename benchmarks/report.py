@@ -113,8 +113,11 @@ def markdown(report: dict) -> str:
               "Eager rows are compared with the eager base; their FLOPs come from PyTorch's counter, which does not "
               "count scaled-dot-product attention on the CPU. *Memory added* is what the process's resident memory "
               "(GPU: device memory in use) grew by when the contender was opened and run once, in the order "
-              "listed; with shared weights the first task graph maps the backbone and later ones add only their "
-              "own tensors. *On disk* is the graph with every weight file it references.", "",
+              "listed, in a process of its engine's own: with shared weights the first task graph maps the "
+              "package's backbone and later ones add only their own tensors (the base and unfolded graphs map "
+              "their own folder's weights); eager rows count the first call's activations, the modules having "
+              "been built before. *On disk* is the graph with every weight file it references (eager: the "
+              "module's parameter bytes).", "",
               f"Matmul peak (measured in this run): {peaks}. Floor = FLOPs / best peak.", "",
               f"Package: {pkg['bytes']:,} bytes in {pkg['files']} files ({pkg['onnx_bytes']:,} in onnx/). "
               f"Process peak resident memory: {_mib(report.get('process_peak_rss_bytes'))} MiB. "

@@ -1,22 +1,24 @@
 """Resident memory of the runtime opening 1..N task graphs of one package, backbone shared or not.
 
     python -m taskfold.benchmarks.runtime_memory PKG --out DIR [--tasks t2i,edit,sr,inpaint] [--calls 3]
+                                                     [--unshared-tasks K]
 
 Each configuration runs in a fresh Python process (so nothing is left from the one before):
 import the runtime, read ``VmRSS``; open the package, create the sessions of the first k
 tasks and run ``--calls`` UNet calls on each, read ``VmRSS`` and ``VmHWM`` (peak) again.
 The figure is the growth over the imported-runtime baseline, in MiB, for
 ``share_weights=True`` (the runtime's default: one mapped backbone for every session) and
-``share_weights=False`` (each session loads and packs its own copy). The median UNet call
-time of the last task opened is reported beside it, because sharing turns ONNX Runtime's
-weight pre-packing off. Writes ``runtime_memory.json`` and ``runtime_memory.md``.
+``share_weights=False`` (each session loads, optimises and packs its own copy; ``--unshared-tasks``
+caps how many are opened that way, since an SD-sized model does not fit a small machine four
+times). The median UNet call time of the last task opened is reported beside it, because
+sharing optimises the graphs at ``ORT_ENABLE_EXTENDED`` without pre-packing. Writes
+``runtime_memory.json`` and ``runtime_memory.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -61,25 +63,28 @@ def measure(pkg: Path, tasks: list[str], share: bool, calls: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run(pkg: Path, tasks: list[str], calls: int = 3) -> dict:
+def run(pkg: Path, tasks: list[str], calls: int = 3, unshared_tasks: int | None = None) -> dict:
     from taskfold.runtime.manifest import read_manifest
+
+    from .machine import describe, one_line
 
     manifest = read_manifest(pkg)
     unknown = [t for t in tasks if t not in manifest["tasks"]]
     if unknown:
-        raise SystemExit(f"error: unknown task(s) {unknown}; the package has {list(manifest['tasks'])}")
+        from taskfold.errors import ConfigError
+
+        raise ConfigError(f"unknown task(s) {', '.join(unknown)}; the package has {', '.join(manifest['tasks'])}")
     weights = {rel: f["bytes"] for rel, f in manifest["files"].items() if rel.startswith("onnx/")
                and rel.endswith(".weights")}
     rows = []
     for share in (True, False):
-        for k in range(1, len(tasks) + 1):
+        for k in range(1, (len(tasks) if share else min(len(tasks), unshared_tasks or len(tasks))) + 1):
             r = measure(pkg, tasks[:k], share, calls)
             rows.append({"share_weights": share, "tasks_open": k, **r})
             print(f"share={share} tasks={k}: rss +{r['rss_mib']:.0f} MiB, peak +{r['peak_mib']:.0f} MiB, "
                   f"call {r['call_s']:.3f} s", flush=True)
     return {"package": str(pkg), "tasks": tasks, "calls": calls, "weight_files_bytes": weights,
-            "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
-                       f"{__import__('os').cpu_count()} cores, {platform.system()}",
+            "machine": one_line(describe()),
             "rows": rows}
 
 
@@ -104,8 +109,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--tasks", default="t2i,edit,sr,inpaint")
     p.add_argument("--calls", type=int, default=3)
+    p.add_argument("--unshared-tasks", type=int, help="open at most this many tasks without sharing (default all)")
     args = p.parse_args(argv)
-    report = run(Path(args.package), [t for t in args.tasks.split(",") if t], args.calls)
+    report = run(Path(args.package), [t for t in args.tasks.split(",") if t], args.calls, args.unshared_tasks)
     out = Path(args.out)
     write_json_atomic(out / "runtime_memory.json", report)
     write_bytes_atomic(out / "runtime_memory.md", to_markdown(report).encode())

@@ -10,8 +10,10 @@ needs the Core ML framework, i.e. macOS (:func:`predict`).
 On Linux a converted graph is checked structurally instead: :func:`describe` reads its
 interface and :func:`op_histogram` counts the MIL operations of its program, and
 :func:`structural_problems` compares both with the spec and with the base UNet converted the
-same way. Folding keeps the base architecture (DESIGN.md "Folding"), so a folded task graph
-has exactly the operation counts of the base graph; only ``conv_in``'s channels differ.
+same way — the base architecture carrying a task's folded weights
+(:func:`taskfold.export.fold.base_twin`), since the converter folds constants by value.
+Folding keeps the base architecture (DESIGN.md "Folding"), so a folded task graph has exactly
+the operation counts of the base graph; only ``conv_in``'s channels differ.
 
 coremltools 9.0 facts this module relies on (read in its source, ``converters/_converters_entry.py``,
 ``converters/mil/frontend/torch/converter.py``, ``models/utils.py``, ``optimize/coreml``):

@@ -142,6 +142,25 @@ def load_folded(path: str | Path):
 
 
 @torch.no_grad()
+def base_twin(folded, in_channels: int):
+    """``folded`` (changed in place and returned) with ``conv_in`` narrowed to ``in_channels``: the base
+    UNet's architecture carrying a task's folded weights.
+
+    What the CoreML structural check converts as its reference. Converters fold constants by
+    value — coremltools drops a norm's affine when it is exactly (1, 0) and fuses a per-channel
+    scale and shift into ``batch_norm`` otherwise — so the reference must carry the same weight
+    values as the task graphs for their operation counts to differ only where the architecture
+    does.
+    """
+    from taskfold.upcycle.model import widen_conv
+
+    stock = folded.unet if isinstance(folded, DTRFoldedUNet) else folded
+    stock.conv_in = widen_conv(stock.conv_in, in_channels)
+    stock.register_to_config(in_channels=in_channels)
+    return folded
+
+
+@torch.no_grad()
 def fold(mtu: MTUNet, task: str | int):
     """The UNet computing ``mtu`` for ``task``; ``mtu`` is not changed.
 

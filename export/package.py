@@ -305,20 +305,16 @@ def _export_coreml(mtu, tasks, cfg, tmp, h, w, timesteps, results, log) -> list[
 
     import torch
 
-    from taskfold.upcycle.base import build_unet
-
     from . import coreml
-    from .fold import fold, with_dtr
+    from .fold import base_twin, fold
     from .graph import UNetGraph, example_inputs, unet_graph_spec
 
     def spec_of(channels):  # Core ML graphs are static and keep float32 inputs/outputs
         return unet_graph_spec(mtu.unet.config, channels, cfg.batch, h, w, cfg.text_len, "float32", False)
 
-    # The reference for the structural check: the base architecture converted the same way.
-    base_cfg = dict(mtu.unet.config) | {"in_channels": mtu.latent_channels}
-    base = build_unet(base_cfg, seed=0)
-    if mtu.dtr is not None:
-        base = with_dtr(base, mtu.dtr.timesteps, mtu.dtr.alpha, mtu.dtr.beta)
+    # The reference for the structural check: the base architecture, converted the same way, carrying
+    # the first task's folded weights (so coremltools' constant folding treats both graphs alike).
+    base = base_twin(fold(mtu, tasks[0]), mtu.latent_channels)
     spec0 = spec_of(mtu.latent_channels)
     with torch.no_grad():
         ref_model = coreml.convert(UNetGraph(base).eval(), spec0, example_inputs(spec0, cfg.batch, h, w),

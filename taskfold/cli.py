@@ -397,6 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_run_parser(sub)
     add_evaluate_parser(sub)
+    from .demo import add_demo_parser
+    from .demo_report import add_report_parser
+
+    add_demo_parser(sub)
+    add_report_parser(sub)
     return parser
 
 

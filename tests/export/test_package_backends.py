@@ -4,6 +4,7 @@ import sys
 
 import onnx
 import pytest
+import torch
 
 from taskfold.cli import main
 from taskfold.errors import ExportError
@@ -21,6 +22,11 @@ def _quiet(*a, **k):
 def dtr_package(tiny_base, tmp_path_factory):
     base, info = tiny_base
     mtu = trained_like(upcycle(base, UpcycleConfig(tasks=("t2i", "edit"), dtr=True), info)).eval()
+    with torch.no_grad():  # a trained backbone: norm affines away from (1, 0), as in the bundled base
+        for m in mtu.unet.modules():
+            if isinstance(m, (torch.nn.GroupNorm, torch.nn.LayerNorm)) and m.weight is not None:
+                m.weight.mul_(1.5)
+                m.bias.add_(0.1)
     out = tmp_path_factory.mktemp("pkg") / "pkg"
     return mtu, out, export_package(mtu, ExportConfig(formats=("onnx", "coreml")), out, log=_quiet)
 

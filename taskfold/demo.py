@@ -1,0 +1,176 @@
+"""``taskfold demo``: the whole story offline, every stage one ``taskfold`` command.
+
+::
+
+    taskfold demo --out demo-out [--steps 1500] [--data-rows 4000] [--eval 16] [--bench-runs 30] [--force]
+
+1. ``upcycle`` the bundled tiny base (pixel-space, DTR-trained: ``models/tiny-base``) for
+   ``t2i, edit, sr, inpaint`` with 4 experts;
+2. ``data make-shapes``: a shapes-world dataset for the four tasks;
+3. ``train``: multi-task fine-tuning of the MTU components, with a progress bar;
+4. ``export``: every task folded to ONNX (shared backbone) and CoreML where coremltools is
+   installed, each graph through the parity gate;
+5. ``evaluate``: every task through the runtime on held-out rows, scored;
+6. ``inspect --heatmap``: each task's router weights per layer (the paper's Figure 5);
+7. ``bench``: FLOPs and latency of the base, folded and unfolded graphs of the package;
+8. ``report``: ``index.html`` and ``report.md`` from what the stages wrote.
+
+The demo adds no logic of its own: it runs those commands with fixed output folders and
+records each one's arguments in ``OUT/stages.json``. A second run skips a stage whose
+output is complete and whose arguments are unchanged (and every stage before it is
+skipped too), unless ``--force``; an interrupted training resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError, TaskfoldError
+
+TASKS = ("t2i", "edit", "sr", "inpaint")
+STAGES_FILE = "stages.json"
+
+
+def bundled_base() -> Path:
+    """``models/tiny-base`` of the source tree this package runs from."""
+    return Path(__file__).resolve().parent.parent / "models" / "tiny-base"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    out: str = "demo-out"
+    base: str | None = None  # default: the bundled tiny base
+    steps: int = 1500
+    batch_size: int = 32
+    lr: float = 5e-4
+    data_rows: int = 4000
+    image_size: int = 32
+    eval_rows: int = 16
+    bench_runs: int = 30
+    seed: int = 0
+    force: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "data_rows", "eval_rows", "bench_runs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+
+
+def stages(cfg: DemoConfig) -> list[tuple[str, list[str], str]]:
+    """``(name, taskfold argv, file whose presence marks the stage done)`` in order."""
+    o = Path(cfg.out)
+    base = cfg.base or str(bundled_base())
+    formats = "onnx,coreml" if _has_coremltools() else "onnx"
+    train = ["train", str(o / "mtu-init"), "--data", str(o / "data"), "--steps", str(cfg.steps), "--batch-size",
+             str(cfg.batch_size), "--lr", str(cfg.lr), "--seed", str(cfg.seed), "--checkpoint-every",
+             str(max(1, cfg.steps // 5)), "--log-every", "25", "--out", str(o / "train")]
+    if not cfg.progress:
+        train.append("--no-progress")
+    return [
+        ("upcycle", ["upcycle", "--base", base, "--tasks", ",".join(TASKS), "--experts", "4", "--seed",
+                     str(cfg.seed), "--out", str(o / "mtu-init"), "--overwrite"], "mtu-init/config.json"),
+        ("data", ["data", "make-shapes", "--out", str(o / "data"), "--n", str(cfg.data_rows), "--size",
+                  str(cfg.image_size), "--seed", str(cfg.seed + 1), "--tasks", ",".join(TASKS), "--overwrite"],
+         "data/metadata.jsonl"),
+        ("train", train, "train/mtu/config.json"),
+        ("export", ["export", str(o / "train" / "mtu"), "--formats", formats, "--out", str(o / "package"),
+                    "--overwrite"], "package/manifest.json"),
+        ("evaluate", ["evaluate", str(o / "package"), "--data", str(o / "data"), "--n", str(cfg.eval_rows),
+                      "--seed", str(cfg.seed), "--out", str(o / "eval"), "--overwrite"], "eval/metrics.json"),
+        ("routers", ["inspect", str(o / "train" / "mtu"), "--json", "--heatmap", str(o / "routers.png")],
+         "routers.png"),
+        ("bench", ["bench", str(o / "package"), "--model", str(o / "train" / "mtu"), "--runs", str(cfg.bench_runs),
+                   "--out", str(o / "bench"), "--overwrite"], "bench/report.json"),
+        ("report", ["report", str(o)], "index.html"),
+    ]
+
+
+def _has_coremltools() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("coremltools") is not None
+
+
+def run_demo(cfg: DemoConfig, log=print) -> Path:
+    """Run (or reuse) every stage; returns ``OUT/index.html``."""
+    from .cli import main
+
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {cfg.out!r} exists and is not a directory")
+    base = Path(cfg.base) if cfg.base else bundled_base()
+    if not base.exists():
+        raise ConfigError(f"the base {str(base)!r} does not exist",
+                          hint="the bundled tiny base lives in models/tiny-base of the source tree; or give --base")
+    out.mkdir(parents=True, exist_ok=True)
+    from ._io import write_json_atomic
+
+    record_path = out / STAGES_FILE
+    done = json.loads(record_path.read_text()) if record_path.is_file() and not cfg.force else {}
+    redo = cfg.force
+    for name, argv, marker in stages(cfg):
+        recorded = done.get(name, {})
+        same = recorded.get("argv") == argv
+        if not redo and same and recorded.get("finished") and (out / marker).exists():
+            log(f"[demo] {name}: done before, reused (taskfold {shlex.join(argv)})")
+            continue
+        redo = True  # every later stage depends on this one
+        run_argv = argv
+        train_dir = out / "train"
+        if name == "train" and train_dir.is_dir() and any(train_dir.iterdir()):
+            if same and not cfg.force:
+                run_argv = argv + ["--resume"]  # an interrupted run of the same training continues
+            else:
+                import shutil
+
+                shutil.rmtree(train_dir)
+        log(f"[demo] {name}: taskfold {shlex.join(run_argv)}")
+        done[name] = {"argv": argv, "finished": False}
+        write_json_atomic(record_path, done)
+        start = time.perf_counter()
+        code = main(run_argv)
+        if code:
+            raise DemoStageError(f"stage {name!r} failed (exit {code}): taskfold {shlex.join(run_argv)}",
+                                 hint="its error is printed above; fix it and run the demo again (finished stages "
+                                      "are reused)")
+        done[name] = {"argv": argv, "finished": True, "seconds": round(time.perf_counter() - start, 1)}
+        write_json_atomic(record_path, done)
+    log(f"[demo] finished: open {out / 'index.html'}")
+    return out / "index.html"
+
+
+class DemoStageError(TaskfoldError):
+    """A stage of the demo failed (its own error was printed first)."""
+
+
+def add_demo_parser(subparsers):
+    d = DemoConfig()
+    p = subparsers.add_parser("demo", help="the whole pipeline on the bundled tiny base, offline, on a CPU",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=d.out, help=f"output directory (default {d.out})")
+    p.add_argument("--base", help="base to upcycle (default: the bundled models/tiny-base)")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"fine-tuning steps (default {d.steps})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--data-rows", type=int, default=d.data_rows, help=f"shapes rows per task (default {d.data_rows})")
+    p.add_argument("--eval", type=int, default=d.eval_rows, dest="eval_rows",
+                   help=f"held-out rows per task to generate and score (default {d.eval_rows})")
+    p.add_argument("--bench-runs", type=int, default=d.bench_runs, help=f"bench rounds (default {d.bench_runs})")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--force", action="store_true", help="rerun every stage")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    cfg = DemoConfig(out=args.out, base=args.base, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                     data_rows=args.data_rows, eval_rows=args.eval_rows, bench_runs=args.bench_runs, seed=args.seed,
+                     force=args.force, progress=not args.no_progress)
+    run_demo(cfg)
+    return 0
+

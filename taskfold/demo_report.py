@@ -1,0 +1,270 @@
+"""``taskfold report DIR``: the demo's page, ``index.html`` and ``report.md``, from what its stages wrote.
+
+Reads, all under ``DIR``: ``stages.json`` (the commands that ran), ``train/log.jsonl`` (loss
+per task), ``package/manifest.json`` (graphs, parity, files), ``eval/metrics.json`` (the
+runtime's images and their scores), ``routers.png`` (``inspect --heatmap``) and
+``bench/report.json`` (FLOPs and latency). It computes nothing new beyond a loss chart, and
+every path on the page is relative, so the folder can be moved or served as it is.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from .errors import ConfigError
+
+SHOWN_PER_TASK = 8
+NEEDED = ("stages.json", "package/manifest.json", "eval/metrics.json", "bench/report.json", "routers.png")
+
+
+def _read(root: Path, rel: str) -> dict:
+    try:
+        return json.loads((root / rel).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"cannot read {str(root / rel)!r}: {e}") from None
+
+
+def _losses(root: Path) -> list[dict]:
+    path = root / "train" / "log.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def loss_chart(records: list[dict], path: Path) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ._io import write_bytes_atomic
+
+    fig, ax = plt.subplots(figsize=(6, 3), dpi=110)
+    tasks = sorted({t for r in records for t in r.get("loss_per_task", {})})
+    for t in tasks:
+        pts = [(r["step"], r["loss_per_task"][t]) for r in records if t in r.get("loss_per_task", {})]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=t, linewidth=1.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("noise-prediction MSE")
+    ax.legend(fontsize=8)
+    ax.set_title("Multi-task fine-tuning loss per task", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+# --- The content, once, for both renderings ------------------------------------------------
+
+def _quality_rows(metrics: dict) -> list[list[str]]:
+    rows = []
+    for task, m in metrics["tasks"].items():
+        if "t2i_pass_rate" in m:
+            rows.append([task, f"{m['n']}", "analyser pass rate", f"{m['t2i_pass_rate']:.2f}", "–", "–", "–"])
+        else:
+            beats = "yes" if m["psnr"] > m["condition_baseline_psnr"] else "no"
+            rows.append([task, f"{m['n']}", "PSNR (dB) / SSIM to target",
+                         f"{m['psnr']:.2f} / {m['ssim']:.3f}",
+                         f"{m['condition_baseline_psnr']:.2f} / {m['condition_baseline_ssim']:.3f}",
+                         f"{m['psnr'] - m['condition_baseline_psnr']:+.2f} dB", beats])
+    return rows
+
+
+QUALITY_HEAD = ["task", "rows", "metric", "runtime output", "condition image as output", "difference",
+                "beats the baseline"]
+FLOP_HEAD = ["graph", "FLOPs (M)", "ratio to base", "ratio, conv_in aside", "parity (rel. error)"]
+LAT_HEAD = ["graph", "engine", "median (ms)", "p10–p90 (ms)", "ratio to base (median)", "memory added (MiB)"]
+
+
+def _flop_rows(bench: dict) -> list[list[str]]:
+    out = []
+    for r in bench["rows"]:
+        par = r.get("parity") or {}
+        out.append([r["name"], f"{r['flops'] / 1e6:,.2f}", f"{r['flop_ratio']:.6f}",
+                    f"{r['flop_ratio_conv_in_aside']:.6f}",
+                    f"{par['relative_error']:.1e}" if "relative_error" in par else "–"])
+    return out
+
+
+def _latency_rows(bench: dict) -> list[list[str]]:
+    out = []
+    for r in bench["rows"]:
+        lat = r["latency_s"]
+        ratio = "reference" if r["name"] == r["reference"] else f"{r['ratio_to_reference']['median']:.3f}"
+        mem = "–" if r["memory_added_bytes"] is None else f"{r['memory_added_bytes'] / 2**20:,.1f}"
+        out.append([r["name"], r["engine"], f"{lat['median'] * 1e3:.2f}",
+                    f"{lat['p10'] * 1e3:.2f}–{lat['p90'] * 1e3:.2f}", ratio, mem])
+    return out
+
+
+def _artifacts(root: Path, manifest: dict) -> list[tuple[str, str]]:
+    graphs = ", ".join(sorted({g["format"] for g in manifest["graphs"]}))
+    items = [("mtu-init/", "the bundled tiny base upcycled (MTU, 4 experts, DTR inherited)"),
+             ("data/", "the shapes-world dataset (metadata.jsonl + PNGs)"),
+             ("train/log.jsonl", "loss per task, every logged step"),
+             ("train/checkpoints/", "the last checkpoints (model, optimiser, step)"),
+             ("train/mtu/", "the fine-tuned MTU model (config.json, model.safetensors, encoders)"),
+             ("package/manifest.json", f"the exported package: {len(manifest['graphs'])} graphs ({graphs}), "
+                                       f"{len(manifest['files'])} files with sha256"),
+             ("eval/metrics.json", "the runtime's outputs on held-out rows and their scores"),
+             ("routers.png", "router weights per layer and task"),
+             ("bench/report.md", "FLOPs and latency: base, folded, unfolded, eager"),
+             ("stages.json", "the exact command of every stage")]
+    return [(rel, what) for rel, what in items if (root / rel.rstrip("/")).exists()]
+
+
+# --- HTML --------------------------------------------------------------------------------------
+
+CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+.grid td { text-align: center; vertical-align: top; font-size: 0.75em; max-width: 110px; }
+.grid img { width: 96px; height: 96px; image-rendering: pixelated; display: block; margin: auto; }
+.prompt { max-width: 110px; } .note { color: #555; font-size: 0.9em; } code { background: #f5f5f5; }
+"""
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    h = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{h}</tr>{body}</table>"
+
+
+def _img(rel: str, alt: str) -> str:
+    return f'<img src="{html.escape(rel)}" alt="{html.escape(alt)}">'
+
+
+def _grid(task: str, m: dict) -> str:
+    samples = m["samples"][:SHOWN_PER_TASK]
+    kinds = [k for k in ("condition", "mask", "output", "target") if k in samples[0]["files"]]
+    rows = [f"<tr><th>prompt</th>" + "".join(f'<td class="prompt">{html.escape(s["prompt"])}</td>'
+                                           for s in samples) + "</tr>"]
+    label = {"condition": "input", "mask": "mask", "output": "output (runtime)", "target": "target"}
+    for k in kinds:
+        rows.append(f"<tr><th>{label[k]}</th>" + "".join(
+            f"<td>{_img('eval/' + s['files'][k], f'{task} {k}')}</td>" for s in samples) + "</tr>")
+    score = []
+    for s in samples:
+        score.append("pass" if s.get("t2i_pass") else "fail" if "t2i_pass" in s else f"{s['psnr']:.1f} dB")
+    rows.append("<tr><th>score</th>" + "".join(f"<td>{c}</td>" for c in score) + "</tr>")
+    return f'<table class="grid">{"".join(rows)}</table>'
+
+
+def render_html(root: Path, content: dict) -> str:
+    c = content
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>taskfold demo</title>"
+             f"<style>{CSS}</style></head><body>",
+             "<h1>taskfold demo: one tiny UNet, four tasks, one iso-FLOP graph per task</h1>",
+             f"<p>{html.escape(c['summary'])}</p>",
+             "<h2>Quality on held-out rows (through the runtime)</h2>",
+             _table(QUALITY_HEAD, c["quality"]),
+             f"<p class='note'>{html.escape(c['quality_note'])}</p>"]
+    for task, m in c["metrics"]["tasks"].items():
+        parts += [f"<h3>{html.escape(task)}</h3>", _grid(task, m)]
+    parts += ["<h2>Router weights (MTU paper, Figure 5)</h2>", _img("routers.png", "router weights"),
+              "<h2>Iso-FLOP: every task graph costs what the base UNet costs</h2>",
+              _table(FLOP_HEAD, c["flops"]),
+              f"<p class='note'>{html.escape(c['flop_note'])}</p>",
+              "<h2>Latency of the tiny package</h2>", _table(LAT_HEAD, c["latency"]),
+              _img("bench/latency.png", "latency chart"),
+              f"<p class='note'>{html.escape(c['latency_note'])}</p>"]
+    if c["loss"]:
+        parts += ["<h2>Training</h2>", _img("loss.png", "loss per task")]
+    parts += ["<h2>Artifacts</h2><table><tr><th>path</th><th>what</th></tr>" + "".join(
+        f"<tr><td><a href='{html.escape(rel)}'><code>{html.escape(rel)}</code></a></td><td>{html.escape(w)}</td></tr>"
+        for rel, w in c["artifacts"]) + "</table>",
+        "<h2>Commands</h2><pre>" + html.escape("\n".join(c["commands"])) + "</pre>", "</body></html>"]
+    return "\n".join(parts) + "\n"
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def render_markdown(content: dict) -> str:
+    c = content
+    lines = ["# taskfold demo", "", c["summary"], "", "## Quality on held-out rows (through the runtime)", ""]
+    lines += _md_table(QUALITY_HEAD, c["quality"]) + ["", c["quality_note"], "",
+                                                      "## Iso-FLOP", ""]
+    lines += _md_table(FLOP_HEAD, c["flops"]) + ["", c["flop_note"], "", "## Latency", ""]
+    lines += _md_table(LAT_HEAD, c["latency"]) + ["", c["latency_note"], "", "![latency](bench/latency.png)", "",
+                                                  "![routers](routers.png)", "", "## Artifacts", ""]
+    lines += [f"- `{rel}` — {what}" for rel, what in c["artifacts"]]
+    lines += ["", "## Commands", ""] + [f"    {cmd}" for cmd in c["commands"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(root: str | Path) -> Path:
+    """Write ``index.html``, ``report.md`` (and ``loss.png``) into the demo folder ``root``."""
+    import shlex
+
+    from ._io import write_bytes_atomic
+    from .benchmarks.machine import one_line
+
+    root = Path(root)
+    missing = [rel for rel in NEEDED if not (root / rel).exists()]
+    if missing:
+        raise ConfigError(f"{str(root)!r} lacks {', '.join(missing)}: not a finished demo folder",
+                          hint="run `taskfold demo --out DIR` (it reuses finished stages)")
+    stages, manifest = _read(root, "stages.json"), _read(root, "package/manifest.json")
+    metrics, bench = _read(root, "eval/metrics.json"), _read(root, "bench/report.json")
+    losses = _losses(root)
+    if losses:
+        loss_chart(losses, root / "loss.png")
+    train_argv = stages.get("train", {}).get("argv", [])
+    steps = train_argv[train_argv.index("--steps") + 1] if "--steps" in train_argv else "?"
+    tasks = list(metrics["tasks"])
+    last = losses[-1] if losses else None
+    seconds = sum(s.get("seconds", 0) for s in stages.values())
+    summary = (f"The bundled tiny base (pixel-space 32×32, trained from scratch with DTR) was upcycled for "
+               f"{', '.join(tasks)} with {manifest['model']['upcycle']['num_experts']} experts per feed-forward "
+               f"layer, fine-tuned on the shapes world for {steps} steps"
+               + (f" (final loss {last['loss']:.4f})" if last else "") +
+               f", folded and exported ({', '.join(sorted({g['format'] for g in manifest['graphs']}))}; every graph "
+               f"passed the parity gate), and run through the runtime ({metrics['steps']} {metrics['scheduler']} "
+               f"steps, the tasks' own guidance). Machine: {one_line(bench['machine'])}. Stages took {seconds:.0f} s.")
+    folded = [r for r in bench["rows"] if r["role"] == "folded"]
+    unf = next((r for r in bench["rows"] if r["role"] == "unfolded"), None)
+    content = {
+        "summary": summary, "metrics": metrics, "quality": _quality_rows(metrics),
+        "quality_note": "PSNR/SSIM compare the runtime's output with the dataset's target; the baseline returns the "
+                        "condition image unchanged. t2i: the share of samples in which the deterministic pixel "
+                        "analyser finds the prompt's shape and colour.",
+        "flops": _flop_rows(bench),
+        "flop_note": "FLOPs counted from each exported ONNX graph (Conv, MatMul, Gemm, Einsum). The folded graphs "
+                     "differ from the base only by conv_in's input channels; the unfolded graph keeps all experts, "
+                     "routers and every task's conv_in.",
+        "latency": _latency_rows(bench),
+        "latency_note": (f"{bench['config']['runs']} interleaved rounds on {one_line(bench['machine'])}; folded "
+                         f"tasks {min(r['ratio_to_reference']['median'] for r in folded):.3f}–"
+                         f"{max(r['ratio_to_reference']['median'] for r in folded):.3f}× the base"
+                         + (f", unfolded {unf['ratio_to_reference']['median']:.3f}×" if unf else "") +
+                         ". A tiny UNet's call lasts milliseconds, so these ratios are noisier than the SD1.5 "
+                         "table in the README."),
+        "loss": bool(losses),
+        "artifacts": _artifacts(root, manifest),
+        "commands": [f"taskfold {shlex.join(s['argv'])}" for s in stages.values()],
+    }
+    write_bytes_atomic(root / "report.md", render_markdown(content).encode())
+    return write_bytes_atomic(root / "index.html", render_html(root, content).encode())
+
+
+def add_report_parser(subparsers):
+    p = subparsers.add_parser("report", help="write index.html and report.md of a demo folder from its stages' outputs")
+    p.add_argument("demo", help="the demo's --out folder")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args) -> int:
+    path = write_report(args.demo)
+    print(f"wrote {path} and {Path(args.demo) / 'report.md'}")
+    return 0

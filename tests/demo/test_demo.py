@@ -1,0 +1,74 @@
+"""A reduced ``taskfold demo`` end to end: every stage runs, the page holds every number and image,
+and a second run reuses what is finished."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from taskfold.cli import main
+from taskfold.demo import STAGES_FILE, bundled_base
+
+ARGS = ["--steps", "4", "--batch-size", "4", "--data-rows", "20", "--eval", "2", "--bench-runs", "2", "--no-progress"]
+STAGES = ["upcycle", "data", "train", "export", "evaluate", "routers", "bench", "report"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo-out"
+    assert main(["demo", "--out", str(out), *ARGS]) == 0
+    return out
+
+
+def test_every_stage_ran_and_is_recorded(demo):
+    stages = json.loads((demo / STAGES_FILE).read_text())
+    assert list(stages) == STAGES
+    assert all(s["finished"] for s in stages.values())
+    assert stages["upcycle"]["argv"][:3] == ["upcycle", "--base", str(bundled_base())]
+    manifest = json.loads((demo / "package" / "manifest.json").read_text())
+    assert sorted(manifest["tasks"]) == ["edit", "inpaint", "sr", "t2i"]
+    assert all(g["parity"].get("status") in ("passed", "structural") for g in manifest["graphs"])
+
+
+def test_page_shows_every_image_and_number(demo):
+    page = (demo / "index.html").read_text()
+    sources = re.findall(r'src="([^"]+)"', page)
+    assert sources, "no images on the page"
+    for src in sources:
+        assert (demo / src).is_file(), src
+    metrics = json.loads((demo / "eval" / "metrics.json").read_text())
+    for task, m in metrics["tasks"].items():
+        assert f"<h3>{task}</h3>" in page
+        shown = f"{m['t2i_pass_rate']:.2f}" if task == "t2i" else f"{m['psnr']:.2f} / {m['ssim']:.3f}"
+        assert shown in page and shown in (demo / "report.md").read_text()
+    bench = json.loads((demo / "bench" / "report.json").read_text())
+    for r in bench["rows"]:
+        assert f"{r['flop_ratio_conv_in_aside']:.6f}" in page
+    assert "routers.png" in sources and "bench/latency.png" in sources
+
+
+def test_second_run_reuses_finished_stages(demo, capsys):
+    before = (demo / "index.html").stat().st_mtime_ns
+    assert main(["demo", "--out", str(demo), *ARGS]) == 0
+    out = capsys.readouterr().out
+    assert out.count("done before, reused") == len(STAGES)
+    assert (demo / "index.html").stat().st_mtime_ns == before
+
+
+def test_changed_stage_reruns_it_and_what_follows(demo, capsys):
+    args = list(ARGS)
+    args[args.index("--bench-runs") + 1] = "3"
+    assert main(["demo", "--out", str(demo), *args]) == 0
+    out = capsys.readouterr().out
+    reused = re.findall(r"\[demo\] (\S+): done before", out)
+    assert reused == STAGES[:STAGES.index("bench")]
+    assert json.loads((demo / "bench" / "report.json").read_text())["config"]["runs"] == 3
+
+
+def test_report_of_an_unfinished_folder_is_refused(tmp_path, capsys):
+    (tmp_path / "stages.json").write_text("{}")
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "not a finished demo folder" in err and not (tmp_path / "index.html").exists()
