@@ -111,7 +111,6 @@ def _best_gflops(fn, flops: int, repeats: int) -> tuple[float, float]:
 def ort_matmul_peak(n: int | None = None, threads: int | None = None, provider: str = "cpu", repeats: int = 5) -> dict:
     """GFLOP/s of one ``[n, n] x [n, n]`` MatMul node in ONNX Runtime (fp32 on CPU, fp16 on CUDA with the
     operands kept on the GPU). ``n`` defaults to 2048 on the CPU and 8192 on a GPU."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 

@@ -47,7 +47,7 @@ def loss_chart(records: list[dict], path: Path) -> None:
     tasks = sorted({t for r in records for t in r.get("loss_per_task", {})})
     for t in tasks:
         pts = [(r["step"], r["loss_per_task"][t]) for r in records if t in r.get("loss_per_task", {})]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=t, linewidth=1.2)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=t, linewidth=1.2, marker="." if len(pts) < 20 else None)
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("noise-prediction MSE")
@@ -146,7 +146,7 @@ def _img(rel: str, alt: str) -> str:
 def _grid(task: str, m: dict) -> str:
     samples = m["samples"][:SHOWN_PER_TASK]
     kinds = [k for k in ("condition", "mask", "output", "target") if k in samples[0]["files"]]
-    rows = [f"<tr><th>prompt</th>" + "".join(f'<td class="prompt">{html.escape(s["prompt"])}</td>'
+    rows = ["<tr><th>prompt</th>" + "".join(f'<td class="prompt">{html.escape(s["prompt"] or "(none)")}</td>'
                                            for s in samples) + "</tr>"]
     label = {"condition": "input", "mask": "mask", "output": "output (runtime)", "target": "target"}
     for k in kinds:

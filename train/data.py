@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from taskfold.errors import DataError, TaskError
