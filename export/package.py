@@ -226,7 +226,7 @@ def export_package(mtu_or_dir, cfg: ExportConfig, out: str | Path, overwrite: bo
         if "tensorrt" in cfg.formats:
             graphs += _export_tensorrt(mtu, tasks, specs, cfg, tmp, h, w, timesteps, results, log)
         raise_on_failures(results)
-        components = _export_components(text_encoder, codec_module, mtu_dir, cfg, h, w, tmp, log)
+        components = _export_components(text_encoder, codec_module, mtu_dir, mtu, cfg, h, w, tmp, log)
         if components.get("codec"):
             codec = components["codec"]
         manifest = _manifest(mtu, cfg, tasks, codec, (h, w), graphs, tmp)
@@ -272,7 +272,7 @@ def _export_onnx(mtu, tasks, specs, examples, folded, cfg, tmp, h, w, timesteps,
     return out
 
 
-def _export_components(text_encoder, codec, mtu_dir, cfg, h, w, tmp, log) -> dict:
+def _export_components(text_encoder, codec, mtu_dir, mtu, cfg, h, w, tmp, log) -> dict:
     """The text encoder (+ the runtime's tokenizer files), the codec and the noise schedule, once per package."""
     from .encoders import export_codec_onnx, export_text_encoder_onnx, export_tokenizer
 
@@ -289,9 +289,12 @@ def _export_components(text_encoder, codec, mtu_dir, cfg, h, w, tmp, log) -> dic
         scale = codec.scale_factor
         out["codec"] = export_codec_onnx(codec.eval(), tmp / "codec", h * scale, w * scale, cfg.batch,
                                          opset=cfg.opset, dynamic=cfg.dynamic)
-    sched = Path(mtu_dir) / "scheduler_config.json" if mtu_dir else None
-    if sched is not None and sched.is_file():
-        out["scheduler"] = json.loads(sched.read_text()) | {"source": "the model's training noise schedule"}
+    from taskfold.train.trainer import find_scheduler_config
+
+    found = find_scheduler_config(mtu_dir, mtu) if mtu is not None else None
+    if found is not None:
+        out["scheduler"] = found[0] | {"source": f"the model's training noise schedule ({found[1].name} of "
+                                                 f"{found[1].parent.name})"}
     else:
         out["scheduler"] = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
                             "beta_end": 0.012, "prediction_type": "epsilon",

@@ -283,11 +283,11 @@ class Package:
             from taskfold.export import coreml
 
             self._check_files([g["path"]])
-            path, fn = self.path / g["path"], g.get("function")
+            fn = g.get("function")
+            model = coreml.load(self.path / g["path"], "all", fn)  # loaded (compiled) once, like a session
 
             def call(x, t, h):
-                return coreml.predict(path, {"sample": x, "timestep": t, "encoder_hidden_states": h}, fn,
-                                      compute_units="all")
+                return coreml.predict(model, {"sample": x, "timestep": t, "encoder_hidden_states": h}, fn)
         else:
             from taskfold.export.tensorrt import engine_runner
 

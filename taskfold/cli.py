@@ -194,7 +194,9 @@ def _add_train(sub):
     p.add_argument("--image-dropout", type=float, help="probability of dropping the condition image(s) (default 0.05)")
     p.add_argument("--trainable", choices=["mtu", "all"], help="MTU components only (default) or everything")
     p.add_argument("--train-text-encoder", action="store_true", default=None, help="also train the text encoder")
-    p.add_argument("--noise-schedule", choices=["sd", "ddpm"], help="sd = scaled_linear (default), ddpm = linear")
+    p.add_argument("--noise-schedule", choices=["sd", "ddpm"],
+                   help="sd = scaled_linear, ddpm = linear (default: the model's own, else sd)")
+    p.add_argument("--snr-gamma", type=float, help="Min-SNR-gamma loss weighting, e.g. 5 (default: plain MSE)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 100)")
     p.add_argument("--log-every", type=int, help="steps between log.jsonl records (default 10)")
     p.add_argument("--seed", type=int)
@@ -212,6 +214,7 @@ def _cmd_train(args) -> int:
         weight_decay=args.weight_decay, task_weights=args.task_weights, grad_accum=args.grad_accum,
         mixed_precision=args.mixed_precision, prompt_dropout=args.prompt_dropout, image_dropout=args.image_dropout,
         trainable=args.trainable, train_text_encoder=args.train_text_encoder, noise_schedule=args.noise_schedule,
+        snr_gamma=args.snr_gamma,
         checkpoint_every=args.checkpoint_every, log_every=args.log_every, seed=args.seed)
     train(args.model, args.data, cfg, args.out, resume=args.resume, skip_bad_rows=args.skip_bad_rows,
           progress=not args.no_progress)
@@ -232,6 +235,9 @@ def _add_pretrain(sub):
     p.add_argument("--dtr-beta", type=float, default=0.8)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--noise-schedule", choices=["sd", "ddpm"], default="ddpm",
+                   help="ddpm = linear 1e-4..0.02 (default: near-zero terminal SNR, right for pixel space); "
+                        "sd = scaled_linear 0.00085..0.012 (latent SD's)")
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
@@ -246,6 +252,7 @@ def _cmd_pretrain(args) -> int:
     from .train.trainer import TrainConfig
 
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, trainable="all",
+                      noise_schedule=args.noise_schedule,
                       train_text_encoder=True, prompt_dropout=0.1, image_dropout=0.0,
                       checkpoint_every=args.checkpoint_every, log_every=args.log_every, seed=args.seed)
     pretrain(args.data, cfg, args.out, preset=args.preset, dtr=not args.no_dtr, dtr_alpha=args.dtr_alpha,

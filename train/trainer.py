@@ -74,8 +74,9 @@ class TrainConfig:
     image_dropout: float = 0.05
     trainable: str = "mtu"
     train_text_encoder: bool = False
-    noise_schedule: str = "sd"
+    noise_schedule: str | None = None  # None: the model's (or its base's) schedule, else "sd"
     num_train_timesteps: int = 1000
+    snr_gamma: float | None = None  # Min-SNR-gamma loss weighting (Hang et al. 2023); None: plain MSE
     checkpoint_every: int = 100
     log_every: int = 10
     seed: int = 0
@@ -96,8 +97,10 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
         if self.trainable not in ("mtu", "all"):
             raise ConfigError(f"--trainable {self.trainable!r} is not one of mtu, all")
-        if self.noise_schedule not in NOISE_SCHEDULES:
+        if self.noise_schedule is not None and self.noise_schedule not in NOISE_SCHEDULES:
             raise ConfigError(f"--noise-schedule {self.noise_schedule!r} is not one of {', '.join(NOISE_SCHEDULES)}")
+        if self.snr_gamma is not None and not self.snr_gamma > 0:
+            raise ConfigError(f"--snr-gamma must be positive, got {self.snr_gamma}")
         bad = {k: v for k, v in self.task_weights.items() if not (isinstance(v, (int, float)) and v >= 0)}
         if bad:
             raise ConfigError(f"task weights must be non-negative numbers, got {bad}")
@@ -123,7 +126,7 @@ class TrainConfig:
     def scheduler_config(self) -> dict:
         """The noise schedule as a diffusers ``scheduler_config.json`` (also what the runtime reads)."""
         return {"_class_name": "DDPMScheduler", "num_train_timesteps": self.num_train_timesteps,
-                **NOISE_SCHEDULES[self.noise_schedule], "prediction_type": "epsilon",
+                **NOISE_SCHEDULES[self.noise_schedule or "sd"], "prediction_type": "epsilon",
                 "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}
 
 
@@ -142,8 +145,23 @@ class TrainModule(nn.Module):
         return F.mse_loss(pred.float(), noise.float(), reduction="none").flatten(1).mean(1)
 
 
+def loss_weights(cfg: TrainConfig, acp: torch.Tensor) -> torch.Tensor | None:
+    """Per-timestep weights of the noise-prediction MSE, or ``None`` for the plain mean.
+
+    Min-SNR-gamma (Hang et al., "Efficient Diffusion Training via Min-SNR Weighting Strategy",
+    2023) for epsilon prediction: ``w(t) = min(SNR(t), gamma) / SNR(t)`` with
+    ``SNR = alpha_bar / (1 - alpha_bar)``. The plain epsilon MSE weighs an error in the clean
+    image by SNR(t), i.e. hardly at all at high noise, where a condition image decides the
+    layout; capping the weight of the low-noise steps lets those high-noise steps count.
+    """
+    if cfg.snr_gamma is None:
+        return None
+    snr = acp / (1 - acp)
+    return torch.clamp(snr, max=cfg.snr_gamma) / snr
+
+
 def alphas_cumprod(cfg: TrainConfig) -> torch.Tensor:
-    s = NOISE_SCHEDULES[cfg.noise_schedule]
+    s = NOISE_SCHEDULES[cfg.noise_schedule or "sd"]
     T = cfg.num_train_timesteps
     if s["beta_schedule"] == "linear":
         betas = torch.linspace(s["beta_start"], s["beta_end"], T, dtype=torch.float64)
@@ -287,6 +305,14 @@ def train(mtu_dir: str | Path, data_dir: str | Path, cfg: TrainConfig, out: str 
         raise ConfigError(f"the model takes {mtu.latent_channels}-channel samples but no VAE was found beside it "
                           f"or its base {mtu.base_info.source!r}",
                           hint="upcycle from a pipeline folder with vae/, or train a 3-channel pixel-space model")
+    inherited = find_noise_schedule(mtu_dir, mtu)
+    if cfg.noise_schedule is None:
+        cfg = dataclasses.replace(cfg, noise_schedule=inherited or "sd")
+        if main and inherited:
+            log(f"noise schedule {inherited!r}: the one the model was trained with")
+    elif inherited and cfg.noise_schedule != inherited and main:
+        log(f"warning: training with the {cfg.noise_schedule!r} noise schedule; the model was trained with "
+            f"{inherited!r}")
     set_trainable(mtu, cfg.trainable)
     text_encoder.requires_grad_(cfg.train_text_encoder)
     codec.requires_grad_(False)
@@ -319,6 +345,7 @@ def train(mtu_dir: str | Path, data_dir: str | Path, cfg: TrainConfig, out: str 
         write_json_atomic(out / "train_config.json", cfg.to_dict())
     model, optimizer = accel.prepare(module, optimizer)
     acp = alphas_cumprod(cfg)
+    weights = loss_weights(cfg, acp)
     world, rank = accel.num_processes, accel.process_index
     micro = cfg.batch_size
     global_batch = micro * world * cfg.grad_accum
@@ -337,8 +364,9 @@ def train(mtu_dir: str | Path, data_dir: str | Path, cfg: TrainConfig, out: str 
             sel = range(first, first + micro)
             batch = build_inputs(plan, sel, data, mtu, codec, text_encoder.tokenize, acp, accel.device)
             with accel.accumulate(model):
-                losses = model(**batch)
-                accel.backward(losses.mean())
+                losses = model(**batch)  # per-sample MSE, logged as it is
+                w = weights.to(losses.device)[batch["timesteps"]] if weights is not None else 1.0
+                accel.backward((losses * w).mean())
                 if accel.sync_gradients and cfg.max_grad_norm:
                     accel.clip_grad_norm_(params, cfg.max_grad_norm)
                 optimizer.step()
@@ -412,6 +440,40 @@ def find_encoders(mtu_dir: str | Path, mtu):
     if codec is None and mtu.latent_channels == 3:
         codec = IdentityCodec(3)
     return text_encoder, codec
+
+
+def find_scheduler_config(mtu_dir: str | Path | None, mtu) -> tuple[dict, Path] | None:
+    """``(scheduler config, its path)`` saved with the model (``scheduler_config.json``) or its base
+    pipeline (``scheduler/scheduler_config.json``); ``None`` when neither has one (presets)."""
+    src = Path(mtu.base_info.source) if mtu.base_info.kind == "diffusers" else None
+    candidates = [Path(mtu_dir) / "scheduler_config.json"] if mtu_dir is not None else []
+    if src is not None:
+        candidates += [src / "scheduler" / "scheduler_config.json", src / "scheduler_config.json",
+                       src.parent / "scheduler" / "scheduler_config.json"]
+    for path in candidates:
+        if path.is_file():
+            return json.loads(path.read_text()), path
+    return None
+
+
+def find_noise_schedule(mtu_dir: str | Path, mtu) -> str | None:
+    """The name in :data:`NOISE_SCHEDULES` of the schedule the model (or its base) was trained with.
+
+    A schedule this trainer does not implement (other betas, another prediction type) is an error:
+    fine-tuning with a different schedule than the model learned would change what it predicts.
+    """
+    found = find_scheduler_config(mtu_dir, mtu)
+    if found is None:
+        return None
+    sc, path = found
+    if sc.get("prediction_type", "epsilon") == "epsilon":
+        for name, betas in NOISE_SCHEDULES.items():
+            if all(sc.get(k) == v for k, v in betas.items()):
+                return name
+    raise ConfigError(f"{str(path)!r} describes a noise schedule this trainer does not implement "
+                      f"({sc.get('beta_schedule')} {sc.get('beta_start')}..{sc.get('beta_end')}, "
+                      f"{sc.get('prediction_type', 'epsilon')} prediction)",
+                      hint=f"taskfold trains epsilon prediction with {', '.join(NOISE_SCHEDULES)}")
 
 
 def new_tiny_text_encoder(mtu, data_dir, seed: int = 0):

@@ -43,3 +43,47 @@ def test_pretrained_base_upcycles_with_its_dtr_and_equals_it_at_init(tmp_path, c
 
     assert main(["upcycle", "--base", str(base), "--dtr-beta", "0.8", "--out", str(tmp_path / "bad")]) == 2
     assert "would change its function" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_noise_schedule_is_inherited_from_the_base_and_reaches_the_package(tmp_path, capsys):
+    """Pretraining a pixel base uses the linear DDPM schedule (near-zero terminal SNR); fine-tuning
+    and export take the schedule from the base unless told otherwise."""
+    make_shapes(tmp_path / "data", n=12, size=16, seed=1, tasks=("t2i", "sr"))
+    assert main(["pretrain", "--data", str(tmp_path / "data"), "--steps", "2", "--batch-size", "4",
+                 "--out", str(tmp_path / "pre"), "--no-progress"]) == 0
+    base = tmp_path / "pre" / "base"
+    sched = json.loads((base / "scheduler" / "scheduler_config.json").read_text())
+    assert (sched["beta_schedule"], sched["beta_start"], sched["beta_end"]) == ("linear", 0.0001, 0.02)
+    assert main(["upcycle", "--base", str(base), "--tasks", "t2i,sr", "--out", str(tmp_path / "mtu")]) == 0
+    # An upcycled, untrained model exports with its base's schedule.
+    assert main(["export", str(tmp_path / "mtu"), "--out", str(tmp_path / "pkg0"), "--parity-timesteps", "2"]) == 0
+    assert json.loads((tmp_path / "pkg0" / "manifest.json").read_text())["scheduler"]["beta_schedule"] == "linear"
+    capsys.readouterr()
+    assert main(["train", str(tmp_path / "mtu"), "--data", str(tmp_path / "data"), "--steps", "2", "--batch-size", "2",
+                 "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert "noise schedule 'ddpm': the one the model was trained with" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "mtu" / "scheduler_config.json").read_text())["beta_end"] == 0.02
+    assert json.loads((tmp_path / "run" / "train_config.json").read_text())["noise_schedule"] == "ddpm"
+    assert main(["train", str(tmp_path / "mtu"), "--data", str(tmp_path / "data"), "--steps", "1", "--batch-size", "2",
+                 "--noise-schedule", "sd", "--out", str(tmp_path / "run-sd"), "--no-progress"]) == 0
+    assert "warning: training with the 'sd' noise schedule; the model was trained with 'ddpm'" in \
+        capsys.readouterr().out
+    # A schedule the trainer does not implement is refused before any step.
+    sched["prediction_type"] = "v_prediction"
+    (base / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched))
+    assert main(["train", str(tmp_path / "mtu"), "--data", str(tmp_path / "data"), "--steps", "1",
+                 "--out", str(tmp_path / "run-v"), "--no-progress"]) == 2
+    assert "v_prediction prediction" in capsys.readouterr().err and not (tmp_path / "run-v").exists()
+
+
+def test_min_snr_weights():
+    from taskfold.train.trainer import TrainConfig, alphas_cumprod, loss_weights
+
+    cfg = TrainConfig(snr_gamma=5.0, noise_schedule="ddpm")
+    acp = alphas_cumprod(cfg)
+    w = loss_weights(cfg, acp)
+    snr = acp / (1 - acp)
+    assert loss_weights(TrainConfig(), acp) is None
+    low, high = int((snr > 5).nonzero().max()), int((snr < 5).nonzero().min())
+    assert torch.allclose(w[: low + 1], 5.0 / snr[: low + 1]) and bool((w[high:] == 1).all())
+    assert w[0].item() < 1e-3 and w[999].item() == 1.0
