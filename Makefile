@@ -27,14 +27,11 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
-# Until the full demo lands, the shortest real pipeline: upcycle the tiny preset (MTU, and
-# MTU + DTR) and inspect what was built.
+# The whole story offline on a CPU: upcycle the bundled tiny base, fine-tune, export, run,
+# benchmark, report (demo-out/index.html). A second run reuses finished stages.
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(VENV)/bin/taskfold upcycle --base preset:tiny --tasks t2i,edit,sr,inpaint --experts 4 \
-		--out demo-out/mtu --overwrite
-	$(VENV)/bin/taskfold upcycle --base preset:tiny --tasks t2i,edit,sr,inpaint --experts 4 --dtr \
-		--out demo-out/mtu-dtr --overwrite
-	$(VENV)/bin/taskfold inspect demo-out/mtu
+	$(VENV)/bin/taskfold demo --out demo-out $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

@@ -4,9 +4,9 @@
 one CPU, with the project's own commands (upcycle, train) and the PyTorch sampler:
 
 * **MTU**: the base upcycled for ``t2i, edit, sr, inpaint`` with N = 4 experts, fine-tuned on
-  all four tasks for ``4 x S`` steps (MTU components only, as in the paper; Adam 5e-4);
+  all four tasks for ``4 x S`` steps (MTU components only, as in the paper; Adam, ``--lr``);
 * **single-task**: for each task, the base with that task's ``conv_in`` (one dense expert),
-  fully fine-tuned for ``S`` steps on that task alone (Adam 5e-4) — four models, the same
+  fully fine-tuned for ``S`` steps on that task alone (the same recipe) — four models, the same
   ``4 x S`` steps in total;
 
 then samples the test split of every task (DDIM, the task's guidance) and scores it with
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -73,13 +72,15 @@ def _run(argv: list[str]) -> None:
         raise SystemExit(f"step failed ({code}): taskfold {' '.join(argv)}")
 
 
-def mtu_vs_single(base: str, data: Path, out: Path, steps_per_task: int, batch: int, n_eval: int, seed: int) -> dict:
+def mtu_vs_single(base: str, data: Path, out: Path, steps_per_task: int, batch: int, n_eval: int, seed: int,
+                  lr: float = 5e-4, snr_gamma: float | None = None) -> dict:
     rows = {}
+    recipe = ["--lr", str(lr)] + (["--snr-gamma", str(snr_gamma)] if snr_gamma else [])
     t0 = time.time()
     _run(["upcycle", "--base", base, "--tasks", ",".join(TASKS), "--experts", "4", "--seed", str(seed),
           "--out", str(out / "mtu-init"), "--overwrite"])
     _run(["train", str(out / "mtu-init"), "--data", str(data), "--steps", str(4 * steps_per_task), "--batch-size",
-          str(batch), "--lr", "5e-4", "--seed", str(seed), "--log-every", "50", "--checkpoint-every",
+          str(batch), *recipe, "--seed", str(seed), "--log-every", "50", "--checkpoint-every",
           str(4 * steps_per_task), "--out", str(out / "mtu-run"), "--no-progress"])
     rows["MTU (N=4, all tasks)"] = evaluate(out / "mtu-run" / "mtu", data, TASKS, n_eval, seed=seed)
     single = {}
@@ -87,7 +88,7 @@ def mtu_vs_single(base: str, data: Path, out: Path, steps_per_task: int, batch: 
         _run(["upcycle", "--base", base, "--tasks", task, "--experts", "1", "--seed", str(seed),
               "--out", str(out / f"single-{task}-init"), "--overwrite"])
         _run(["train", str(out / f"single-{task}-init"), "--data", str(data), "--steps", str(steps_per_task),
-              "--batch-size", str(batch), "--lr", "5e-4", "--trainable", "all", "--seed", str(seed), "--log-every",
+              "--batch-size", str(batch), *recipe, "--trainable", "all", "--seed", str(seed), "--log-every",
               "50", "--checkpoint-every", str(steps_per_task), "--out", str(out / f"single-{task}-run"),
               "--no-progress"])
         single |= evaluate(out / f"single-{task}-run" / "mtu", data, (task,), n_eval, seed=seed)
@@ -139,21 +140,26 @@ def main(argv=None) -> int:
     p.add_argument("--steps-per-task", type=int, default=250)
     p.add_argument("--dtr-steps", type=int, default=0, help="also pretrain with/without DTR for this many steps")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-4, help="fine-tuning learning rate (both arms)")
+    p.add_argument("--snr-gamma", type=float, help="Min-SNR-gamma loss weighting (both arms)")
     p.add_argument("--eval", type=int, default=64, help="test samples per task")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"machine": f"{platform.machine()} {platform.processor() or ''}, {__import__('os').cpu_count()} cores, "
-                         f"Python {platform.python_version()}".replace("  ", " "),
+    from taskfold._io import write_bytes_atomic, write_json_atomic
+
+    from .machine import describe, one_line
+
+    result = {"machine": one_line(describe()),
               "command": "python -m taskfold.benchmarks.mtu_table " + " ".join(sys.argv[1:] if argv is None else argv)}
     if args.base:
         result["table2"] = mtu_vs_single(args.base, Path(args.data), out, args.steps_per_task, args.batch_size,
-                                         args.eval, args.seed)
+                                         args.eval, args.seed, args.lr, args.snr_gamma)
     if args.dtr_steps:
         result["dtr"] = dtr_vs_plain(Path(args.data), out, args.dtr_steps, args.batch_size, args.eval, args.seed)
-    (out / "mtu_table.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "mtu_table.md").write_text(markdown(result))
+    write_json_atomic(out / "mtu_table.json", result)
+    write_bytes_atomic(out / "mtu_table.md", markdown(result).encode())
     print(markdown(result))
     return 0
 
