@@ -24,7 +24,6 @@ Writes ``DIR/mtu_table.json`` and ``DIR/mtu_table.md`` (with the machine and the
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -41,12 +40,15 @@ def evaluate(model_dir: Path, data_dir: Path, tasks, n: int, steps: int = 20, se
     from taskfold.train.data import load_dataset
     from taskfold.train.metrics import task_scores
     from taskfold.train.pipeline import generate, mtu_fn
-    from taskfold.train.trainer import find_encoders
+    from taskfold.train.trainer import find_encoders, find_scheduler_config
     from taskfold.upcycle.checkpoint import load_mtu
 
     mtu = load_mtu(model_dir).eval()
     te, codec = find_encoders(model_dir, mtu)
-    sched = json.loads((model_dir / "scheduler_config.json").read_text())
+    found = find_scheduler_config(model_dir, mtu)
+    if found is None:
+        raise SystemExit(f"{model_dir}: no scheduler config with the model or its base")
+    sched = found[0]
     data = load_dataset(data_dir, tasks=tasks, split="test")
     out = {}
     for task in tasks:

@@ -2,7 +2,7 @@
 
 ::
 
-    taskfold demo --out demo-out [--steps 1500] [--data-rows 4000] [--eval 16] [--bench-runs 30] [--force]
+    taskfold demo --out demo-out [--steps 350] [--data-rows 4000] [--eval 16] [--bench-runs 30] [--force]
 
 1. ``upcycle`` the bundled tiny base (pixel-space, DTR-trained: ``models/tiny-base``) for
    ``t2i, edit, sr, inpaint`` with 4 experts;
@@ -44,9 +44,9 @@ def bundled_base() -> Path:
 class DemoConfig:
     out: str = "demo-out"
     base: str | None = None  # default: the bundled tiny base
-    steps: int = 1500
+    steps: int = 350
     batch_size: int = 32
-    lr: float = 5e-4
+    lr: float = 1e-3
     data_rows: int = 4000
     image_size: int = 32
     eval_rows: int = 16

@@ -124,10 +124,17 @@ class TrainConfig:
         return cls(**d)
 
     def scheduler_config(self) -> dict:
-        """The noise schedule as a diffusers ``scheduler_config.json`` (also what the runtime reads)."""
+        """The noise schedule as a diffusers ``scheduler_config.json`` (also what the runtime reads).
+
+        ``ddpm`` is the pixel-space schedule, sampled as DDPM samples it: DDIM's predicted ``x0`` is
+        clipped to the image range [-1, 1] (``clip_sample``, diffusers' ``DDPMScheduler`` default).
+        Unclipped, the first steps from pure noise divide the noise estimate's error by
+        ``sqrt(abar_T) = 0.0064`` and a small model's samples saturate. Latents (``sd``) are not
+        bounded, so they are never clipped.
+        """
         return {"_class_name": "DDPMScheduler", "num_train_timesteps": self.num_train_timesteps,
                 **NOISE_SCHEDULES[self.noise_schedule or "sd"], "prediction_type": "epsilon",
-                "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}
+                "clip_sample": self.noise_schedule == "ddpm", "set_alpha_to_one": False, "steps_offset": 1}
 
 
 # --- The model being trained ------------------------------------------------------------------

@@ -54,6 +54,7 @@ def test_noise_schedule_is_inherited_from_the_base_and_reaches_the_package(tmp_p
     base = tmp_path / "pre" / "base"
     sched = json.loads((base / "scheduler" / "scheduler_config.json").read_text())
     assert (sched["beta_schedule"], sched["beta_start"], sched["beta_end"]) == ("linear", 0.0001, 0.02)
+    assert sched["clip_sample"] is True  # pixel space: DDIM's x0 estimate is clipped to [-1, 1]
     assert main(["upcycle", "--base", str(base), "--tasks", "t2i,sr", "--out", str(tmp_path / "mtu")]) == 0
     # An upcycled, untrained model exports with its base's schedule.
     assert main(["export", str(tmp_path / "mtu"), "--out", str(tmp_path / "pkg0"), "--parity-timesteps", "2"]) == 0
@@ -62,12 +63,14 @@ def test_noise_schedule_is_inherited_from_the_base_and_reaches_the_package(tmp_p
     assert main(["train", str(tmp_path / "mtu"), "--data", str(tmp_path / "data"), "--steps", "2", "--batch-size", "2",
                  "--out", str(tmp_path / "run"), "--no-progress"]) == 0
     assert "noise schedule 'ddpm': the one the model was trained with" in capsys.readouterr().out
-    assert json.loads((tmp_path / "run" / "mtu" / "scheduler_config.json").read_text())["beta_end"] == 0.02
+    run_sched = json.loads((tmp_path / "run" / "mtu" / "scheduler_config.json").read_text())
+    assert (run_sched["beta_end"], run_sched["clip_sample"]) == (0.02, True)
     assert json.loads((tmp_path / "run" / "train_config.json").read_text())["noise_schedule"] == "ddpm"
     assert main(["train", str(tmp_path / "mtu"), "--data", str(tmp_path / "data"), "--steps", "1", "--batch-size", "2",
                  "--noise-schedule", "sd", "--out", str(tmp_path / "run-sd"), "--no-progress"]) == 0
     assert "warning: training with the 'sd' noise schedule; the model was trained with 'ddpm'" in \
         capsys.readouterr().out
+    assert json.loads((tmp_path / "run-sd" / "mtu" / "scheduler_config.json").read_text())["clip_sample"] is False
     # A schedule the trainer does not implement is refused before any step.
     sched["prediction_type"] = "v_prediction"
     (base / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched))
