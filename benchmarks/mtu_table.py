@@ -33,8 +33,10 @@ import numpy as np
 TASKS = ("t2i", "edit", "sr", "inpaint")
 
 
-def evaluate(model_dir: Path, data_dir: Path, tasks, n: int, steps: int = 20, seed: int = 0, fold_task=None) -> dict:
-    """Sample ``n`` test rows per task with the model in ``model_dir`` and score them."""
+def evaluate(model_dir: Path, data_dir: Path, tasks, n: int, steps: int = 20, seed: int = 0, fold_task=None,
+             strength: float = 1.0) -> dict:
+    """Sample ``n`` test rows per task with the model in ``model_dir`` and score them (the
+    image-conditioned tasks img2img at ``strength`` when it is below 1)."""
     import torch
 
     from taskfold.train.data import load_dataset
@@ -61,9 +63,24 @@ def evaluate(model_dir: Path, data_dir: Path, tasks, n: int, steps: int = 20, se
         h, w = items[0]["target"].shape[1:]
         torch.manual_seed(seed)
         images = generate(mtu_fn(mtu, task), spec, [it["prompt"] for it in items], text_encoder=te, codec=codec,
-                          scheduler_config=sched, condition=cond, height=h, width=w, steps=steps, seed=seed)
+                          scheduler_config=sched, condition=cond, height=h, width=w, steps=steps, seed=seed,
+                          strength=strength if cond is not None else 1.0)
         out[task] = {k: v for k, v in task_scores(task, images, items).items() if k != "per_sample"}
     return out
+
+
+def _train_seconds(run: Path) -> float:
+    """Training wall time of a finished run, from the last line of its log."""
+    import json
+
+    lines = (run / "log.jsonl").read_text().splitlines()
+    return float(json.loads(lines[-1])["seconds"]) if lines else 0.0
+
+
+def _train(init: Path, run: Path, argv: list[str], resume: bool) -> None:
+    """``taskfold train`` into ``run``; with ``resume`` a run already there continues (or is reused when done)."""
+    again = resume and run.exists() and any(run.iterdir())
+    _run(["train", str(init), *argv, "--out", str(run), "--no-progress", *(["--resume"] if again else [])])
 
 
 def _run(argv: list[str]) -> None:
@@ -75,27 +92,28 @@ def _run(argv: list[str]) -> None:
 
 
 def mtu_vs_single(base: str, data: Path, out: Path, steps_per_task: int, batch: int, n_eval: int, seed: int,
-                  lr: float = 5e-4, snr_gamma: float | None = None) -> dict:
+                  lr: float = 5e-4, snr_gamma: float | None = None, resume: bool = False) -> dict:
     rows = {}
+    runs = [out / "mtu-run"] + [out / f"single-{task}-run" for task in TASKS]
     recipe = ["--lr", str(lr)] + (["--snr-gamma", str(snr_gamma)] if snr_gamma else [])
     t0 = time.time()
     _run(["upcycle", "--base", base, "--tasks", ",".join(TASKS), "--experts", "4", "--seed", str(seed),
           "--out", str(out / "mtu-init"), "--overwrite"])
-    _run(["train", str(out / "mtu-init"), "--data", str(data), "--steps", str(4 * steps_per_task), "--batch-size",
-          str(batch), *recipe, "--seed", str(seed), "--log-every", "50", "--checkpoint-every",
-          str(4 * steps_per_task), "--out", str(out / "mtu-run"), "--no-progress"])
+    _train(out / "mtu-init", out / "mtu-run", ["--data", str(data), "--steps", str(4 * steps_per_task), "--batch-size",
+           str(batch), *recipe, "--seed", str(seed), "--log-every", "50", "--checkpoint-every",
+           str(4 * steps_per_task)], resume)
     rows["MTU (N=4, all tasks)"] = evaluate(out / "mtu-run" / "mtu", data, TASKS, n_eval, seed=seed)
     single = {}
     for task in TASKS:
         _run(["upcycle", "--base", base, "--tasks", task, "--experts", "1", "--seed", str(seed),
               "--out", str(out / f"single-{task}-init"), "--overwrite"])
-        _run(["train", str(out / f"single-{task}-init"), "--data", str(data), "--steps", str(steps_per_task),
-              "--batch-size", str(batch), *recipe, "--trainable", "all", "--seed", str(seed), "--log-every",
-              "50", "--checkpoint-every", str(steps_per_task), "--out", str(out / f"single-{task}-run"),
-              "--no-progress"])
+        _train(out / f"single-{task}-init", out / f"single-{task}-run", [
+            "--data", str(data), "--steps", str(steps_per_task), "--batch-size", str(batch), *recipe, "--trainable",
+            "all", "--seed", str(seed), "--log-every", "50", "--checkpoint-every", str(steps_per_task)], resume)
         single |= evaluate(out / f"single-{task}-run" / "mtu", data, (task,), n_eval, seed=seed)
     rows["single-task fine-tunes"] = single
-    return {"rows": rows, "seconds": round(time.time() - t0, 1)}
+    return {"rows": rows, "seconds": round(time.time() - t0, 1),
+            "train_seconds": {run.name: _train_seconds(run) for run in runs}}
 
 
 def dtr_vs_plain(data: Path, out: Path, steps: int, batch: int, n_eval: int, seed: int) -> dict:
@@ -126,7 +144,8 @@ def markdown(result: dict) -> str:
             f"{r[k]['condition_baseline_psnr']:.2f} / {r[k]['condition_baseline_ssim']:.3f}"
             for k in ("edit", "sr", "inpaint")) + " |")
         lines += ["", f"{t['rows']['MTU (N=4, all tasks)']['t2i']['n']} test samples per task, DDIM 20 steps, the "
-                      f"tasks' guidance; {t['seconds']:.0f} s in all.", ""]
+                      f"tasks' guidance. Training time: " + ", ".join(
+                          f"{k} {v:.0f} s" for k, v in t.get("train_seconds", {}).items()) + ".", ""]
     if "dtr" in result:
         lines += ["| tiny base pretrained | t2i pass rate |", "|---|---:|"]
         for name, r in result["dtr"].items():
@@ -146,6 +165,8 @@ def main(argv=None) -> int:
     p.add_argument("--snr-gamma", type=float, help="Min-SNR-gamma loss weighting (both arms)")
     p.add_argument("--eval", type=int, default=64, help="test samples per task")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true",
+                   help="continue (or reuse, when finished) the training runs already in --out")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -157,7 +178,7 @@ def main(argv=None) -> int:
               "command": "python -m taskfold.benchmarks.mtu_table " + " ".join(sys.argv[1:] if argv is None else argv)}
     if args.base:
         result["table2"] = mtu_vs_single(args.base, Path(args.data), out, args.steps_per_task, args.batch_size,
-                                         args.eval, args.seed, args.lr, args.snr_gamma)
+                                         args.eval, args.seed, args.lr, args.snr_gamma, args.resume)
     if args.dtr_steps:
         result["dtr"] = dtr_vs_plain(Path(args.data), out, args.dtr_steps, args.batch_size, args.eval, args.seed)
     write_json_atomic(out / "mtu_table.json", result)

@@ -1,7 +1,7 @@
 """``taskfold run``: one image from one task of an exported package.
 
     taskfold run PKG --task edit --prompt "make the circle blue" --image in.png
-                     [--mask mask.png] [--steps 20] [--scheduler ddim|euler] [--seed 0]
+                     [--mask mask.png] [--steps 20] [--scheduler ddim|euler] [--seed 0] [--strength 1]
                      [--guidance S] [--image-guidance S] [--backend onnx|coreml|tensorrt]
                      [--provider cpu|cuda] [--resize] [--no-verify] [--threads N]
                      --out out.png [--overwrite]
@@ -32,6 +32,9 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim", help="sampler (default ddim)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--strength", type=float, default=1.0,
+                   help="image tasks: below 1, start from the condition image noised to this fraction of the "
+                        "schedule (img2img; only the last steps x strength steps run); 1 = from pure noise (default)")
     p.add_argument("--guidance", type=float, help="text guidance scale (default: the task's)")
     p.add_argument("--image-guidance", type=float, help="image guidance scale, dual-guidance tasks (default: the task's)")
     p.add_argument("--backend", choices=BACKENDS, default="onnx", help="graphs to run (default onnx)")
@@ -62,9 +65,11 @@ def _cmd_run(args) -> int:
     start = time.perf_counter()
     images = pkg.generate(args.task, args.prompt, image=args.image, mask=args.mask, steps=args.steps,
                           scheduler=args.scheduler, guidance_scale=args.guidance,
-                          image_guidance_scale=args.image_guidance, seed=args.seed, resize=args.resize)
+                          image_guidance_scale=args.image_guidance, seed=args.seed, resize=args.resize,
+                          strength=args.strength)
     pkg.save(images[0], out)
     h, w = pkg.image_size
-    print(f"wrote {out} ({w}x{h}, task {args.task}, {args.steps} {args.scheduler} steps, "
+    how = f", strength {args.strength:g}" if args.strength != 1 else ""
+    print(f"wrote {out} ({w}x{h}, task {args.task}, {args.steps} {args.scheduler} steps{how}, "
           f"{args.backend}/{args.provider}, {time.perf_counter() - start:.2f} s)")
     return 0

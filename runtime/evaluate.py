@@ -3,7 +3,8 @@
 ::
 
     taskfold evaluate PKG --data DATA --out DIR [--tasks all] [--n 8] [--split test]
-                      [--steps 20] [--scheduler ddim] [--seed 0] [--overwrite]
+                      [--steps 20] [--scheduler ddim] [--seed 0] [--strength S | TASK=S,...]
+                      [--guidance G | TASK=G,...] [--image-guidance G | TASK=G,...] [--overwrite]
 
 For each task, the first ``n`` rows of the split go through the runtime exactly as
 ``taskfold run`` would take them (:meth:`Package.generate`, the task's guidance and default
@@ -11,7 +12,11 @@ scales, seeded noise), and the images are scored without learned weights
 (:func:`taskfold.train.metrics.task_scores`): PSNR and SSIM to the target for the
 image-conditioned tasks, beside the trivial baseline of returning the condition image, and
 for ``t2i`` the share of samples in which the pixel analyser finds the prompt's shape and
-colour.
+colour. ``--strength`` below 1 starts the image-conditioned tasks from their condition image
+noised part-way (img2img, :meth:`Package.generate`); ``t2i`` always starts from noise.
+``--strength``, ``--guidance`` and ``--image-guidance`` take one value for every task they
+apply to, or ``task=value`` pairs (the others keep their defaults: strength 1, the task's
+own scales); what each task was sampled with is recorded in ``metrics.json``.
 
 Writes, atomically, ``DIR/metrics.json`` (per task: the scores, and per sample: prompt,
 image files and its own numbers) and ``DIR/<task>/<row>-{condition,mask,output,target}.png``.
@@ -30,10 +35,67 @@ from taskfold.errors import ConfigError
 METRICS_FILE = "metrics.json"
 
 
+def parse_task_values(text, option: str):
+    """``"0.3"`` -> 0.3 (every task); ``"sr=0.15,edit=0.35"`` -> ``{"sr": 0.15, "edit": 0.35}``;
+    ``None`` and numbers pass through. Errors name the option and the bad piece."""
+    if text is None or isinstance(text, (int, float, dict)):
+        return text
+    pairs = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not pairs:
+        raise ConfigError(f"{option} {text!r} is empty; give a number or task=number pairs")
+    if len(pairs) == 1 and "=" not in pairs[0]:
+        try:
+            return float(pairs[0])
+        except ValueError:
+            raise ConfigError(f"{option} {text!r} is not a number or task=number pairs (e.g. sr=0.15,edit=0.35)")
+    out = {}
+    for piece in pairs:
+        task, eq, value = (x.strip() for x in piece.partition("="))
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not (eq and task) or number is None:
+            raise ConfigError(f"{option}: {piece!r} is not task=number (in {text!r})")
+        out[task] = number
+    return out
+
+
+def sampling_options(strength, guidance, image_guidance, tasks=None) -> dict:
+    """The three per-task sampling options parsed and checked (strength in (0, 1], scales
+    positive; with ``tasks``, every named task among them). Keys are the CLI flags."""
+    from .schedulers import check_strength
+
+    options = {"--strength": parse_task_values(strength, "--strength"),
+               "--guidance": parse_task_values(guidance, "--guidance"),
+               "--image-guidance": parse_task_values(image_guidance, "--image-guidance")}
+    for option, value in options.items():
+        for v in (value.values() if isinstance(value, dict) else [value]):
+            if option == "--strength":
+                check_strength(v)
+            elif v is not None and not v > 0:
+                raise ConfigError(f"{option} {v!r} must be a positive scale")
+        unknown = sorted(set(value) - set(tasks)) if isinstance(value, dict) and tasks is not None else []
+        if unknown:
+            raise ConfigError(f"{option} names task(s) {', '.join(map(repr, unknown))}; the tasks here are "
+                              f"{', '.join(tasks)}")
+    return options
+
+
+def _for_task(value, task: str, default):
+    if isinstance(value, dict):
+        return value.get(task, default)
+    return default if value is None else value
+
+
 def evaluate_package(package: str | Path, data: str | Path, out: str | Path, tasks=("all",), n: int = 8,
                      split: str = "test", steps: int = 20, scheduler: str = "ddim", seed: int = 0,
-                     overwrite: bool = False, backend: str = "onnx", provider: str = "cpu", log=print) -> dict:
-    """Generate and score ``n`` rows per task; returns what ``metrics.json`` holds."""
+                     overwrite: bool = False, backend: str = "onnx", provider: str = "cpu", strength=1.0,
+                     guidance=None, image_guidance=None, log=print) -> dict:
+    """Generate and score ``n`` rows per task; returns what ``metrics.json`` holds.
+
+    ``strength``, ``guidance``, ``image_guidance``: a number for every task it applies to, a
+    ``{task: number}`` dict, or their CLI text (:func:`parse_task_values`)."""
     from taskfold._io import atomic_output_dir, check_output_dir, write_json_atomic
     from taskfold.train.data import load_dataset
     from taskfold.train.metrics import task_scores
@@ -43,11 +105,17 @@ def evaluate_package(package: str | Path, data: str | Path, out: str | Path, tas
 
     if not isinstance(n, int) or n < 1:
         raise ConfigError(f"--n must be a positive number of rows per task, got {n!r}")
+    options = sampling_options(strength, guidance, image_guidance)
     check_output_dir(out, overwrite)
     pkg = open_package(package, backend=backend, provider=provider)
     names = pkg.tasks if tuple(tasks) in (("all",), ()) else list(tasks)
     for t in names:
         pkg.task(t)  # ConfigError naming the package's tasks
+    sampling_options(strength, guidance, image_guidance, tasks=names)
+    no_image = [t for t in names if not {"image", "masked_image"} & set(pkg.task(t)["inputs"][1:])]
+    if isinstance(options["--strength"], dict) and set(options["--strength"]) & set(no_image):
+        raise ConfigError(f"--strength for {', '.join(sorted(set(options['--strength']) & set(no_image)))}: "
+                          f"that task takes no condition image and always starts from noise")
     dataset = load_dataset(data, tasks=names, split=split)
     missing = [t for t in names if not dataset.indices(t)]
     if missing:
@@ -65,8 +133,13 @@ def evaluate_package(package: str | Path, data: str | Path, out: str | Path, tas
             start = time.perf_counter()
             cond = np.stack([it["condition"] for it in items]) if "condition" in items[0] else None
             mask = np.stack([it["mask"] for it in items]) if "mask" in items[0] else None
+            spec = pkg.task(task)
+            sampling = {"strength": _for_task(options["--strength"], task, 1.0) if cond is not None else 1.0,
+                        "guidance_scale": _for_task(options["--guidance"], task, spec["guidance_scale"]),
+                        "image_guidance_scale": _for_task(options["--image-guidance"], task,
+                                                          spec.get("image_guidance_scale"))}
             images = pkg.generate(task, [it["prompt"] for it in items], image=cond, mask=mask, steps=steps,
-                                  scheduler=scheduler, seed=seed)
+                                  scheduler=scheduler, seed=seed, **sampling)
             scores = task_scores(task, images, items)
             samples = []
             for i, (img, it, own) in enumerate(zip(images, items, scores.pop("per_sample"))):
@@ -79,7 +152,7 @@ def evaluate_package(package: str | Path, data: str | Path, out: str | Path, tas
                 samples.append({"prompt": it["prompt"], **own,
                                 "files": {k: f"{task}/{Path(v).name}" for k, v in files.items()}})
             seconds = time.perf_counter() - start
-            result["tasks"][task] = scores | {"seconds": round(seconds, 2), "samples": samples}
+            result["tasks"][task] = scores | {"sampling": sampling, "seconds": round(seconds, 2), "samples": samples}
             log(f"evaluate {task}: {describe_scores(task, scores)} ({len(items)} rows, {seconds:.1f} s)")
         write_json_atomic(tmp / METRICS_FILE, result)
     return result
@@ -108,6 +181,13 @@ def add_evaluate_parser(subparsers):
     p.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strength", default="1",
+                   help="image-conditioned tasks: start from the condition image noised to this fraction of the "
+                        "schedule (img2img); 1 = from pure noise (default); t2i always starts from noise. One "
+                        "number, or task=number pairs: sr=0.15,edit=0.35")
+    p.add_argument("--guidance", help="text guidance scale: one number, or task=number pairs (default: the task's)")
+    p.add_argument("--image-guidance", help="image guidance scale of dual-guidance tasks: one number, or "
+                                            "task=number pairs (default: the task's)")
     p.add_argument("--backend", choices=BACKENDS, default="onnx")
     p.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--overwrite", action="store_true")
@@ -119,6 +199,7 @@ def _cmd_evaluate(args) -> int:
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     evaluate_package(args.package, args.data, args.out, tasks=tasks, n=args.n, split=args.split, steps=args.steps,
                      scheduler=args.scheduler, seed=args.seed, overwrite=args.overwrite, backend=args.backend,
-                     provider=args.provider)
+                     provider=args.provider, strength=args.strength, guidance=args.guidance,
+                     image_guidance=args.image_guidance)
     print(f"wrote {args.out}/{METRICS_FILE}")
     return 0

@@ -53,7 +53,7 @@ from taskfold.errors import ConfigError, PackageError
 from . import guidance as G
 from .images import fit_image, mask_to_array, open_image, save_png, to_chw, to_rgb
 from .manifest import read_manifest, verify_package
-from .schedulers import SchedulerConfig, make_scheduler
+from .schedulers import SchedulerConfig, check_strength, make_scheduler, start_latents
 
 BACKENDS = ("onnx", "coreml", "tensorrt")
 PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
@@ -393,12 +393,16 @@ class Package:
 
     def generate(self, task: str, prompt: str | list[str] = "", *, image=None, mask=None, steps: int = 20,
                  scheduler: str = "ddim", guidance_scale: float | None = None,
-                 image_guidance_scale: float | None = None, seed: int = 0, resize: bool = False) -> np.ndarray:
+                 image_guidance_scale: float | None = None, seed: int = 0, resize: bool = False,
+                 strength: float = 1.0) -> np.ndarray:
         """Images ``[B, 3, H, W]`` in [-1, 1] for ``task``, one per prompt.
 
         ``image`` / ``mask``: what the task's input layout needs (see :meth:`load_condition`,
         :meth:`load_mask`); one image is used for every prompt. Guidance scales default to the
         task's. Noise is ``numpy.random.default_rng(seed)``, as in the PyTorch reference.
+        ``strength`` below 1 (image-conditioned tasks) starts from the condition image noised to
+        that fraction of the schedule instead of from pure noise
+        (:func:`~taskfold.runtime.schedulers.start_latents`).
         """
         spec = self.task(task)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -419,6 +423,10 @@ class Package:
             raise ConfigError(f"task {task!r} takes no condition image (its input is {list(spec['inputs'])})")
         if not needs_mask and mask is not None:
             raise ConfigError(f"task {task!r} takes no mask (its input is {list(spec['inputs'])})")
+        strength = check_strength(strength)
+        if strength < 1 and not needs_image:
+            raise ConfigError(f"strength {strength} needs a condition image to start from; task {task!r} takes none",
+                              hint="strength applies to image-conditioned tasks (edit, sr, inpaint)")
         b = len(prompts)
         cond = _rows(self.load_condition(task, image, resize), b, "condition image") if needs_image else None
         msk = _rows(self.load_mask(mask, resize), b, "mask") if needs_mask else None
@@ -435,9 +443,11 @@ class Package:
         text = self.encode_text(prompts if spec["uses_text"] else [""] * b)
         empty = self.encode_text([""] * b)
         rng = np.random.default_rng(seed)
-        x = rng.standard_normal((b, codec["latent_channels"], h, w), dtype=np.float32)
-        x = x * np.float32(sched.init_noise_sigma)
-        for i, t in enumerate(sched.timesteps):
+        noise = rng.standard_normal((b, codec["latent_channels"], h, w), dtype=np.float32)
+        init = self.encode_images(cond) if strength < 1 else None
+        x, start = start_latents(sched, noise, init, strength)
+        for i in range(start, len(sched.timesteps)):
+            t = sched.timesteps[i]
             xin = sched.scale_model_input(x, i)
             outs = []
             for c in G.guidance_batches(kind):

@@ -14,7 +14,8 @@ Common interface (:func:`make_scheduler` builds one)::
         x = s.step(eps, i, x)
 
 Steps are addressed by their index ``i`` in ``timesteps``, not by the timestep value, so
-starting part-way (img2img: ``add_noise`` then the loop from index ``k``) needs no search.
+starting part-way (img2img: ``add_noise`` then the loop from index ``k``; :func:`start_latents`)
+needs no search.
 
 Notation: ``abar_t`` is the cumulative product of ``1 - beta`` up to training step ``t``
 (``alphas_cumprod`` in diffusers). The ``beta`` and ``abar`` tables are float32 and
@@ -382,6 +383,40 @@ def _x0_and_eps(kind: str, model_output: np.ndarray, x: np.ndarray, abar_t: np.f
 
 
 SCHEDULER_CLASSES = {"ddim": DDIMScheduler, "euler": EulerScheduler}
+
+
+def check_strength(strength) -> float:
+    """``strength`` as a float in (0, 1], or a ConfigError naming it."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
+        raise ConfigError(f"strength {strength!r} must be a number in (0, 1] (1: start from pure noise)")
+    return float(strength)
+
+
+def start_latents(scheduler: Scheduler, noise: np.ndarray, init: np.ndarray | None = None,
+                  strength: float = 1.0) -> tuple[np.ndarray, int]:
+    """The first latent and the index of the first step, for sampling from noise or from an image.
+
+    ``strength`` 1 starts from pure noise (``noise * init_noise_sigma``, every step runs; ``init``
+    is not used). Below 1 it is img2img as diffusers' pipelines define it: the last
+    ``int(n * strength)`` of the ``n`` steps run, from ``init`` (clean latents, the shape of
+    ``noise``) noised to the first of them by ``add_noise``; the pixels a low strength leaves
+    are the init's. At least one step must run.
+    """
+    strength = check_strength(strength)
+    n = len(scheduler.timesteps)
+    if strength == 1.0:
+        return noise * np.float32(scheduler.init_noise_sigma), 0
+    run = min(int(n * strength), n)
+    if run < 1:
+        raise ConfigError(f"strength {strength} with {n} steps runs no denoising step (int({n} x {strength}) = 0)",
+                          hint="raise the strength or the number of steps")
+    if init is None:
+        raise ConfigError(f"strength {strength} needs an image to start from (strength 1 starts from noise)")
+    if tuple(init.shape) != tuple(noise.shape):
+        raise ConfigError(f"the image to start from encodes to {tuple(init.shape)}, the sampler's latents are "
+                          f"{tuple(noise.shape)}", hint="give the condition image at the output size")
+    start = n - run
+    return scheduler.add_noise(init.astype(noise.dtype), noise, scheduler.timesteps[start]), start
 
 
 def make_scheduler(name: str, config: SchedulerConfig, num_inference_steps: int, *,

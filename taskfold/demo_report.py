@@ -62,22 +62,34 @@ def loss_chart(records: list[dict], path: Path) -> None:
 
 # --- The content, once, for both renderings ------------------------------------------------
 
+def _sampled_with(m: dict) -> str:
+    """``img2img 0.35, guidance 7.5 / 1.6`` or ``from noise, guidance 3``."""
+    sm = m.get("sampling")
+    if not sm:
+        return "–"
+    start = f"img2img {sm['strength']:g}" if sm["strength"] < 1 else "from noise"
+    scales = f"{sm['guidance_scale']:g}" + (f" / {sm['image_guidance_scale']:g}"
+                                            if sm.get("image_guidance_scale") is not None else "")
+    return f"{start}, guidance {scales}"
+
+
 def _quality_rows(metrics: dict) -> list[list[str]]:
     rows = []
     for task, m in metrics["tasks"].items():
         if "t2i_pass_rate" in m:
-            rows.append([task, f"{m['n']}", "analyser pass rate", f"{m['t2i_pass_rate']:.2f}", "–", "–", "–"])
+            rows.append([task, f"{m['n']}", _sampled_with(m), "analyser pass rate", f"{m['t2i_pass_rate']:.2f}", "–",
+                         "–", "–"])
         else:
             beats = "yes" if m["psnr"] > m["condition_baseline_psnr"] else "no"
-            rows.append([task, f"{m['n']}", "PSNR (dB) / SSIM to target",
+            rows.append([task, f"{m['n']}", _sampled_with(m), "PSNR (dB) / SSIM to target",
                          f"{m['psnr']:.2f} / {m['ssim']:.3f}",
                          f"{m['condition_baseline_psnr']:.2f} / {m['condition_baseline_ssim']:.3f}",
                          f"{m['psnr'] - m['condition_baseline_psnr']:+.2f} dB", beats])
     return rows
 
 
-QUALITY_HEAD = ["task", "rows", "metric", "runtime output", "condition image as output", "difference",
-                "beats the baseline"]
+QUALITY_HEAD = ["task", "rows", "sampled with", "metric", "runtime output", "condition image as output",
+                "difference", "beats the baseline"]
 FLOP_HEAD = ["graph", "FLOPs (M)", "ratio to base", "ratio, conv_in aside", "parity (rel. error)"]
 LAT_HEAD = ["graph", "engine", "median (ms)", "p10–p90 (ms)", "ratio to base (median)", "memory added (MiB)"]
 
@@ -231,14 +243,19 @@ def write_report(root: str | Path) -> Path:
                + (f" (final loss {last['loss']:.4f})" if last else "") +
                f", folded and exported ({', '.join(sorted({g['format'] for g in manifest['graphs']}))}; every graph "
                f"passed the parity gate), and run through the runtime ({metrics['steps']} {metrics['scheduler']} "
-               f"steps, the tasks' own guidance). Machine: {one_line(bench['machine'])}. Stages took {seconds:.0f} s.")
+               f"steps, the sampling settings per task in the table below"
+               + ("; the image-conditioned tasks start from their condition image noised part-way (img2img, the "
+                  "strength per task below)" if any(m.get("sampling", {}).get("strength", 1) < 1
+                                                     for m in metrics["tasks"].values()) else "")
+               + f"). Machine: {one_line(bench['machine'])}. Stages took {seconds:.0f} s.")
     folded = [r for r in bench["rows"] if r["role"] == "folded"]
     unf = next((r for r in bench["rows"] if r["role"] == "unfolded"), None)
     content = {
         "summary": summary, "metrics": metrics, "quality": _quality_rows(metrics),
         "quality_note": "PSNR/SSIM compare the runtime's output with the dataset's target; the baseline returns the "
-                        "condition image unchanged. t2i: the share of samples in which the deterministic pixel "
-                        "analyser finds the prompt's shape and colour.",
+                        "condition image unchanged. img2img s: the condition image noised to the first of the last "
+                        "s × steps sampling steps, which then run; guidance: text / image scale. t2i: the share of "
+                        "samples in which the deterministic pixel analyser finds the prompt's shape and colour.",
         "flops": _flop_rows(bench),
         "flop_note": "FLOPs counted from each exported ONNX graph (Conv, MatMul, Gemm, Einsum). The folded graphs "
                      "differ from the base only by conv_in's input channels; the unfolded graph keeps all experts, "

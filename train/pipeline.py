@@ -49,15 +49,16 @@ def condition_parts(spec, codec, condition: torch.Tensor | None, mask: torch.Ten
 def generate(unet_fn, spec, prompts: list[str], *, text_encoder, codec, scheduler_config: dict,
              condition: np.ndarray | None = None, mask: np.ndarray | None = None, height: int = 32, width: int = 32,
              steps: int = 20, scheduler: str = "ddim", guidance_scale: float | None = None,
-             image_guidance_scale: float | None = None, seed: int = 0) -> np.ndarray:
+             image_guidance_scale: float | None = None, seed: int = 0, strength: float = 1.0) -> np.ndarray:
     """Images ``[B, 3, H, W]`` in [-1, 1] for ``prompts`` (and conditions) of task ``spec``.
 
     ``unet_fn(sample, timestep, encoder_hidden_states) -> noise`` is an MTU model bound to the
     task or a folded task UNet. ``condition``/``mask`` are float arrays ``[B, 3|1, H, W]``
-    (mask 1 = region to fill). Guidance scales default to the task's.
+    (mask 1 = region to fill). Guidance scales default to the task's. ``strength`` below 1
+    starts from the encoded condition image noised part-way (img2img, as the runtime does).
     """
     from taskfold.runtime import guidance as G
-    from taskfold.runtime.schedulers import SchedulerConfig, make_scheduler
+    from taskfold.runtime.schedulers import SchedulerConfig, check_strength, make_scheduler, start_latents
 
     kind = GUIDANCE_OF_TASK[spec.guidance]
     s_text = spec.guidance_scale if guidance_scale is None else guidance_scale
@@ -72,9 +73,15 @@ def generate(unet_fn, spec, prompts: list[str], *, text_encoder, codec, schedule
     image_parts = condition_parts(spec, codec, cond, msk, (h, w))
     text = text_encoder.encode(list(prompts) if spec.uses_text else [""] * b)
     empty = text_encoder.encode([""] * b)
+    strength = check_strength(strength)
+    if strength < 1 and cond is None:
+        raise ConfigError(f"strength {strength} needs a condition image to start from; task {spec.name!r} takes none")
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((b, codec.latent_channels, h, w), dtype=np.float32) * np.float32(sched.init_noise_sigma)
-    for i, t in enumerate(sched.timesteps):
+    noise = rng.standard_normal((b, codec.latent_channels, h, w), dtype=np.float32)
+    init = codec.encode(cond).float().cpu().numpy() if strength < 1 else None
+    x, start = start_latents(sched, noise, init, strength)
+    for i in range(start, len(sched.timesteps)):
+        t = sched.timesteps[i]
         xin = torch.from_numpy(sched.scale_model_input(x, i)).to(device)
         outs = []
         for c in G.guidance_batches(kind):

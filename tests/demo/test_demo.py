@@ -11,7 +11,9 @@ import pytest
 from taskfold.cli import main
 from taskfold.demo import STAGES_FILE, bundled_base
 
-ARGS = ["--steps", "4", "--batch-size", "4", "--data-rows", "20", "--eval", "2", "--bench-runs", "2", "--no-progress"]
+#: CoreML is left out here (its conversion is tested in tests/export); the page shows whichever formats ran.
+ARGS = ["--steps", "4", "--batch-size", "4", "--data-rows", "20", "--eval", "2", "--bench-runs", "2", "--strength",
+        "sr=0.6,edit=0.5", "--guidance", "t2i=3", "--image-guidance", "edit=2", "--formats", "onnx", "--no-progress"]
 STAGES = ["upcycle", "data", "train", "export", "evaluate", "routers", "bench", "report"]
 
 
@@ -30,6 +32,12 @@ def test_every_stage_ran_and_is_recorded(demo):
     manifest = json.loads((demo / "package" / "manifest.json").read_text())
     assert sorted(manifest["tasks"]) == ["edit", "inpaint", "sr", "t2i"]
     assert all(g["parity"].get("status") in ("passed", "structural") for g in manifest["graphs"])
+    assert stages["evaluate"]["argv"][stages["evaluate"]["argv"].index("--strength") + 1] == "sr=0.6,edit=0.5"
+    sampling = {t: m["sampling"] for t, m in json.loads((demo / "eval" / "metrics.json").read_text())["tasks"].items()}
+    assert sampling["sr"]["strength"] == 0.6
+    assert sampling["edit"] == {"strength": 0.5, "guidance_scale": 7.5, "image_guidance_scale": 2.0}
+    assert sampling["inpaint"] == {"strength": 1.0, "guidance_scale": 4.0, "image_guidance_scale": 1.5}  # its own
+    assert sampling["t2i"] == {"strength": 1.0, "guidance_scale": 3.0, "image_guidance_scale": None}
 
 
 def test_page_shows_every_image_and_number(demo):
@@ -47,6 +55,21 @@ def test_page_shows_every_image_and_number(demo):
     for r in bench["rows"]:
         assert f"{r['flop_ratio_conv_in_aside']:.6f}" in page
     assert "routers.png" in sources and "bench/latency.png" in sources
+    for cell in ("img2img 0.6, guidance 1", "img2img 0.5, guidance 7.5 / 2", "from noise, guidance 4 / 1.5",
+                 "from noise, guidance 3"):
+        assert f"<td>{cell}</td>" in page, cell
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--strength", "0"], "strength 0.0 must be a number in (0, 1]"),
+    (["--strength", "sr=2"], "strength 2.0 must be a number in (0, 1]"),
+    (["--guidance", "paint=3"], "--guidance names task(s) 'paint'; the tasks here are t2i, edit, sr, inpaint"),
+    (["--image-guidance", "edit=-1"], "--image-guidance -1.0 must be a positive scale"),
+    (["--formats", "coreml"], "must include onnx"),
+])
+def test_bad_demo_options_are_refused_before_any_stage(tmp_path, capsys, args, words):
+    assert main(["demo", "--out", str(tmp_path / "d"), *args]) == 2
+    assert words in capsys.readouterr().err and not (tmp_path / "d").exists()
 
 
 def test_second_run_reuses_finished_stages(demo, capsys):

@@ -61,6 +61,38 @@ def test_every_task_equals_the_pytorch_pipeline(tiny_package, reference, schedul
         assert float(np.abs(want).max()) > 0.05  # a real image, not zeros on both sides
 
 
+def test_img2img_strength_equals_the_pytorch_pipeline_and_keeps_the_condition(tiny_package, reference):
+    """``strength`` < 1: both sides start from the encoded condition noised to the same step."""
+    from taskfold.errors import ConfigError
+    from taskfold.train.pipeline import generate, mtu_fn
+
+    _, pkg_dir, _, data = tiny_package
+    mtu, te, codec, sched = reference
+    pkg = open_package(pkg_dir)
+    image_tasks = [t for t in TASKS if "condition" in _sample(data, t)]
+    assert image_tasks
+    for task in image_tasks:
+        item = _sample(data, task)
+        cond, mask = item["condition"], item.get("mask")
+        spec = next(t for t in mtu.tasks if t.name == task)
+        dist = {}
+        for strength in (0.25, 1.0):
+            got = pkg.generate(task, item["prompt"], image=cond, mask=mask, steps=8, seed=3, strength=strength)
+            want = generate(mtu_fn(mtu, task), spec, [item["prompt"]], text_encoder=te, codec=codec,
+                            scheduler_config=sched, condition=cond[None], mask=None if mask is None else mask[None],
+                            height=16, width=16, steps=8, seed=3, strength=strength)
+            err = float(np.abs(got - want).max())
+            assert err < IMAGE_TOLERANCE, (task, strength, err)
+            dist[strength] = float(np.abs(got[0] - np.clip(cond, -1, 1)).mean())
+        # two steps from the lightly noised condition stay near it; from pure noise they do not
+        assert dist[0.25] < dist[1.0], (task, dist)
+    with pytest.raises(ConfigError, match="task 't2i' takes none"):
+        pkg.generate("t2i", "a red circle", steps=4, strength=0.5)
+    with pytest.raises(ConfigError, match="strength 0.1 with 4 steps runs no denoising step"):
+        pkg.generate(image_tasks[0], "", image=_sample(data, image_tasks[0])["condition"],
+                     mask=_sample(data, image_tasks[0]).get("mask"), steps=4, strength=0.1)
+
+
 def test_batch_of_prompts_runs_in_chunks_of_the_graph_batch(tiny_package):
     """The graphs have a static batch of 1: three prompts run as three chunks. The noise of
     row 0 is the first draw of the seeded generator, so row 0 equals a one-prompt call."""
@@ -103,6 +135,8 @@ def test_cli_run_writes_an_image_for_every_task(tiny_package, tmp_path, capsys):
         row = next(r for r in item_rows if r["task"] == task)
         args = ["run", str(pkg_dir), "--task", task, "--prompt", row["prompt"], "--steps", "3",
                 "--out", str(tmp_path / f"{task}.png")]
+        if "condition" in row:
+            args += ["--strength", "0.7"]
         if "condition" in row:
             args += ["--image", str(data / row["condition"])]
         if "mask" in row:

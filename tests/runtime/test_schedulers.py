@@ -19,6 +19,7 @@ shows between CPUs with and without AVX-512, not a scheduler error.
 from __future__ import annotations
 
 import math
+import re
 
 import diffusers
 import numpy as np
@@ -34,6 +35,7 @@ from taskfold.runtime.schedulers import (
     alphas_cumprod,
     betas,
     make_scheduler,
+    start_latents,
 )
 
 ATOL = 1e-5
@@ -283,3 +285,66 @@ def test_make_scheduler_errors_name_the_bad_value():
         make_scheduler("ddim", SchedulerConfig(), 20).step(noise(), 20, noise())
     assert isinstance(make_scheduler("ddim", SchedulerConfig(), 5), DDIMScheduler)
     assert isinstance(make_scheduler("euler", SchedulerConfig(), 5), EulerScheduler)
+
+
+# --- img2img (strength) ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strength", [0.3, 0.55, 0.999])
+@pytest.mark.parametrize("name", ["ddim", "euler"])
+def test_img2img_start_and_loop_match_diffusers_img2img(name, strength):
+    """diffusers' img2img: ``StableDiffusionImg2ImgPipeline.get_timesteps`` picks the steps that
+    run, ``prepare_latents`` noises the image to the first of them with ``add_noise``, then the
+    usual loop. The pipeline method runs here on a stand-in object holding the scheduler."""
+    from types import SimpleNamespace
+
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    cfg, steps = SchedulerConfig(), 20
+    ours, ref = make_scheduler(name, cfg, steps), reference(name, cfg)
+    ref.set_timesteps(steps)
+    timesteps, run = StableDiffusionImg2ImgPipeline.get_timesteps(SimpleNamespace(scheduler=ref), steps, strength,
+                                                                  "cpu")
+    init, eps = noise(4), noise(5)
+    x, start = start_latents(ours, eps, init, strength)
+    assert start == steps - run and run == int(steps * strength)
+    np.testing.assert_array_equal(ours.timesteps[start:], timesteps.numpy().astype(np.float32))
+    x_ref = ref.add_noise(torch.from_numpy(init), torch.from_numpy(eps), timesteps[:1])
+    np.testing.assert_allclose(x, x_ref.numpy(), rtol=0, atol=1e-6)
+    for i in range(start, steps):
+        x = ours.step(fake_unet(ours.scale_model_input(x, i), float(ours.timesteps[i])), i, x)
+    xr = x_ref
+    for t in timesteps:
+        out = torch.from_numpy(fake_unet(ref.scale_model_input(xr, t).numpy(), float(t)))
+        xr = ref.step(out, t, xr).prev_sample
+    assert np.abs(x - xr.numpy()).max() <= ATOL
+    assert np.abs(x - run_ours(ours, eps)[-1]).max() > 0.1  # the image, not the noise alone, set the start
+
+
+def test_strength_one_is_pure_noise_and_low_strength_keeps_the_image():
+    sched = make_scheduler("ddim", SchedulerConfig(), 20)
+    init, eps = noise(4), noise(5)
+    x, start = start_latents(sched, eps, init, 1.0)
+    assert start == 0 and np.array_equal(x, eps * np.float32(sched.init_noise_sigma))
+    x, start = start_latents(sched, eps, init, 0.05)  # one step, from timestep 1 (abar ~ 0.998)
+    assert start == 19 and sched.timesteps[19] == 1
+    assert np.abs(x - init).max() < 0.25 and np.abs(x - init).max() > 0
+
+
+@pytest.mark.parametrize("strength, words", [
+    (0.0, "must be a number in (0, 1]"), (1.5, "must be a number in (0, 1]"), (True, "must be a number"),
+    ("0.5", "must be a number"), (0.04, "runs no denoising step"),
+])
+def test_bad_strength_is_refused_by_name(strength, words):
+    sched = make_scheduler("ddim", SchedulerConfig(), 20)
+    with pytest.raises(ConfigError, match=re.escape(words)) as e:
+        start_latents(sched, noise(5), noise(4), strength)
+    assert repr(strength) in str(e.value) or str(strength) in str(e.value)
+
+
+def test_img2img_needs_an_image_of_the_latent_shape():
+    sched = make_scheduler("ddim", SchedulerConfig(), 20)
+    with pytest.raises(ConfigError, match="needs an image to start from"):
+        start_latents(sched, noise(5), None, 0.5)
+    with pytest.raises(ConfigError, match=re.escape("encodes to (2, 4, 4, 4)")):
+        start_latents(sched, noise(5), noise(4)[:, :, :4, :4], 0.5)
