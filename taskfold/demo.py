@@ -2,7 +2,7 @@
 
 ::
 
-    taskfold demo --out demo-out [--steps 350] [--data-rows 4000] [--eval 16] [--bench-runs 30]
+    taskfold demo --out demo-out [--steps 250] [--data-rows 2000] [--eval 16] [--bench-runs 20]
                   [--strength ...] [--guidance ...] [--image-guidance ...] [--formats onnx,coreml] [--force]
 
 1. ``upcycle`` the bundled tiny base (pixel-space, DTR-trained: ``models/tiny-base``) for
@@ -54,16 +54,16 @@ def bundled_base() -> Path:
 class DemoConfig:
     out: str = "demo-out"
     base: str | None = None  # default: the bundled tiny base
-    steps: int = 350
+    steps: int = 250
     batch_size: int = 32
     lr: float = 1e-3
-    data_rows: int = 4000
+    data_rows: int = 2000
     image_size: int = 32
     eval_rows: int = 16
     strength: str = SAMPLING["strength"]
     guidance: str | None = SAMPLING["guidance"]
     image_guidance: str | None = SAMPLING["image_guidance"]
-    bench_runs: int = 30
+    bench_runs: int = 20
     formats: str | None = None  # default: onnx, and coreml where coremltools is installed
     seed: int = 0
     force: bool = False
