@@ -1,0 +1,47 @@
+"""The MTU-table script's bookkeeping: resume decisions, training times from the logs, the table text."""
+
+from __future__ import annotations
+
+import json
+
+from taskfold.benchmarks import mtu_table
+
+
+def test_train_resumes_only_a_run_that_exists(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(mtu_table, "_run", calls.append)
+    run = tmp_path / "run"
+    mtu_table._train(tmp_path / "init", run, ["--steps", "3"], resume=True)
+    run.mkdir()
+    mtu_table._train(tmp_path / "init", run, ["--steps", "3"], resume=True)  # empty folder: a fresh start
+    (run / "log.jsonl").write_text("")
+    mtu_table._train(tmp_path / "init", run, ["--steps", "3"], resume=True)
+    mtu_table._train(tmp_path / "init", run, ["--steps", "3"], resume=False)
+    assert ["--resume" in c for c in calls] == [False, False, True, False]
+    assert all(c[:2] == ["train", str(tmp_path / "init")] and c[c.index("--out") + 1] == str(run) for c in calls)
+
+
+def test_training_seconds_come_from_the_last_log_line(tmp_path):
+    lines = [{"step": 50, "seconds": 80.5}, {"step": 100, "seconds": 161.25}]
+    (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    assert mtu_table._train_seconds(tmp_path) == 161.25
+
+
+def test_markdown_table_holds_every_number():
+    def scores(t2i, psnr):
+        row = {"t2i": {"n": 64, "t2i_pass_rate": t2i}}
+        for task, base in (("edit", 15.82), ("sr", 29.07), ("inpaint", 18.9)):
+            row[task] = {"psnr": psnr, "ssim": 0.4, "condition_baseline_psnr": base, "condition_baseline_ssim": 0.8}
+        return row
+
+    result = {"machine": "test box", "command": "python -m taskfold.benchmarks.mtu_table --eval 64",
+              "table2": {"rows": {"MTU (N=4, all tasks)": scores(0.390625, 10.77),
+                                  "single-task fine-tunes": scores(0.25, 10.37)},
+                         "seconds": 99.0, "train_seconds": {"mtu-run": 1478.0, "single-t2i-run": 262.4}},
+              "dtr": {"with DTR": {"n": 64, "t2i_pass_rate": 0.109}}}
+    md = mtu_table.markdown(result)
+    assert "| MTU (N=4, all tasks) | 0.39 | 10.77 / 0.400 | 10.77 / 0.400 | 10.77 / 0.400 |" in md
+    assert "| single-task fine-tunes | 0.25 | 10.37 / 0.400 |" in md
+    assert "| return the condition image | – | 15.82 / 0.800 | 29.07 / 0.800 | 18.90 / 0.800 |" in md
+    assert "64 test samples per task" in md and "mtu-run 1478 s, single-t2i-run 262 s" in md
+    assert "| with DTR | 0.11 (n=64) |" in md and "Machine: test box" in md
