@@ -89,7 +89,7 @@ def _quality_rows(metrics: dict) -> list[list[str]]:
 
 
 QUALITY_HEAD = ["task", "rows", "sampled with", "metric", "runtime output", "condition image as output",
-                "difference", "beats the baseline"]
+                "difference", "beats the baseline (PSNR)"]
 FLOP_HEAD = ["graph", "FLOPs (M)", "ratio to base", "ratio, conv_in aside", "parity (rel. error)"]
 LAT_HEAD = ["graph", "engine", "median (ms)", "p10–p90 (ms)", "ratio to base (median)", "memory added (MiB)"]
 
