@@ -244,7 +244,7 @@ def prepare(cfg: BenchConfig, work: Path, log=print) -> Plan:
     """Build (preset) or open (package) what is measured and export the reference graphs into ``work``."""
     import torch
 
-    from taskfold.runtime.manifest import read_manifest, verify_package
+    from taskfold.runtime.reader import PackageReader
 
     say = _log_to(log)
     work.mkdir(parents=True, exist_ok=True)
@@ -265,8 +265,9 @@ def prepare(cfg: BenchConfig, work: Path, log=print) -> Plan:
                   "weights": weights}
     else:
         pkg = Path(cfg.package)
-        manifest = read_manifest(pkg)
-        problems = verify_package(pkg)
+        reader = PackageReader(pkg)
+        manifest = reader.manifest
+        problems = reader.verify_all()
         if problems:
             raise ConfigError(f"package {str(pkg)!r} does not match its manifest: {problems[0]}"
                               + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
@@ -288,7 +289,7 @@ def prepare(cfg: BenchConfig, work: Path, log=print) -> Plan:
         base, mtu, weights = build_models(cfg, manifest)
         say(f"package {pkg}: tasks {', '.join(tasks)}; references: {weights}")
         source = {"kind": "package", "path": str(pkg), "reference_weights": weights}
-    plan = Plan(cfg.to_dict(), str(pkg), read_manifest(pkg), tasks,
+    plan = Plan(cfg.to_dict(), str(pkg), PackageReader(pkg, verify=False).manifest, tasks,
                 {t: mtu.task_index(t) for t in mtu.task_names}, source=source)
     if cfg.backend in ("onnx", "tensorrt"):
         with torch.no_grad():

@@ -115,15 +115,22 @@ def onnx_contenders(cfg: BenchConfig, plan: Plan) -> list[Contender]:
     """The base, folded and unfolded graphs in ONNX Runtime, opened as the runtime opens them."""
     from taskfold.export.flops import onnx_flops
     from taskfold.runtime.package import WeightStore, ort_session
+    from taskfold.runtime.reader import PackageReader, local_weight_records
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cfg.provider == "cuda" \
         else ["CPUExecutionProvider"]
     stores: dict[Path, object] = {}
+    package = PackageReader(plan.package, verify=False)  # verified when the plan was made
     out = []
     for it in _graph_items(plan):
-        store = stores.setdefault(it["root"], WeightStore(it["root"])) if cfg.share_weights else None
-        sess = ort_session(it["root"], it["path"], providers=providers, threads=cfg.threads, index=it["index"],
-                           store=store)
+        store = stores.setdefault(it["root"], WeightStore()) if cfg.share_weights else None
+        if it["role"] == "folded":  # the package's own graph: through the package reader
+            path = package.path(it["path"])
+            weights = package.weight_records(it["index"], it["path"]) if store is not None and it["index"] else None
+        else:  # a reference graph this bench exported itself
+            path = it["root"] / it["path"]
+            weights = local_weight_records(it["root"], it["index"], it["path"]) if store is not None else None
+        sess = ort_session(path, providers=providers, threads=cfg.threads, weights=weights, store=store)
         c = Contender(it["name"], it["role"], f"onnxruntime {cfg.provider}",
                       _cycle([_onnx_caller(sess, f, cfg.provider) for f in it["feeds"]]),
                       onnx_flops(it["root"] / it["path"]).total, "onnx graph", it["conv_in"], task=it["task"],

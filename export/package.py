@@ -31,7 +31,8 @@ from pathlib import Path
 from taskfold import __version__
 from taskfold._io import atomic_output_dir, sha256_file, write_json_atomic
 from taskfold.errors import ConfigError, ExportError
-from taskfold.runtime.manifest import FORMAT, MANIFEST, SCHEMA_VERSION, read_manifest, verify_package  # noqa: F401
+from taskfold.runtime.manifest import FORMAT, MANIFEST, SCHEMA_VERSION
+from taskfold.runtime.reader import verify_package  # noqa: F401  (re-exported for callers of the export API)
 
 from .parity import TOLERANCES, ParityResult, check_graph, default_timesteps, raise_on_failures
 

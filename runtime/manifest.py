@@ -1,51 +1,272 @@
-"""The package manifest, read and checked without torch: what the runtime trusts.
+"""The package manifest's schema: written by ``taskfold export``, checked here before anything trusts it.
 
-``manifest.json`` is written last by ``taskfold export`` (schema below, in
-:mod:`taskfold.export.package`); :func:`read_manifest` refuses a folder without one or with
-another format or schema version, and :func:`verify_package` re-hashes the package's files
-(or some of them) against it.
+``manifest.json`` (format ``taskfold-package``, schema 1) is the only description of a
+package the runtime, ``taskfold verify`` and ``taskfold bench`` believe. A package is
+downloaded from anywhere, so :func:`validate_manifest` checks the whole structure and every
+type up front and raises one :class:`~taskfold.errors.PackageError` naming the key and what
+was expected (``manifest: graphs[2].path: expected a relative path string, got 7``). The
+files the manifest names are then opened only through :class:`taskfold.runtime.reader.PackageReader`.
+
+The schema is a small tree of checkers (:class:`Obj`, :class:`ListOf`, :class:`DictOf`, scalar
+checkers); :data:`MANIFEST_SCHEMA` is the whole of it, :data:`WEIGHT_INDEX_SCHEMA` the
+per-graph weight index (``onnx/<task>.index.json``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
+import math
+import re
+from typing import Any, Callable
 
-from taskfold._io import read_versioned_json, sha256_file
 from taskfold.errors import PackageError
 
 FORMAT = "taskfold-package"
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+WEIGHT_INDEX_FORMAT = "taskfold-weight-index"
+WEIGHT_INDEX_SCHEMA_VERSION = 1
+#: Largest manifest / JSON side file read (bytes); a real SD manifest is a few hundred KB.
+MAX_JSON_BYTES = 64 << 20
+#: numpy dtypes a weight record may name.
+WEIGHT_DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
+GUIDANCE_KINDS = ("none", "text", "image_text")
+INPUT_PARTS = ("noisy", "image", "mask", "masked_image")
 
 
-def read_manifest(pkg: str | Path) -> dict:
-    pkg = Path(pkg)
-    path = pkg / MANIFEST
-    if not pkg.is_dir():
-        raise PackageError(f"package {str(pkg)!r} is not a directory", hint="give the --out of `taskfold export`")
-    if not path.is_file():
-        raise PackageError(f"{str(pkg)!r} has no {MANIFEST}: not a taskfold package, or its export did not finish",
-                           hint="re-run `taskfold export`")
-    manifest = read_versioned_json(path, FORMAT, SCHEMA_VERSION, PackageError, "package manifest")
-    return manifest
+# --- checkers ----------------------------------------------------------------------------------
+
+class Check:
+    """A checker: ``check(value, where)`` returns the value or raises :class:`PackageError`."""
+
+    what = "a value"
+
+    def __call__(self, value, where: str):
+        if not self.ok(value):
+            raise PackageError(f"manifest: {where}: expected {self.what}, got {_show(value)}",
+                               hint="the package is malformed or was not written by `taskfold export`; re-export it")
+        return value
+
+    def ok(self, value) -> bool:  # pragma: no cover - overridden
+        return True
 
 
-def verify_package(pkg: str | Path, files: list[str] | None = None) -> list[str]:
-    """Problems found re-hashing the package's files against its manifest (empty: all good).
+class Scalar(Check):
+    def __init__(self, what: str, test: Callable[[Any], bool]):
+        self.what, self.test = what, test
 
-    ``files`` limits the check to some relative paths (a runtime opening one task).
-    """
-    pkg = Path(pkg)
-    manifest = read_manifest(pkg)
-    problems = []
-    for rel, entry in manifest["files"].items():
-        if files is not None and not any(rel == f or rel.startswith(f.rstrip("/") + "/") for f in files):
-            continue
-        p = pkg / rel
-        if not p.is_file():
-            problems.append(f"{rel}: missing")
-        elif p.stat().st_size != entry["bytes"]:
-            problems.append(f"{rel}: {p.stat().st_size} bytes, the manifest says {entry['bytes']}")
-        elif sha256_file(p) != entry["sha256"]:
-            problems.append(f"{rel}: sha256 differs from the manifest (the file was modified or corrupted)")
-    return problems
+    def ok(self, value) -> bool:
+        return self.test(value)
+
+
+class Opt(Check):
+    """``None`` or what ``inner`` accepts."""
+
+    def __init__(self, inner: Check):
+        self.inner, self.what = inner, f"{inner.what} or null"
+
+    def __call__(self, value, where):
+        return None if value is None else self.inner(value, where)
+
+
+class ListOf(Check):
+    def __init__(self, item: Check, min_len: int = 0):
+        self.item, self.min_len = item, min_len
+        self.what = f"a list of {item.what}" + (f" (at least {min_len})" if min_len else "")
+
+    def __call__(self, value, where):
+        if not isinstance(value, list) or len(value) < self.min_len:
+            return super().__call__(value, where)  # raises
+        for i, v in enumerate(value):
+            self.item(v, f"{where}[{i}]")
+        return value
+
+    def ok(self, value):
+        return False
+
+
+class DictOf(Check):
+    """An object whose keys are free (checked by ``key``) and whose values all pass ``item``."""
+
+    def __init__(self, item: Check, key: Check | None = None):
+        self.item, self.key = item, key
+        self.what = f"an object of {item.what}"
+
+    def __call__(self, value, where):
+        if not isinstance(value, dict):
+            return super().__call__(value, where)
+        for k, v in value.items():
+            if self.key is not None:
+                self.key(k, f"{where} key {k!r}")
+            self.item(v, f"{where}[{k!r}]")
+        return value
+
+    def ok(self, value):
+        return False
+
+
+class Obj(Check):
+    """An object with ``required`` and ``optional`` keys (others are allowed and ignored)."""
+
+    def __init__(self, required: dict[str, Check], optional: dict[str, Check] | None = None):
+        self.required, self.optional = required, optional or {}
+        self.what = "an object"
+
+    def __call__(self, value, where):
+        if not isinstance(value, dict):
+            return super().__call__(value, where)
+        for k, check in self.required.items():
+            if k not in value:
+                raise PackageError(f"manifest: {where}: missing key {k!r}",
+                                   hint="the package is malformed or was not written by `taskfold export`; "
+                                        "re-export it")
+            check(value[k], f"{where}.{k}")
+        for k, check in self.optional.items():
+            if k in value:
+                check(value[k], f"{where}.{k}")
+        return value
+
+    def ok(self, value):
+        return False
+
+
+def _show(value) -> str:
+    text = json.dumps(value)[:60] if _jsonable(value) else repr(value)[:60]
+    return f"{type(value).__name__} {text}" if not isinstance(value, (dict, list)) else text
+
+
+def _jsonable(value) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def _is_rel_path(v) -> bool:
+    """A relative POSIX path inside the package: no absolute path, no ``..``, no backslash or NUL."""
+    if not isinstance(v, str) or not v or len(v) > 4096 or "\\" in v or "\0" in v:
+        return False
+    if v.startswith("/") or re.match(r"^[A-Za-z]:", v):
+        return False
+    return all(p not in ("..",) for p in v.split("/"))
+
+
+STR = Scalar("a string", lambda v: isinstance(v, str))
+BOOL = Scalar("true or false", lambda v: isinstance(v, bool))
+INT = Scalar("an integer", _is_int)
+NONNEG = Scalar("an integer >= 0", lambda v: _is_int(v) and v >= 0)
+POS = Scalar("an integer >= 1", lambda v: _is_int(v) and v >= 1)
+NUM = Scalar("a finite number", _is_num)
+PATH = Scalar("a relative path string inside the package (no '..', not absolute)", _is_rel_path)
+NAME = Scalar("a file name (no '/', no '..')", lambda v: _is_rel_path(v) and "/" not in v and v != ".")
+SHA256 = Scalar("a sha256 hex digest", lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None)
+DIM = Scalar("an integer >= 0 or an axis name", lambda v: (_is_int(v) and v >= 0) or isinstance(v, str))
+
+
+def one_of(*choices) -> Scalar:
+    return Scalar(f"one of {', '.join(map(repr, choices))}", lambda v: v in choices)
+
+
+TENSOR = Obj({"name": STR, "shape": ListOf(DIM), "dtype": STR})
+FILE_ENTRY = Obj({"bytes": NONNEG, "sha256": SHA256})
+COMPONENT_GRAPH = Obj({"file": NAME, "inputs": ListOf(TENSOR, 1)}, {"weights": ListOf(NAME), "outputs": ListOf(TENSOR)})
+TASK = Obj({"inputs": ListOf(one_of(*INPUT_PARTS), 1), "uses_text": BOOL, "guidance": one_of(*GUIDANCE_KINDS),
+            "guidance_scale": NUM, "in_channels": POS},
+           {"name": STR, "image_guidance_scale": Opt(NUM), "graphs": DictOf(PATH)})
+GRAPH = Obj({"task": STR, "format": STR, "path": PATH},
+            {"precision": STR, "external_data": ListOf(PATH), "weight_index": Opt(PATH), "inputs": ListOf(TENSOR, 1),
+             "outputs": ListOf(TENSOR, 1), "function": STR, "refittable_engine": PATH, "refit_from": PATH})
+MANIFEST_SCHEMA = Obj({
+    "format": STR,
+    "schema_version": INT,
+    "sample": Obj({"height": POS, "width": POS, "batch": POS, "text_len": POS, "image_height": POS,
+                   "image_width": POS}),
+    "codec": Obj({"kind": one_of("identity", "vae"), "scale_factor": POS, "latent_channels": POS,
+                  "scaling_factor": NUM},
+                 {"shift_factor": Opt(NUM), "graphs": Opt(DictOf(COMPONENT_GRAPH))}),
+    "tasks": DictOf(TASK, key=Scalar("a task name", lambda v: isinstance(v, str) and 0 < len(v) <= 64)),
+    "graphs": ListOf(GRAPH),
+    "files": DictOf(FILE_ENTRY, key=PATH),
+    "scheduler": Obj({"num_train_timesteps": POS}),
+}, {
+    "dtr": Opt(Obj({"timesteps": POS, "alpha": NUM, "beta": NUM})),
+    "text_encoder": Opt(Obj({"graph": Obj({"file": NAME, "inputs": ListOf(TENSOR, 1),
+                                           "tokenizer": Obj({"files": ListOf(NAME, 1), "max_length": POS})},
+                                          {"weights": ListOf(NAME)})})),
+    "model": Obj({}, {"unet_config": Opt(Obj({})), "upcycle": Opt(Obj({}))}),
+})
+WEIGHT_RECORD = Obj({"name": STR, "file": NAME, "offset": NONNEG, "length": NONNEG, "shape": ListOf(NONNEG),
+                     "dtype": one_of(*WEIGHT_DTYPES)})
+WEIGHT_INDEX_SCHEMA = Obj({"format": STR, "schema_version": INT, "initializers": ListOf(WEIGHT_RECORD)})
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+def parse_json(data: bytes, where: str) -> Any:
+    """JSON from bytes, refusing NaN/Infinity and anything that is not UTF-8 JSON."""
+    def no_constants(name):
+        raise ValueError(f"{name} is not allowed")
+
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=no_constants)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise PackageError(f"{where} is not valid JSON: {str(e)[:200]}",
+                           hint="the package is damaged; re-copy or re-export it") from None
+
+
+def check_versioned(doc: Any, fmt: str, schema: int, where: str) -> dict:
+    from taskfold import __version__
+
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise PackageError(f"{where} is not a taskfold {fmt} document (format {got!r}, expected {fmt!r})",
+                           hint="give the --out of `taskfold export`")
+    version = doc.get("schema_version")
+    if not _is_int(version) or version > schema or version < 1:
+        raise PackageError(f"{where} has schema_version {version!r}; this taskfold ({__version__}) reads schema "
+                           f"{schema} and older", hint="upgrade taskfold to read it")
+    return doc
+
+
+def validate_manifest(doc: Any) -> dict:
+    """The manifest, checked: structure and types, and the cross-references between its parts."""
+    check_versioned(doc, FORMAT, SCHEMA_VERSION, MANIFEST)
+    MANIFEST_SCHEMA(doc, "manifest")
+    for i, g in enumerate(doc["graphs"]):
+        if g["task"] not in doc["tasks"]:
+            raise PackageError(f"manifest: graphs[{i}].task {g['task']!r} is not one of the package's tasks "
+                               f"({', '.join(doc['tasks'])})", hint="re-export the package")
+        if g["format"] != "diffusers":  # graphs a runtime runs declare their inputs and outputs
+            Obj({"inputs": ListOf(TENSOR, 1), "outputs": ListOf(TENSOR, 1)})(g, f"manifest.graphs[{i}]")
+    for name, t in doc["tasks"].items():
+        if t["inputs"][0] != "noisy":
+            raise PackageError(f"manifest: tasks[{name!r}].inputs must start with 'noisy', got {t['inputs']}",
+                               hint="re-export the package")
+    return doc
+
+
+def validate_weight_index(doc: Any, where: str) -> list[dict]:
+    """The records of a graph's weight index, each one's ``length`` equal to its shape x dtype size."""
+    import numpy as np
+
+    check_versioned(doc, WEIGHT_INDEX_FORMAT, WEIGHT_INDEX_SCHEMA_VERSION, where)
+    try:
+        WEIGHT_INDEX_SCHEMA(doc, where)
+    except PackageError as e:
+        raise PackageError(str(e).replace("manifest: ", "", 1), hint=e.hint) from None
+    for i, rec in enumerate(doc["initializers"]):
+        want = int(np.prod(rec["shape"], dtype=np.int64)) * np.dtype(rec["dtype"]).itemsize
+        if want != rec["length"]:
+            raise PackageError(f"{where}: initializers[{i}] ({rec['name']!r}) has length {rec['length']}, but shape "
+                               f"{rec['shape']} of {rec['dtype']} is {want} bytes",
+                               hint="the package is damaged; re-copy or re-export it")
+    return doc["initializers"]

@@ -52,7 +52,7 @@ from taskfold.errors import ConfigError, PackageError
 
 from . import guidance as G
 from .images import fit_image, mask_to_array, open_image, save_png, to_chw, to_rgb
-from .manifest import read_manifest, verify_package
+from .reader import PackageReader, WeightRecord
 from .schedulers import SchedulerConfig, check_strength, make_scheduler, start_latents
 
 BACKENDS = ("onnx", "coreml", "tensorrt")
@@ -78,23 +78,23 @@ class WeightStore:
     """Memory-mapped weight files and the ONNX Runtime values over them, shared by all sessions.
 
     Values are keyed by file and byte range, so two graphs that reference the same range of
-    ``shared.weights`` get the same ``OrtValue`` (one copy in memory).
+    ``shared.weights`` get the same ``OrtValue`` (one copy in memory). Every session made with
+    the store points into its mappings: whoever holds a session holds the store too
+    (:class:`UNetCall` does), so a mapping never goes away under a live session.
     """
 
-    def __init__(self, root: Path):
-        self.root = Path(root)
+    def __init__(self):
         self.maps: dict[str, np.memmap] = {}
         self.values: dict[tuple, object] = {}
 
-    def value(self, ort, rec: dict, folder: str):
-        key = (folder, rec["file"], rec["offset"], rec["length"], rec["dtype"], tuple(rec["shape"]))
+    def value(self, ort, rec: WeightRecord):
+        key = (str(rec.path), rec.offset, rec.length, rec.dtype, rec.shape)
         if key not in self.values:
-            rel = f"{folder}/{rec['file']}"
-            if rel not in self.maps:
-                self.maps[rel] = np.memmap(self.root / rel, dtype=np.uint8, mode="r")
-            dtype = np.dtype(rec["dtype"])
-            arr = np.frombuffer(self.maps[rel], dtype=dtype, count=rec["length"] // dtype.itemsize,
-                                offset=rec["offset"]).reshape(rec["shape"])
+            if key[0] not in self.maps:
+                self.maps[key[0]] = np.memmap(rec.path, dtype=np.uint8, mode="r")
+            dtype = np.dtype(rec.dtype)
+            arr = np.frombuffer(self.maps[key[0]], dtype=dtype, count=rec.length // dtype.itemsize,
+                                offset=rec.offset).reshape(rec.shape)
             self.values[key] = (arr, ort.OrtValue.ortvalue_from_numpy(arr))  # the array outlives the value
         return self.values[key][1]
 
@@ -115,35 +115,49 @@ def _register_shared_arena(ort) -> None:
     _SHARED_ARENA.append(info)
 
 
-def ort_session(root: Path, rel: str, *, providers: list[str], threads: int | None = None,
-                index: str | None = None, store: WeightStore | None = None):
-    """An ONNX Runtime session for the graph ``root/rel``.
+def ort_session(path: Path, *, providers: list[str], threads: int | None = None,
+                weights: list[WeightRecord] | None = None, store: WeightStore | None = None):
+    """An ONNX Runtime session for the graph at ``path`` (already checked by the package reader).
 
-    With ``index`` (the graph's weight index, relative to ``root``) and a ``store``, the
-    graph's external weights are handed to the session from the store's shared mappings,
-    activations come from the environment's shared CPU arena, and nothing copies the
-    weights (no pre-packing, no layout optimisation: ``ORT_ENABLE_EXTENDED``); otherwise ONNX
-    Runtime loads, fully optimises and pre-packs the weights itself.
+    With ``weights`` (the graph's checked weight records) and a ``store``, the graph's external
+    weights are handed to the session from the store's shared mappings, activations come from
+    the environment's shared CPU arena, and nothing copies the weights (no pre-packing, no
+    layout optimisation: ``ORT_ENABLE_EXTENDED``); otherwise ONNX Runtime loads, fully
+    optimises and pre-packs the weights itself. The caller keeps ``store`` alive as long as the
+    session.
     """
     ort = _require_onnxruntime()
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     if threads:
         opts.intra_op_num_threads = threads
-    if store is not None and index:
-        idx = json.loads((Path(root) / index).read_text())
-        folder = str(Path(rel).parent.as_posix())
-        for rec in idx["initializers"]:
-            opts.add_initializer(rec["name"], store.value(ort, rec, folder))
+    if store is not None and weights:
+        for rec in weights:
+            opts.add_initializer(rec.name, store.value(ort, rec))
         opts.add_session_config_entry("session.disable_prepacking", "1")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         _register_shared_arena(ort)
         opts.add_session_config_entry("session.use_env_allocators", "1")
     try:
-        return ort.InferenceSession(str(Path(root) / rel), opts, providers=providers)
+        return ort.InferenceSession(str(path), opts, providers=providers)
     except Exception as e:  # ORT's own exception types; keep the first line
-        raise PackageError(f"onnxruntime cannot load {rel}: {str(e).splitlines()[0][:300]}",
-                           hint=f"`taskfold verify {root}` checks the package's files") from None
+        raise PackageError(f"onnxruntime cannot load {Path(path).name}: {str(e).splitlines()[0][:300]}",
+                           hint="`taskfold verify PKG` checks the package's files") from None
+
+
+class UNetCall:
+    """``call(sample, timestep, encoder_hidden_states) -> noise`` for one task (numpy in and out).
+
+    Holds everything its session points into (the weight store, the loaded model), so it stays
+    valid after the :class:`Package` that made it is gone or closed.
+    """
+
+    def __init__(self, call, batch: "_Batching", keep=()):
+        self._call, self._batch, self._keep = call, batch, keep
+
+    def __call__(self, sample, timestep, encoder_hidden_states):
+        return self._batch.run(self._call, [np.asarray(sample, np.float32), np.asarray(timestep, np.float32),
+                                            np.asarray(encoder_hidden_states, np.float32)])
 
 
 @dataclass
@@ -173,7 +187,8 @@ class Package:
     def __init__(self, path: str | Path, *, backend: str = "onnx", provider: str = "cpu", verify: bool = True,
                  share_weights: bool = True, threads: int | None = None):
         self.path = Path(path)
-        self.manifest = read_manifest(self.path)
+        self._reader = PackageReader(self.path, verify=verify)
+        self.manifest = self._reader.manifest
         if backend not in BACKENDS:
             raise ConfigError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
         if provider not in PROVIDERS:
@@ -189,8 +204,7 @@ class Package:
                               f"{', '.join(sorted(formats)) or 'none'})",
                               hint=f"re-export with `taskfold export --format {backend}`")
         self._sessions: dict[str, object] = {}
-        self._verified: set[str] = set()
-        self._weights = WeightStore(self.path)
+        self._weights = WeightStore()
         self._tokenizer = None
 
     # --- what the package holds -----------------------------------------------------------
@@ -242,26 +256,17 @@ class Package:
                 raise ConfigError("backend 'tensorrt' needs TensorRT, which is not installed",
                                   hint="pip install 'taskfold[tensorrt]' on a machine with an NVIDIA GPU") from None
 
-    def _check_files(self, files: list[str]) -> None:
-        todo = [f for f in files if f not in self._verified]
-        if not self.verify or not todo:
-            return
-        problems = verify_package(self.path, todo)
-        if problems:
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise PackageError(f"package {str(self.path)!r} is damaged: {problems[0]}{more}",
-                               hint=f"re-copy or re-export it; `taskfold verify {self.path}` lists every problem")
-        self._verified.update(todo)
-
     # --- sessions -------------------------------------------------------------------------
 
-    def _ort_session(self, rel: str, files: list[str], index: str | None):
-        self._check_files([rel, *files] + ([index] if index else []))
-        return ort_session(self.path, rel, providers=PROVIDERS[self.provider], threads=self.threads,
-                           index=index, store=self._weights if self.share_weights else None)
+    def _checked(self, files: list[str]) -> None:
+        self._reader.check(files)  # sizes always, sha256 once per file with verify
 
-    def unet(self, task: str):
-        """``fn(sample, timestep, encoder_hidden_states) -> noise`` for ``task`` (numpy in and out)."""
+    def unet(self, task: str) -> UNetCall:
+        """``fn(sample, timestep, encoder_hidden_states) -> noise`` for ``task`` (numpy in and out).
+
+        Every file the graph reads is confined, listed and checked (hashed with ``verify``)
+        before its session is created; the call keeps alive what its session points into.
+        """
         if task in self._sessions:
             return self._sessions[task]
         g = self.graph(task)
@@ -272,43 +277,45 @@ class Package:
                               hint="run the graph (manifest graphs[].path) with onnxruntime directly")
         batch = _Batching(g["inputs"][0]["shape"][0] if isinstance(g["inputs"][0]["shape"][0], int) else None)
         dtype = np.dtype(g["inputs"][0]["dtype"])
+        self._checked(self._reader.graph_files(g))
         if self.backend == "onnx":
-            sess = self._ort_session(g["path"], g.get("external_data", []), g.get("weight_index"))
+            weights = self._reader.weight_records(g["weight_index"], g["path"]) \
+                if self.share_weights and g.get("weight_index") else None
+            store = self._weights if weights else None
+            sess = ort_session(self._reader.path(g["path"]), providers=PROVIDERS[self.provider], threads=self.threads,
+                               weights=weights, store=store)
             out_name = sess.get_outputs()[0].name
 
             def call(x, t, h):
                 return sess.run([out_name], {"sample": x.astype(dtype), "timestep": t.astype(np.float32),
                                              "encoder_hidden_states": h.astype(dtype)})[0].astype(np.float32)
+            keep = (sess, store)
         elif self.backend == "coreml":
             from taskfold.export import coreml
 
-            self._check_files([g["path"]])
             fn = g.get("function")
-            model = coreml.load(self.path / g["path"], "all", fn)  # loaded (compiled) once, like a session
+            model = coreml.load(self._reader.directory(g["path"]), "all", fn)  # loaded (compiled) once
 
             def call(x, t, h):
                 return coreml.predict(model, {"sample": x, "timestep": t, "encoder_hidden_states": h}, fn)
+            keep = (model,)
         else:
             from taskfold.export.tensorrt import engine_runner
 
-            self._check_files([g["path"]])
-            run = engine_runner(self.path / g["path"])
+            run = engine_runner(self._reader.path(g["path"]))
 
             def call(x, t, h):
                 return run({"sample": x.astype(dtype), "timestep": t.astype(np.float32),
                             "encoder_hidden_states": h.astype(dtype)}).astype(np.float32)
-
-        def unet_fn(sample, timestep, encoder_hidden_states):
-            return batch.run(call, [np.asarray(sample, np.float32), np.asarray(timestep, np.float32),
-                                    np.asarray(encoder_hidden_states, np.float32)])
-
-        self._sessions[task] = unet_fn
-        return unet_fn
+            keep = (run,)
+        self._sessions[task] = UNetCall(call, batch, keep)
+        return self._sessions[task]
 
     def _component(self, key: str, folder: str, rec: dict):
         if key not in self._sessions:
-            files = [f"{folder}/{w}" for w in rec.get("weights", [])]
-            sess = self._ort_session(f"{folder}/{rec['file']}", files, None)
+            self._checked(self._reader.component_files(folder, rec))
+            sess = ort_session(self._reader.path(f"{folder}/{rec['file']}"), providers=PROVIDERS[self.provider],
+                               threads=self.threads)
             shape0 = rec["inputs"][0]["shape"][0]
             batch = _Batching(shape0 if isinstance(shape0, int) else None)
             name = rec["inputs"][0]["name"]
@@ -324,11 +331,12 @@ class Package:
             raise PackageError(f"package {str(self.path)!r} has no text encoder; its graphs take "
                                "encoder_hidden_states from the app", hint="call Package.unet(task) directly")
         if self._tokenizer is None:
-            from .tokenizers import load_tokenizer
+            from .tokenizers import tokenizer_from_files
 
             tok = te["graph"]["tokenizer"]
-            self._check_files([f"text_encoder/{f}" for f in tok["files"]])
-            self._tokenizer = load_tokenizer(self.path / "text_encoder", max_length=tok["max_length"])
+            files = {rel.split("/", 1)[1]: self._reader.read_bytes(rel, "text_encoder.graph.tokenizer")
+                     for rel in self._reader.tokenizer_files()}
+            self._tokenizer = tokenizer_from_files(files, max_length=tok["max_length"], where=f"{self.path}/text_encoder")
         _require_onnxruntime()
         encoder = self._component("text_encoder", "text_encoder", te["graph"])
         return encoder(self._tokenizer(list(prompts)).astype(np.int64)).astype(np.float32)
@@ -468,7 +476,7 @@ class Package:
     def close(self) -> None:
         """Drop every session and weight mapping."""
         self._sessions.clear()
-        self._weights = WeightStore(self.path)
+        self._weights = WeightStore()
 
     def __enter__(self):
         return self

@@ -40,16 +40,28 @@ WHITE_SPACE = frozenset(map(chr, [*range(0x09, 0x0E), 0x20, 0x85, 0xA0, 0x1680, 
 _ASCII_PUNCTUATION = frozenset(string.punctuation)
 
 
+#: The files a runtime tokenizer may read, by name; nothing else in its folder is opened.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def _parse_json(data: bytes, where: str) -> dict:
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise PackageError(f"cannot read tokenizer file {where!r}: {str(e)[:200]}") from None
+    if not isinstance(obj, dict):
+        raise PackageError(f"tokenizer file {where!r} is not a JSON object")
+    return obj
+
+
 def _read_json(path: Path) -> dict:
     try:
-        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise PackageError(f"tokenizer file {str(path)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except OSError as e:
         raise PackageError(f"cannot read tokenizer file {str(path)!r}: {e}") from None
-    if not isinstance(obj, dict):
-        raise PackageError(f"tokenizer file {str(path)!r} is not a JSON object")
-    return obj
+    return _parse_json(data, str(path))
 
 
 def _lower(text: str) -> str:
@@ -247,34 +259,43 @@ class CLIPBPETokenizer:
     @classmethod
     def from_folder(cls, folder: str | Path, max_length: int | None = None) -> "CLIPBPETokenizer":
         """Read ``vocab.json`` + ``merges.txt`` (or ``tokenizer.json``) and ``tokenizer_config.json``."""
-        folder = Path(folder)
-        cfg = _read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
-        smap = _read_json(folder / "special_tokens_map.json") if (folder / "special_tokens_map.json").is_file() \
-            else {}
+        return cls.from_files(_folder_files(folder), max_length, where=str(folder))
+
+    @classmethod
+    def from_files(cls, files: dict[str, bytes], max_length: int | None = None,
+                   where: str = "tokenizer") -> "CLIPBPETokenizer":
+        """The same from file contents by name (what the package reader has read and checked)."""
+        def js(name):
+            return _parse_json(files[name], f"{where}/{name}") if name in files else {}
+
+        cfg, smap = js("tokenizer_config.json"), js("special_tokens_map.json")
 
         def token(name: str, default: str) -> str:
             t = cfg.get(name) or smap.get(name) or default
             return t["content"] if isinstance(t, dict) else t
 
         specials: dict[str, int] = {}
-        if (folder / "vocab.json").is_file():
-            vocab = _read_json(folder / "vocab.json")
+        folder = where
+        if "vocab.json" in files:
+            vocab = js("vocab.json")
+            if "merges.txt" not in files:
+                raise PackageError(f"{where!r} has vocab.json but no merges.txt")
             try:
-                lines = (folder / "merges.txt").read_text(encoding="utf-8").splitlines()
-            except OSError as e:
-                raise PackageError(f"cannot read {str(folder / 'merges.txt')!r}: {e}") from None
+                lines = files["merges.txt"].decode("utf-8").splitlines()
+            except UnicodeDecodeError as e:
+                raise PackageError(f"cannot read {where + '/merges.txt'!r}: {e}") from None
             merges = [tuple(ln.split()) for ln in lines if ln.strip() and not ln.startswith("#version")]
-        elif (folder / "tokenizer.json").is_file():
-            d = _read_json(folder / "tokenizer.json")
+        elif "tokenizer.json" in files:
+            d = js("tokenizer.json")
             model = d.get("model") or {}
             if model.get("type") != "BPE" or model.get("end_of_word_suffix") != "</w>":
-                raise ConfigError(f"{str(folder / 'tokenizer.json')!r} is not a CLIP BPE tokenizer (model "
+                raise ConfigError(f"{where + '/tokenizer.json'!r} is not a CLIP BPE tokenizer (model "
                                   f"{model.get('type')!r}, end_of_word_suffix {model.get('end_of_word_suffix')!r})")
             vocab = model["vocab"]
             merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
             specials = {t["content"]: t["id"] for t in d.get("added_tokens", []) if t.get("special")}
         else:
-            raise PackageError(f"{str(folder)!r} holds no CLIP tokenizer: expected vocab.json + merges.txt "
+            raise PackageError(f"{where!r} holds no CLIP tokenizer: expected vocab.json + merges.txt "
                                f"or tokenizer.json")
         bad = [m for m in merges if len(m) != 2]
         if bad:
@@ -340,17 +361,36 @@ class CLIPBPETokenizer:
         return _pad([self.encode(p) for p in _check_prompts(prompts)], self.max_length, self.pad_id)
 
 
+def _folder_files(folder: str | Path) -> dict[str, bytes]:
+    folder = Path(folder)
+    out = {}
+    for name in TOKENIZER_FILES:
+        if (folder / name).is_file():
+            try:
+                out[name] = (folder / name).read_bytes()
+            except OSError as e:
+                raise PackageError(f"cannot read tokenizer file {str(folder / name)!r}: {e}") from None
+    return out
+
+
 def load_tokenizer(folder: str | Path, max_length: int | None = None):
     """The runtime tokenizer saved in ``folder``: the tiny WordLevel one, or CLIP's BPE."""
-    folder = Path(folder)
-    tj = folder / "tokenizer.json"
-    if (folder / "vocab.json").is_file():
-        return CLIPBPETokenizer.from_folder(folder, max_length)
-    if tj.is_file():
-        kind = (_read_json(tj).get("model") or {}).get("type")
+    if not Path(folder).is_dir():
+        raise PackageError(f"{str(folder)!r} holds no tokenizer: expected tokenizer.json or vocab.json + merges.txt")
+    return tokenizer_from_files(_folder_files(folder), max_length, where=str(folder))
+
+
+def tokenizer_from_files(files: dict[str, bytes], max_length: int | None = None, where: str = "tokenizer"):
+    """The runtime tokenizer from its files' contents by name (see :data:`TOKENIZER_FILES`)."""
+    if "vocab.json" in files:
+        return CLIPBPETokenizer.from_files(files, max_length, where)
+    if "tokenizer.json" in files:
+        d = _parse_json(files["tokenizer.json"], f"{where}/tokenizer.json")
+        kind = (d.get("model") or {}).get("type")
         if kind == "WordLevel":
-            return WordLevelTokenizer.from_file(tj, max_length)
+            return WordLevelTokenizer.from_dict(d, max_length, where=f"{where}/tokenizer.json")
         if kind == "BPE":
-            return CLIPBPETokenizer.from_folder(folder, max_length)
-        raise ConfigError(f"{str(tj)!r} has a {kind!r} model; the runtime reads WordLevel and CLIP BPE tokenizers")
-    raise PackageError(f"{str(folder)!r} holds no tokenizer: expected tokenizer.json or vocab.json + merges.txt")
+            return CLIPBPETokenizer.from_files(files, max_length, where)
+        raise ConfigError(f"{where + '/tokenizer.json'!r} has a {kind!r} model; the runtime reads WordLevel and "
+                          "CLIP BPE tokenizers")
+    raise PackageError(f"{where!r} holds no tokenizer: expected tokenizer.json or vocab.json + merges.txt")

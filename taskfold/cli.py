@@ -314,16 +314,17 @@ def _add_verify(sub):
 
 def _cmd_verify(args) -> int:
     from .errors import PackageError
-    from .runtime.manifest import read_manifest, verify_package
+    from .runtime.reader import PackageReader
 
-    problems = verify_package(args.package)
+    reader = PackageReader(args.package)
+    problems = reader.verify_all()
     if problems:
         for p in problems:
-            print(f"{args.package}/{p}", file=sys.stderr)
-        raise PackageError(f"{len(problems)} file(s) of {args.package!r} do not match its manifest",
+            print(f"{args.package}: {p}", file=sys.stderr)
+        raise PackageError(f"{len(problems)} problem(s) in {args.package!r}: it does not match its manifest",
                            hint="re-export the package or restore the files")
-    n = len(read_manifest(args.package)["files"])
-    print(f"ok: {n} files match {args.package}/manifest.json")
+    print(f"ok: {len(reader.files)} files match {args.package}/manifest.json, and they are every file its "
+          "graphs, weight indexes, text encoder and codec refer to")
     return 0
 
 

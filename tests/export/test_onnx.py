@@ -178,7 +178,7 @@ def test_verify_reports_the_flipped_file(trained_pkg, tmp_path, capsys):
     capsys.readouterr()
     assert main(["verify", str(copy)]) == 2
     err = capsys.readouterr().err
-    assert "onnx/edit.weights: sha256 differs" in err and "1 file(s)" in err
+    assert "onnx/edit.weights: sha256 differs" in err and "1 problem(s)" in err
     assert "shared.weights" not in err
 
 

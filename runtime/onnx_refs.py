@@ -1,0 +1,173 @@
+"""Which files an ONNX graph makes ONNX Runtime read: its external-data references, from the protobuf.
+
+A graph stores a large tensor outside the ``.onnx`` file as ``TensorProto.external_data``
+(``location``, ``offset``, ``length``) with ``data_location = EXTERNAL``. ONNX Runtime opens
+those locations relative to the graph's folder. The package reader must know them to confine
+and verify them, and the runtime does not depend on the ``onnx`` package, so this module
+walks the protobuf wire format itself — only the fields that can hold tensors:
+
+=====================  ==================================================================
+ModelProto             graph = 7, functions = 25
+GraphProto             node = 1, initializer = 5, sparse_initializer = 15
+NodeProto              attribute = 5
+AttributeProto         t = 5, g = 6, tensors = 10, graphs = 11, sparse_tensor = 22, sparse_tensors = 23
+SparseTensorProto      values = 1, indices = 2
+FunctionProto          node = 7
+TensorProto            name = 8, external_data = 13, data_location = 14
+StringStringEntryProto key = 1, value = 2
+=====================  ==================================================================
+
+(field numbers from ``onnx/onnx.proto``). Anything malformed raises :class:`PackageError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from taskfold.errors import PackageError
+
+_MAX_DEPTH = 64  # nested subgraphs (If/Loop bodies) deeper than this are refused
+
+
+@dataclass(frozen=True)
+class ExternalRef:
+    """One tensor stored outside the graph: ``length`` bytes (``None``: to the end) at ``offset`` of ``location``."""
+
+    tensor: str
+    location: str
+    offset: int
+    length: int | None
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise _Malformed("truncated varint")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(buf: memoryview):
+    """``(field number, wire type, value)`` for every field of one message (value: int or memoryview)."""
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 1:
+            value, pos = None, pos + 8
+        elif wire == 2:
+            n, pos = _varint(buf, pos)
+            if pos + n > len(buf):
+                raise _Malformed("length-delimited field runs past its message")
+            value, pos = buf[pos:pos + n], pos + n
+        elif wire == 5:
+            value, pos = None, pos + 4
+        else:
+            raise _Malformed(f"wire type {wire}")
+        if pos > len(buf):
+            raise _Malformed("field runs past its message")
+        yield field, wire, value
+
+
+def _text(v: memoryview) -> str:
+    try:
+        return bytes(v).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Malformed("a string field is not UTF-8") from None
+
+
+def _tensor(buf: memoryview, out: list[ExternalRef]) -> None:
+    name, entries, external = "", {}, False
+    for field, wire, v in _fields(buf):
+        if field == 8 and wire == 2:
+            name = _text(v)
+        elif field == 14 and wire == 0:
+            external = v == 1
+        elif field == 13 and wire == 2:
+            key = value = ""
+            for f2, w2, v2 in _fields(v):
+                if f2 == 1 and w2 == 2:
+                    key = _text(v2)
+                elif f2 == 2 and w2 == 2:
+                    value = _text(v2)
+            entries[key] = value
+    if not external and not entries:
+        return
+    if "location" not in entries:
+        raise _Malformed(f"external tensor {name!r} has no location")
+    try:
+        offset = int(entries.get("offset", "0"))
+        length = int(entries["length"]) if "length" in entries else None
+    except ValueError:
+        raise _Malformed(f"external tensor {name!r} has a non-integer offset or length") from None
+    if offset < 0 or (length is not None and length < 0):
+        raise _Malformed(f"external tensor {name!r} has a negative offset or length")
+    out.append(ExternalRef(name, entries["location"], offset, length))
+
+
+def _sparse(buf, out, depth):
+    for field, wire, v in _fields(buf):
+        if field in (1, 2) and wire == 2:
+            _tensor(v, out)
+
+
+def _attribute(buf, out, depth):
+    for field, wire, v in _fields(buf):
+        if wire != 2:
+            continue
+        if field in (5, 10):
+            _tensor(v, out)
+        elif field in (6, 11):
+            _graph(v, out, depth + 1)
+        elif field in (22, 23):
+            _sparse(v, out, depth)
+
+
+def _node(buf, out, depth):
+    for field, wire, v in _fields(buf):
+        if field == 5 and wire == 2:
+            _attribute(v, out, depth)
+
+
+def _graph(buf, out, depth):
+    if depth > _MAX_DEPTH:
+        raise _Malformed(f"subgraphs nested deeper than {_MAX_DEPTH}")
+    for field, wire, v in _fields(buf):
+        if wire != 2:
+            continue
+        if field == 1:
+            _node(v, out, depth)
+        elif field == 5:
+            _tensor(v, out)
+        elif field == 15:
+            _sparse(v, out, depth)
+
+
+def external_refs(model: bytes, where: str) -> list[ExternalRef]:
+    """Every external-data reference of the serialized ModelProto ``model`` (in graph order)."""
+    out: list[ExternalRef] = []
+    try:
+        for field, wire, v in _fields(memoryview(model)):
+            if wire != 2:
+                continue
+            if field == 7:
+                _graph(v, out, 0)
+            elif field == 25:
+                for f2, w2, v2 in _fields(v):
+                    if f2 == 7 and w2 == 2:
+                        _node(v2, out, 0)
+    except _Malformed as e:
+        raise PackageError(f"{where} is not a well-formed ONNX model ({e})",
+                           hint="the package is damaged; re-copy or re-export it") from None
+    return out

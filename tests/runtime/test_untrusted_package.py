@@ -1,0 +1,350 @@
+"""A package is untrusted input: crafted packages are refused before any session, and nothing outside is touched.
+
+Each attack starts from a copy of the tiny exported package, changes it the way an attacker
+would (updating the manifest's sizes and hashes to match, so integrity checks alone do not
+catch it), and checks three things: ``taskfold verify`` exits 2 naming the bad entry; the
+runtime raises :class:`PackageError` before any ONNX Runtime session exists; and no file or
+folder outside the package is opened, stat'ed or listed (a secret file the test writes next
+to the package, watched with an audit hook and wrappers around ``os.stat``/``os.lstat``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from taskfold.cli import main
+from taskfold.errors import PackageError
+from taskfold.runtime import open_package
+from taskfold.runtime.reader import PackageReader, verify_package
+
+# --- the watch on the outside --------------------------------------------------------------------
+
+_WATCHED: list[str] = []  # path prefixes nobody may touch
+_SEEN: list[tuple[str, str]] = []
+
+
+def _touches(value) -> str | None:
+    if isinstance(value, (str, bytes, os.PathLike)):
+        try:
+            text = os.fsdecode(value)
+        except TypeError:
+            return None
+        if any(text.startswith(p) for p in _WATCHED):
+            return text
+    return None
+
+
+def _audit(event, args):
+    if _WATCHED:
+        for a in args if isinstance(args, tuple) else ():
+            if (hit := _touches(a)) is not None:
+                _SEEN.append((event, hit))
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.fixture
+def outside(tmp_path, monkeypatch):
+    """A secret file beside the package's parent; records every access to that folder."""
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    secret = folder / "secret.bin"
+    secret.write_bytes(np.arange(1 << 14, dtype=np.float32).tobytes())
+    for name in ("stat", "lstat", "readlink"):
+        real = getattr(os, name)
+
+        def wrapped(path, *a, _real=real, _name=name, **k):
+            if (hit := _touches(path)) is not None:
+                _SEEN.append((f"os.{_name}", hit))
+            return _real(path, *a, **k)
+        monkeypatch.setattr(os, name, wrapped)
+    _WATCHED[:] = [str(folder), str(folder.resolve())]
+    _SEEN.clear()
+    yield secret
+    _WATCHED.clear()
+
+
+@pytest.fixture
+def sessions(monkeypatch):
+    """Every ONNX Runtime session created while the test runs."""
+    import onnxruntime as ort
+
+    made = []
+    real = ort.InferenceSession
+
+    def recording(*a, **k):
+        made.append(a[0] if a else k.get("path_or_bytes"))
+        return real(*a, **k)
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    return made
+
+
+# --- crafting ----------------------------------------------------------------------------------
+
+class Crafted:
+    """A copy of the package whose files and manifest a test rewrites (hashes kept consistent)."""
+
+    def __init__(self, src: Path, dst: Path):
+        shutil.copytree(src, dst)
+        self.root = dst
+        self.manifest = json.loads((dst / "manifest.json").read_text())
+
+    def graph(self, task="t2i"):
+        return next(g for g in self.manifest["graphs"] if g["task"] == task and g["format"] == "onnx")
+
+    def index(self, task="t2i") -> dict:
+        return json.loads((self.root / self.graph(task)["weight_index"]).read_text())
+
+    def write_index(self, doc, task="t2i"):
+        rel = self.graph(task)["weight_index"]
+        (self.root / rel).write_text(json.dumps(doc))
+        self.relist(rel)
+
+    def relist(self, rel, path: Path | None = None):
+        data = (path or self.root / rel).read_bytes()
+        self.manifest["files"][rel] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+    def save(self, text: str | None = None):
+        (self.root / "manifest.json").write_text(json.dumps(self.manifest) if text is None else text)
+        return self.root
+
+
+def _index_file(c: Crafted, name: str):
+    doc = c.index()
+    doc["initializers"][1]["file"] = name
+    c.write_index(doc)
+
+
+def _symlink_weights(c: Crafted, secret: Path, relative: bool, listed: bool):
+    link = c.root / "onnx" / "evil.weights"
+    os.symlink(os.path.relpath(secret, link.parent) if relative else secret, link)
+    doc = c.index()
+    doc["initializers"][1].update(file="evil.weights", offset=0, length=16384, shape=[128, 32])
+    c.write_index(doc)
+    if listed:  # the attacker lists the link with the target's true size and hash
+        c.relist("onnx/evil.weights", secret)
+
+
+def _onnx_external_location(c: Crafted, secret: Path):
+    import onnx
+
+    rel = c.graph()["path"]
+    model = onnx.load(str(c.root / rel), load_external_data=False)
+    t = next(t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL)
+    for e in t.external_data:
+        if e.key == "location":
+            e.value = os.path.relpath(secret, (c.root / rel).parent)
+    (c.root / rel).write_bytes(model.SerializeToString())
+    c.relist(rel)
+
+
+def _truncate_weights(c: Crafted):
+    p = c.root / "onnx" / "shared.weights"
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    c.relist("onnx/shared.weights")
+
+
+def _offset_beyond(c: Crafted):
+    doc = c.index()
+    size = (c.root / "onnx" / "shared.weights").stat().st_size
+    rec = next(r for r in doc["initializers"] if r["file"] == "shared.weights")
+    rec["offset"] = size - 8
+    c.write_index(doc)
+
+
+def _unlist(c: Crafted, task="t2i"):
+    g = c.graph(task)
+    for rel in [g["path"], g["weight_index"], f"onnx/{task}.weights"]:
+        c.manifest["files"].pop(rel)
+
+
+ATTACKS = {
+    "index file with ..": (lambda c, s: _index_file(c, "../../outside/secret.bin"), "expected a file name"),
+    "index file absolute": (lambda c, s: _index_file(c, str(s)), "expected a file name"),
+    "index file via unlisted absolute symlink": (lambda c, s: _symlink_weights(c, s, False, False),
+                                                 "symlink that leads outside"),
+    "index file via unlisted relative symlink": (lambda c, s: _symlink_weights(c, s, True, False),
+                                                 "leads outside the package"),
+    "listed symlink pointing out": (lambda c, s: _symlink_weights(c, s, True, True), "leads outside the package"),
+    "manifest files entry with ..": (
+        lambda c, s: c.manifest["files"].update({"../outside/secret.bin": {"bytes": 1, "sha256": "0" * 64}}),
+        "'../outside/secret.bin'"),
+    "manifest files entry absolute": (
+        lambda c, s: c.manifest["files"].update({str(s): {"bytes": 1, "sha256": "0" * 64}}), "secret.bin"),
+    "graph path outside": (lambda c, s: c.graph().update(path="../outside/secret.bin"), "graphs[0].path"),
+    "graph path absolute": (lambda c, s: c.graph().update(path=str(s)), "graphs[0].path"),
+    "weight_index outside": (lambda c, s: c.graph().update(weight_index="../outside/secret.bin"),
+                             "graphs[0].weight_index"),
+    "external_data outside": (lambda c, s: c.graph().update(external_data=["../outside/secret.bin"]),
+                              "graphs[0].external_data[0]"),
+    "onnx external-data location outside": (_onnx_external_location, "external data of"),
+    "unlisted graph files": (lambda c, s: _unlist(c), "'onnx/t2i.onnx' is not listed"),
+    "offset beyond the file": (lambda c, s: _offset_beyond(c), "lie beyond the end of onnx/shared.weights"),
+    "truncated weights with updated hash": (lambda c, s: _truncate_weights(c), "lie beyond the end"),
+}
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS))
+def test_crafted_package_is_refused_without_touching_the_outside(tiny_package, tmp_path, outside, sessions, capsys,
+                                                                  attack):
+    craft, words = ATTACKS[attack]
+    c = Crafted(tiny_package[1], tmp_path / "pkg")
+    craft(c, outside)
+    pkg = c.save()
+    _SEEN.clear()  # crafting reads the secret; from here on nothing may
+    capsys.readouterr()
+
+    assert main(["verify", str(pkg)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err, err
+    assert not sessions
+
+    with pytest.raises(PackageError) as e:
+        p = open_package(pkg)
+        p.unet("t2i")
+    assert words in str(e.value), str(e.value)
+    assert not sessions, "a session was created for a crafted package"
+    with pytest.raises(PackageError):
+        open_package(pkg).generate("t2i", "a red circle", steps=1)
+    assert not sessions
+    assert _SEEN == [], f"touched outside the package: {_SEEN}"
+
+
+def test_unlisted_file_inside_is_reported_and_verify_names_each_problem(tiny_package, tmp_path, capsys):
+    c = Crafted(tiny_package[1], tmp_path / "pkg")
+    (c.root / "onnx" / "stray.bin").write_bytes(b"x")
+    _unlist(c, "edit")
+    pkg = c.save()
+    problems = verify_package(pkg)
+    assert "onnx/stray.bin: in the package folder but not listed in the manifest" in problems
+    assert any("'onnx/edit.onnx' is not listed" in p for p in problems)
+    assert any(p.startswith("onnx/edit.weights: in the package folder but not listed") for p in problems)
+    # the runtime still runs what is intact, and refuses what is not
+    p = open_package(pkg)
+    assert p.unet("t2i") is not None
+    with pytest.raises(PackageError, match="'onnx/edit.onnx' is not listed"):
+        p.unet("edit")
+
+
+MALFORMED = {
+    "a JSON list": ("[1, 2]", "not a taskfold"),
+    "not JSON": ("{nope", "not valid JSON"),
+    "NaN": (None, "NaN is not allowed"),
+    "missing files": ("files", "missing key 'files'"),
+    "missing graphs": ("graphs", "missing key 'graphs'"),
+    "missing tasks": ("tasks", "missing key 'tasks'"),
+    "missing sample": ("sample", "missing key 'sample'"),
+    "missing codec": ("codec", "missing key 'codec'"),
+    "missing scheduler": ("scheduler", "missing key 'scheduler'"),
+    "files of the wrong type": ({"files": [1]}, "manifest.files: expected an object"),
+    "bytes a string": ({"files.onnx/t2i.onnx.bytes": "7"}, "expected an integer >= 0"),
+    "sha256 not hex": ({"files.onnx/t2i.onnx.sha256": "zz"}, "expected a sha256 hex digest"),
+    "sample height zero": ({"sample.height": 0}, "manifest.sample.height: expected an integer >= 1"),
+    "guidance unknown": ({"tasks.t2i.guidance": "magic"}, "manifest.tasks['t2i'].guidance"),
+    "graph of an unknown task": ({"graphs.0.task": "nope"}, "'nope' is not one of the package's tasks"),
+    "graph without inputs": ({"graphs.0.inputs": None}, "missing key 'inputs'"),
+    "newer schema": ({"schema_version": 99}, "schema_version 99"),
+}
+
+
+def _set(doc, dotted, value):
+    keys = dotted.split(".")
+    if keys[0] == "files" and len(keys) > 2:
+        keys = ["files", ".".join(keys[1:-1]), keys[-1]]
+    node = doc
+    for k in keys[:-1]:
+        node = node[int(k)] if isinstance(node, list) else node[k]
+    last = keys[-1]
+    if value is None and not isinstance(node, list):
+        node.pop(last)
+    else:
+        node[last] = value
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_manifest_is_one_error_naming_the_key(tiny_package, tmp_path, capsys, case):
+    change, words = MALFORMED[case]
+    c = Crafted(tiny_package[1], tmp_path / "pkg")
+    if isinstance(change, str) and change in c.manifest:
+        c.manifest.pop(change)
+        c.save()
+    elif isinstance(change, str):
+        c.save(change)
+    elif change is None:
+        c.save(json.dumps(c.manifest).replace('"guidance_scale": 7.5', '"guidance_scale": NaN', 1))
+    else:
+        for k, v in change.items():
+            _set(c.manifest, k, v)
+        c.save()
+    with pytest.raises(PackageError) as e:
+        open_package(c.root)
+    assert words in str(e.value), str(e.value)
+    capsys.readouterr()
+    assert main(["verify", str(c.root)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.startswith("error: ") and "Traceback" not in err
+
+
+def test_pristine_package_verifies_and_each_file_is_hashed_once(tiny_package, monkeypatch):
+    import hashlib as hl
+
+    _, pkg_dir, _, _ = tiny_package
+    reader = PackageReader(pkg_dir)
+    assert reader.verify_all() == []
+    closure = reader.referenced_files()
+    assert set(closure) == set(reader.files)  # every listed file is read by something, and vice versa
+    # Opening every task hashes each file once: the shared backbone is not re-hashed per task.
+    calls = []
+    real = hl.sha256
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+    monkeypatch.setattr("taskfold.runtime.reader.hashlib.sha256", counting)
+    p = open_package(pkg_dir)
+    for t in p.tasks:
+        p.unet(t)
+    p.encode_text(["a red circle"])
+    assert len(calls) == len(reader.files)
+
+
+SEGFAULT = """
+import sys, numpy as np
+from taskfold.runtime import open_package
+pkg, share = sys.argv[1], sys.argv[2] == "1"
+x = np.random.default_rng(0).standard_normal((1, 3, 16, 16), dtype=np.float32)
+t = np.array([500.0], np.float32)
+h = np.random.default_rng(1).standard_normal((1, 16, 64), dtype=np.float32)
+unet = open_package(pkg, share_weights=share).unet("t2i")   # the package object is not kept
+import gc; gc.collect()
+a = unet(x, t, h)
+p = open_package(pkg, share_weights=share)
+u2 = p.unet("t2i"); p.close(); gc.collect()                 # a closed package: its calls still work
+b = u2(x, t, h)
+keep = open_package(pkg, share_weights=share)
+c = keep.unet("t2i")(x, t, h)
+np.save(sys.argv[3], np.stack([a, b, c]))
+"""
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_a_dropped_package_cannot_crash_the_interpreter(tiny_package, tmp_path, share):
+    _, pkg_dir, _, _ = tiny_package
+    out = tmp_path / "out.npy"
+    r = subprocess.run([sys.executable, "-c", SEGFAULT, str(pkg_dir), "1" if share else "0", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b, c = np.load(out)
+    assert float(np.abs(c).max()) > 0.1
+    np.testing.assert_array_equal(a, c)
+    np.testing.assert_array_equal(b, c)
