@@ -50,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
+from taskfold.config import check_threads
 from taskfold.errors import ConfigError
 
 from . import machine
@@ -105,8 +106,7 @@ class BenchConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < low:
                 raise ConfigError(f"--{name.replace('_', '-')} must be an integer of at least {low}, got {v!r}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"--threads must be at least 1, got {self.threads}")
+        check_threads(self.threads)
 
     @property
     def dtype(self) -> str:

@@ -37,6 +37,17 @@ from taskfold.runtime.reader import verify_package  # noqa: F401  (re-exported f
 from .parity import TOLERANCES, ParityResult, check_graph, default_timesteps, raise_on_failures
 
 FORMATS = ("onnx", "coreml", "tensorrt", "diffusers")
+MIN_OPSET = 17
+
+
+def max_opset() -> int:
+    """The newest opset this PyTorch's TorchScript-based ONNX exporter writes (20 in torch 2.x)."""
+    try:
+        from torch.onnx import _constants
+
+        return int(_constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
+    except (ImportError, AttributeError):
+        return 20
 PRECISIONS = ("fp32", "fp16")
 
 # latents = vae.encode(image) * scaling_factor, per base family (published VAE configs)
@@ -81,8 +92,10 @@ class ExportConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ConfigError(f"--{name} must be a positive pixel count, got {v}")
-        if self.opset < 17:
-            raise ConfigError(f"--opset {self.opset} is below 17, the oldest opset taskfold exports")
+        if not MIN_OPSET <= self.opset <= max_opset():
+            raise ConfigError(f"--opset {self.opset} is outside {MIN_OPSET}..{max_opset()}, the opsets taskfold "
+                              "exports with this PyTorch (its TorchScript ONNX exporter)",
+                              hint=f"use --opset {MIN_OPSET} (the default)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self) | {"formats": list(self.formats), "tasks": list(self.tasks)}

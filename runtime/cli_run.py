@@ -49,6 +49,8 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _cmd_run(args) -> int:
+    from taskfold._io import check_writable
+    from taskfold.config import check_finite, check_seed, check_threads
     from taskfold.errors import ConfigError, OutputExistsError
 
     from .package import open_package
@@ -60,6 +62,12 @@ def _cmd_run(args) -> int:
         raise OutputExistsError(f"{args.out!r} already exists", hint="choose another --out or pass --overwrite")
     if out.exists() and out.is_dir():
         raise ConfigError(f"--out {args.out!r} is a directory; give a .png file path")
+    check_seed(args.seed)
+    check_threads(args.threads)
+    check_finite(args.guidance, "--guidance")
+    check_finite(args.image_guidance, "--image-guidance")
+    check_finite(args.strength, "--strength")
+    check_writable(out)
     pkg = open_package(args.package, backend=args.backend, provider=args.provider, verify=not args.no_verify,
                        threads=args.threads)
     start = time.perf_counter()
@@ -67,7 +75,7 @@ def _cmd_run(args) -> int:
                           scheduler=args.scheduler, guidance_scale=args.guidance,
                           image_guidance_scale=args.image_guidance, seed=args.seed, resize=args.resize,
                           strength=args.strength)
-    pkg.save(images[0], out)
+    pkg.save(images[0], out, overwrite=args.overwrite)
     h, w = pkg.image_size
     how = f", strength {args.strength:g}" if args.strength != 1 else ""
     print(f"wrote {out} ({w}x{h}, task {args.task}, {args.steps} {args.scheduler} steps{how}, "

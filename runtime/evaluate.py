@@ -97,6 +97,7 @@ def evaluate_package(package: str | Path, data: str | Path, out: str | Path, tas
     ``strength``, ``guidance``, ``image_guidance``: a number for every task it applies to, a
     ``{task: number}`` dict, or their CLI text (:func:`parse_task_values`)."""
     from taskfold._io import atomic_output_dir, check_output_dir, write_json_atomic
+    from taskfold.config import check_seed
     from taskfold.train.data import load_dataset
     from taskfold.train.metrics import task_scores
 
@@ -106,6 +107,7 @@ def evaluate_package(package: str | Path, data: str | Path, out: str | Path, tas
     if not isinstance(n, int) or n < 1:
         raise ConfigError(f"--n must be a positive number of rows per task, got {n!r}")
     options = sampling_options(strength, guidance, image_guidance)
+    check_seed(seed)
     check_output_dir(out, overwrite)
     pkg = open_package(package, backend=backend, provider=provider)
     names = pkg.tasks if tuple(tasks) in (("all",), ()) else list(tasks)

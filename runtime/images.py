@@ -82,8 +82,12 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
     return np.round((np.clip(a, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
 
 
-def save_png(array: np.ndarray, path: str | Path) -> Path:
-    """Write an image in [-1, 1] (``[3, H, W]``, ``[1, H, W]`` or ``[H, W]``) as a PNG, atomically."""
+def save_png(array: np.ndarray, path: str | Path, overwrite: bool = True) -> Path:
+    """Write an image in [-1, 1] (``[3, H, W]``, ``[1, H, W]`` or ``[H, W]``) as a PNG, atomically.
+
+    Without ``overwrite`` an existing file (also one another process writes meanwhile) is kept
+    and :class:`~taskfold.errors.OutputExistsError` raised.
+    """
     buf = io.BytesIO()
     Image.fromarray(to_uint8(array)).save(buf, format="PNG")
-    return write_bytes_atomic(path, buf.getbuffer())
+    return write_bytes_atomic(path, buf.getbuffer(), exclusive=not overwrite)

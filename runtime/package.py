@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from taskfold.config import check_finite, check_seed, check_threads
 from taskfold.errors import ConfigError, PackageError
 
 from . import guidance as G
@@ -193,8 +194,7 @@ class Package:
             raise ConfigError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
         if provider not in PROVIDERS:
             raise ConfigError(f"provider {provider!r} is not one of {', '.join(PROVIDERS)}")
-        if threads is not None and threads < 1:
-            raise ConfigError(f"threads must be at least 1, got {threads}")
+        check_threads(threads, "threads")
         self.backend, self.provider, self.verify = backend, provider, verify
         self.share_weights, self.threads = share_weights, threads
         self._check_backend_installed()
@@ -420,6 +420,9 @@ class Package:
             raise ConfigError(f"scheduler {scheduler!r} is not one of {', '.join(SCHEDULERS)}")
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise ConfigError(f"steps must be a positive integer, got {steps!r}")
+        check_seed(seed, "seed")
+        check_finite(guidance_scale, "guidance scale")
+        check_finite(image_guidance_scale, "image guidance scale")
         parts = spec["inputs"][1:]
         needs_image = any(p in ("image", "masked_image") for p in parts)
         needs_mask = any(p in ("mask", "masked_image") for p in parts)
@@ -469,9 +472,10 @@ class Package:
         return self.decode(x)
 
     @staticmethod
-    def save(image: np.ndarray, path: str | Path) -> Path:
-        """Write one image ``[3, H, W]`` in [-1, 1] as a PNG, atomically."""
-        return save_png(image, path)
+    def save(image: np.ndarray, path: str | Path, overwrite: bool = True) -> Path:
+        """Write one image ``[3, H, W]`` in [-1, 1] as a PNG, atomically (``overwrite=False``: never
+        replace an existing file, also not one another process creates meanwhile)."""
+        return save_png(image, path, overwrite=overwrite)
 
     def close(self) -> None:
         """Drop every session and weight mapping."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -11,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from .errors import OutputExistsError
+from .errors import OutputError, OutputExistsError
 
 
 def _umask() -> int:
@@ -20,8 +21,13 @@ def _umask() -> int:
     return mask
 
 
-def write_bytes_atomic(path: str | os.PathLike, data) -> Path:
-    """Write ``data`` (bytes-like) to ``path`` through a temp file and a rename; creates the parent."""
+def write_bytes_atomic(path: str | os.PathLike, data, exclusive: bool = False) -> Path:
+    """Write ``data`` (bytes-like) to ``path`` through a temp file and a rename; creates the parent.
+
+    ``exclusive``: never replace an existing file, even one another process creates meanwhile
+    (the complete file is hard-linked into place, which fails if the name exists) —
+    :class:`OutputExistsError` instead.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -31,7 +37,24 @@ def write_bytes_atomic(path: str | os.PathLike, data) -> Path:
             f.write(memoryview(data))
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if not exclusive:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise OutputExistsError(f"{str(path)!r} already exists (another process wrote it first)",
+                                        hint="choose another --out or pass --overwrite") from None
+            except OSError:  # a file system without hard links: claim the name, then fill it in one rename
+                try:
+                    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666 & ~_umask()))
+                except FileExistsError:
+                    raise OutputExistsError(f"{str(path)!r} already exists (another process wrote it first)",
+                                            hint="choose another --out or pass --overwrite") from None
+                os.replace(tmp, path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -73,8 +96,28 @@ def read_versioned_json(path: Path, fmt: str, schema: int, error, what: str) -> 
     return doc
 
 
+def check_writable(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Refuse ``path`` when it cannot be created or written: checked by creating (and removing) a
+    temporary file in its nearest existing folder, before any work is done."""
+    path = Path(path)
+    parent = path if path.is_dir() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{what} {str(path)!r}: {str(parent)!r} is not a directory",
+                          hint=f"choose another {what}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".taskfold-write-check-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"{what} {str(path)!r} is not writable: {e.strerror} ({str(parent)!r})",
+                          hint=f"choose a writable {what}, or free space / fix permissions there") from None
+    return path
+
+
 def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse an existing non-empty ``path`` unless ``overwrite``; return it as a Path."""
+    """Refuse an existing non-empty ``path`` unless ``overwrite``, or one that cannot be written; return it."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputExistsError(f"output path {str(path)!r} exists and is not a directory",
@@ -82,20 +125,64 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise OutputExistsError(f"output directory {str(path)!r} already exists and is not empty",
                                 hint="choose another --out or pass --overwrite")
-    return path
+    return check_writable(path)
+
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_partials(path: str | os.PathLike, log=print) -> list[Path]:
+    """Remove what interrupted runs left beside ``path``: ``.NAME.<pid>.*.partial`` folders and
+    ``.NAME.old-<pid>`` folders whose process is gone (a live run's are kept). Returns what was removed."""
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for p in sorted(path.parent.glob(f".{glob.escape(path.name)}.*")):
+        rest = p.name[len(path.name) + 2:]
+        if rest.endswith(PARTIAL_SUFFIX):
+            head = rest.split(".", 1)[0]
+        elif rest.startswith("old-"):
+            head = rest[4:]
+        else:
+            continue
+        pid = int(head) if head.isdigit() else None
+        if pid is not None and pid != os.getpid() and _pid_alive(pid):
+            continue
+        size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+        log(f"removed {str(p)!r} ({size / 1e6:.1f} MB), left by an interrupted run")
+    return removed
 
 
 @contextlib.contextmanager
-def atomic_output_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_output_dir(path: str | os.PathLike, overwrite: bool = False, log=print) -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it replaces ``path`` in one rename.
 
     On any error the temporary directory is removed and ``path`` is untouched, so an
     interrupted run never leaves a directory that looks complete, and nothing the user had
-    is lost until the new one is whole.
+    is lost until the new one is whole. A run killed outright (SIGKILL, power loss) cannot
+    clean up: its ``.NAME.<pid>.*.partial`` folder is removed by the next run with the same
+    output (:func:`remove_stale_partials`).
     """
     path = check_output_dir(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    remove_stale_partials(path, log)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=PARTIAL_SUFFIX, dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp

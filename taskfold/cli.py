@@ -388,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="taskfold", description="Upcycle, fold and export multi-task diffusion UNets.")
     parser.add_argument("--version", action="version", version=f"taskfold {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback behind an error (default: one line and a hint)")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_upcycle(sub)
     _add_inspect(sub)
@@ -424,11 +426,19 @@ def main(argv: list[str] | None = None) -> int:
 
             dlogging.set_verbosity_error()
         return args.func(args)
-    except TaskfoldError as e:
-        msg = " ".join(str(e).split())
-        hint = f" (hint: {e.hint})" if e.hint else ""
-        print(f"error: {msg}{hint}", file=sys.stderr)
-        return e.exit_code
+    except (TaskfoldError, OSError) as e:
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        if isinstance(e, OSError):  # the machine said no: full disk, read-only folder, permission denied
+            where = f": {e.filename!r}" if e.filename else ""
+            msg, hint = f"{e.strerror or e}{where}", "check free space and permissions of the paths given"
+            code = 2
+        else:
+            msg, hint, code = " ".join(str(e).split()), e.hint, e.exit_code
+        print(f"error: {msg}" + (f" (hint: {hint})" if hint else ""), file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         print("error: interrupted; no output was left behind", file=sys.stderr)
         return 130

@@ -132,6 +132,9 @@ def run_demo(cfg: DemoConfig, log=print) -> Path:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {cfg.out!r} exists and is not a directory")
+    from ._io import check_writable
+
+    check_writable(out)
     base = Path(cfg.base) if cfg.base else bundled_base()
     if not base.exists():
         raise ConfigError(f"the base {str(base)!r} does not exist",

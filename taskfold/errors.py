@@ -29,7 +29,11 @@ class CheckpointError(TaskfoldError):
     """A saved model directory is missing, truncated, corrupt or does not match its config."""
 
 
-class OutputExistsError(TaskfoldError):
+class OutputError(TaskfoldError):
+    """The output path cannot be written (read-only, full, permission denied, not a folder)."""
+
+
+class OutputExistsError(OutputError):
     """The output path already exists and overwriting was not asked for."""
 
 

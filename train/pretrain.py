@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 
 from taskfold._io import atomic_output_dir, check_output_dir, write_json_atomic
-from taskfold.errors import ConfigError
+from taskfold.errors import ConfigError, TaskfoldError
 
 from .trainer import TrainConfig, train
 
@@ -30,11 +30,11 @@ from .trainer import TrainConfig, train
 def pretrain(data_dir: str | Path, cfg: TrainConfig, out: str | Path, preset: str = "tiny-pixel", dtr: bool = True,
              dtr_alpha: float = 4.0, dtr_beta: float = 0.8, seed: int = 0, resume: bool = False,
              overwrite: bool = False, log=print, progress: bool = True) -> Path:
-    """Train a base from scratch on the ``t2i`` rows of ``data_dir``; returns ``OUT/base``."""
-    from taskfold.export.fold import fold
-    from taskfold.upcycle import UpcycleConfig, load_base, upcycle
-    from taskfold.upcycle.checkpoint import load_mtu, save_mtu
+    """Train a base from scratch on the ``t2i`` rows of ``data_dir``; returns ``OUT/base``.
 
+    A refused run (no ``t2i`` rows, a bad config) leaves no ``OUT``; an interrupted one keeps its
+    checkpoints for ``resume``.
+    """
     out = Path(out)
     if cfg.trainable != "all" or not cfg.train_text_encoder:
         raise ConfigError("pretraining trains everything: trainable 'all' and the text encoder")
@@ -42,6 +42,19 @@ def pretrain(data_dir: str | Path, cfg: TrainConfig, out: str | Path, preset: st
         check_output_dir(out, overwrite)
         if out.exists():
             shutil.rmtree(out)
+    try:
+        return _pretrain(data_dir, cfg, out, preset, dtr, dtr_alpha, dtr_beta, seed, resume, log, progress)
+    except TaskfoldError:
+        if not resume:  # a refused run leaves nothing (not even the initial model it wrote)
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _pretrain(data_dir, cfg, out: Path, preset, dtr, dtr_alpha, dtr_beta, seed, resume, log, progress) -> Path:
+    from taskfold.export.fold import fold
+    from taskfold.upcycle import UpcycleConfig, load_base, upcycle
+    from taskfold.upcycle.checkpoint import load_mtu, save_mtu
+
     init = out / "init"
     if not (init / "config.json").is_file():
         unet, info = load_base(f"preset:{preset}", seed=seed)

@@ -25,7 +25,6 @@ newest one. The final model is written to ``OUT/mtu`` (an MTU directory that
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import shutil
@@ -38,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from taskfold._io import atomic_output_dir, write_json_atomic
+from taskfold._io import atomic_output_dir, check_writable, write_bytes_atomic, write_json_atomic
+from taskfold.config import Config, is_finite_number
 from taskfold.errors import CheckpointError, ConfigError, OutputExistsError
 
 OPTIMIZER_PRESETS = {
@@ -51,15 +51,20 @@ NOISE_SCHEDULES = {
 }
 CHECKPOINTS = "checkpoints"
 KEEP_CHECKPOINTS = 2
+LOG = "log.jsonl"
+#: Config fields a resumed run may change; every other one shapes the weights.
+FREE_ON_RESUME = ("steps", "log_every", "checkpoint_every")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     """Everything a training run was asked for; saved as ``OUT/train_config.json``.
 
     ``batch_size`` is per process and micro-step; one optimiser step sees
     ``batch_size x processes x grad_accum`` samples.
     """
+
+    label = "train config"
 
     steps: int = 1000
     batch_size: int = 8
@@ -88,6 +93,10 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.optimizer not in ("adam", "adamw"):
             raise ConfigError(f"optimizer {self.optimizer!r} is not one of adam, adamw")
+        for name in ("lr", "weight_decay", "max_grad_norm", "snr_gamma"):
+            v = getattr(self, name)
+            if v is not None and not is_finite_number(v):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {v!r}")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
@@ -101,7 +110,7 @@ class TrainConfig:
             raise ConfigError(f"--noise-schedule {self.noise_schedule!r} is not one of {', '.join(NOISE_SCHEDULES)}")
         if self.snr_gamma is not None and not self.snr_gamma > 0:
             raise ConfigError(f"--snr-gamma must be positive, got {self.snr_gamma}")
-        bad = {k: v for k, v in self.task_weights.items() if not (isinstance(v, (int, float)) and v >= 0)}
+        bad = {k: v for k, v in self.task_weights.items() if not (is_finite_number(v) and v >= 0)}
         if bad:
             raise ConfigError(f"task weights must be non-negative numbers, got {bad}")
 
@@ -112,16 +121,15 @@ class TrainConfig:
         base = dict(OPTIMIZER_PRESETS[preset]) if preset else {}
         return cls(**(base | {k: v for k, v in kw.items() if v is not None}))
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+    def check_tasks(self, tasks: list[str]) -> None:
+        """Refuse task weights for tasks the model does not have, or weights that sample nothing."""
+        unknown = sorted(set(self.task_weights) - set(tasks))
         if unknown:
-            raise ConfigError(f"unknown train config key(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
+            raise ConfigError(f"--task-weights names task(s) {', '.join(unknown)} that the model does not have; its "
+                              f"tasks are {', '.join(tasks)}")
+        if not any(float(self.task_weights.get(t, 1.0)) > 0 for t in tasks):
+            raise ConfigError(f"every task weight is zero ({self.task_weights}): no task would be trained",
+                              hint="give at least one task a positive weight")
 
     def scheduler_config(self) -> dict:
         """The noise schedule as a diffusers ``scheduler_config.json`` (also what the runtime reads).
@@ -276,50 +284,76 @@ def load_checkpoint(path: Path, module: TrainModule, optimizer) -> int:
 
 # --- The loop -------------------------------------------------------------------------------------
 
+@dataclass
+class TrainRun:
+    """Everything the loop needs, set up (and every refusal made) before anything is written."""
+
+    cfg: TrainConfig
+    out: Path
+    accel: object
+    mtu: nn.Module
+    module: TrainModule
+    optimizer: torch.optim.Optimizer
+    params: list
+    data: object
+    by_task: dict[str, list[int]]
+    tasks: list[str]
+    start: int
+    log: object
+    t0: float = 0.0
+
+    @property
+    def main(self) -> bool:
+        return self.accel.is_main_process
+
+
 def train(mtu_dir: str | Path, data_dir: str | Path, cfg: TrainConfig, out: str | Path, resume: bool = False,
           skip_bad_rows: bool = False, log=print, progress: bool = True) -> Path:
-    """Fine-tune the MTU model in ``mtu_dir`` on ``data_dir``; returns ``OUT/mtu``."""
+    """Fine-tune the MTU model in ``mtu_dir`` on ``data_dir``; returns ``OUT/mtu``.
+
+    A refused run (bad config, dataset or output folder) writes nothing; ``resume`` continues
+    from the newest complete checkpoint and cuts ``log.jsonl`` back to it.
+    """
+    run = prepare_run(mtu_dir, data_dir, cfg, Path(out), resume, skip_bad_rows, log)
+    model = run_loop(run, progress)
+    final = run.out / "mtu"
+    if run.main:
+        unwrapped = run.accel.unwrap_model(model)
+        save_mtu_run(unwrapped, final, run.cfg)
+        log(f"wrote {final} ({run.cfg.steps} steps, {math.ceil(time.time() - run.t0)} s)")
+    run.accel.wait_for_everyone()
+    return final
+
+
+def prepare_run(mtu_dir, data_dir, cfg: TrainConfig, out: Path, resume: bool, skip_bad_rows: bool, log) -> TrainRun:
+    """Load and check everything; on resume, load the newest checkpoint. Writes only ``train_config.json``."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
     from taskfold.train.data import load_dataset
-    from taskfold.upcycle.checkpoint import load_mtu, save_mtu
+    from taskfold.upcycle.checkpoint import load_mtu
     from taskfold.upcycle.model import set_trainable
 
-    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise OutputExistsError(f"output directory {str(out)!r} already exists and is not empty",
+                                hint="pass --resume to continue its run, or choose another --out")
+    check_writable(out)
     # cpu=True without CUDA: under torchrun (accelerate launch --multi_gpu) the processes join a gloo group.
     accel = Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=cfg.grad_accum,
                         mixed_precision=cfg.mixed_precision,
                         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     main = accel.is_main_process
-    if out.exists() and any(out.iterdir()) and not resume:
-        raise OutputExistsError(f"output directory {str(out)!r} already exists and is not empty",
-                                hint="pass --resume to continue its run, or choose another --out")
+    say = log if main else (lambda *_: None)
     mtu = load_mtu(mtu_dir)
-    tasks = [t for t in mtu.task_names]
-    data = load_dataset(data_dir, tasks=[t for t in tasks], skip_bad_rows=skip_bad_rows,
-                        log=log if main else (lambda *_: None), split="train")
+    tasks = list(mtu.task_names)
+    cfg.check_tasks(tasks)
+    data = load_dataset(data_dir, tasks=tasks, skip_bad_rows=skip_bad_rows, log=say, split="train")
     by_task = {t: data.indices(t) for t in tasks if data.indices(t)}
     if not by_task:
         raise ConfigError(f"dataset {str(data_dir)!r} has no training rows for the model's tasks {tasks}")
-    text_encoder, codec = find_encoders(mtu_dir, mtu)
-    if text_encoder is None:  # a base without one (presets): the project's tiny encoder, fresh
-        text_encoder = new_tiny_text_encoder(mtu, data_dir, cfg.seed)
-        if main:
-            log(f"no text encoder with the model or its base: a new tiny one ({text_encoder.vocab_size} tokens, "
-                f"{'trained' if cfg.train_text_encoder else 'frozen'})")
-    if codec is None:
-        raise ConfigError(f"the model takes {mtu.latent_channels}-channel samples but no VAE was found beside it "
-                          f"or its base {mtu.base_info.source!r}",
-                          hint="upcycle from a pipeline folder with vae/, or train a 3-channel pixel-space model")
-    inherited = find_noise_schedule(mtu_dir, mtu)
-    if cfg.noise_schedule is None:
-        cfg = dataclasses.replace(cfg, noise_schedule=inherited or "sd")
-        if main and inherited:
-            log(f"noise schedule {inherited!r}: the one the model was trained with")
-    elif inherited and cfg.noise_schedule != inherited and main:
-        log(f"warning: training with the {cfg.noise_schedule!r} noise schedule; the model was trained with "
-            f"{inherited!r}")
+    cfg.check_tasks(list(by_task))  # the tasks with rows must not all weigh zero
+    text_encoder, codec = _encoders_for(mtu_dir, mtu, data_dir, cfg, say)
+    cfg = _with_noise_schedule(cfg, mtu_dir, mtu, say)
     set_trainable(mtu, cfg.trainable)
     text_encoder.requires_grad_(cfg.train_text_encoder)
     codec.requires_grad_(False)
@@ -328,91 +362,149 @@ def train(mtu_dir: str | Path, data_dir: str | Path, cfg: TrainConfig, out: str 
     params = [p for p in module.parameters() if p.requires_grad]
     opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     optimizer = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-    start = 0
-    if resume:
-        if main:  # a run killed while writing leaves a hidden .step-*.partial directory: never a checkpoint
-            for partial in (out / CHECKPOINTS).glob(".step-*"):
-                shutil.rmtree(partial, ignore_errors=True)
-        ckpts = _checkpoint_dirs(out)
-        if ckpts:
-            saved = TrainConfig.from_dict(json.loads((ckpts[-1] / "state.json").read_text())["config"])
-            free = ("steps", "log_every", "checkpoint_every")  # may change on resume; the rest shapes the weights
-            changed = {k: (getattr(saved, k), getattr(cfg, k)) for k in saved.to_dict()
-                       if k not in free and getattr(saved, k) != getattr(cfg, k)}
-            if changed:
-                raise CheckpointError(f"--resume with a different config than {str(ckpts[-1])!r} was written with: "
-                                      + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()),
-                                      hint="resume with the same flags (only --steps and the intervals may change)")
-            start = load_checkpoint(ckpts[-1], module, optimizer)
-            if main:
-                log(f"resuming from {ckpts[-1]} (step {start})")
+    start = _resume(out, cfg, module, optimizer, main, say) if resume else 0
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "train_config.json", cfg.to_dict())
-    model, optimizer = accel.prepare(module, optimizer)
+    return TrainRun(cfg, out, accel, mtu, module, optimizer, params, data, by_task, tasks, start, say)
+
+
+def _encoders_for(mtu_dir, mtu, data_dir, cfg: TrainConfig, say):
+    text_encoder, codec = find_encoders(mtu_dir, mtu)
+    if text_encoder is None:  # a base without one (presets): the project's tiny encoder, fresh
+        text_encoder = new_tiny_text_encoder(mtu, data_dir, cfg.seed)
+        say(f"no text encoder with the model or its base: a new tiny one ({text_encoder.vocab_size} tokens, "
+            f"{'trained' if cfg.train_text_encoder else 'frozen'})")
+    if codec is None:
+        raise ConfigError(f"the model takes {mtu.latent_channels}-channel samples but no VAE was found beside it "
+                          f"or its base {mtu.base_info.source!r}",
+                          hint="upcycle from a pipeline folder with vae/, or train a 3-channel pixel-space model")
+    return text_encoder, codec
+
+
+def _with_noise_schedule(cfg: TrainConfig, mtu_dir, mtu, say) -> TrainConfig:
+    inherited = find_noise_schedule(mtu_dir, mtu)
+    if cfg.noise_schedule is None:
+        if inherited:
+            say(f"noise schedule {inherited!r}: the one the model was trained with")
+        return cfg.replace(noise_schedule=inherited or "sd")
+    if inherited and cfg.noise_schedule != inherited:
+        say(f"warning: training with the {cfg.noise_schedule!r} noise schedule; the model was trained with "
+            f"{inherited!r}")
+    return cfg
+
+
+def _resume(out: Path, cfg: TrainConfig, module, optimizer, main: bool, say) -> int:
+    """Load the newest complete checkpoint (same config, but for ``FREE_ON_RESUME``); cut the log back to it."""
+    if main:  # a run killed while writing leaves a hidden .step-*.partial directory: never a checkpoint
+        for partial in (out / CHECKPOINTS).glob(".step-*"):
+            shutil.rmtree(partial, ignore_errors=True)
+    ckpts = _checkpoint_dirs(out)
+    start = 0
+    if ckpts:
+        saved = TrainConfig.from_dict(json.loads((ckpts[-1] / "state.json").read_text())["config"])
+        changed = {k: (getattr(saved, k), getattr(cfg, k)) for k in saved.to_dict()
+                   if k not in FREE_ON_RESUME and getattr(saved, k) != getattr(cfg, k)}
+        if changed:
+            raise CheckpointError(f"--resume with a different config than {str(ckpts[-1])!r} was written with: "
+                                  + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()),
+                                  hint="resume with the same flags (only --steps and the intervals may change)")
+        start = load_checkpoint(ckpts[-1], module, optimizer)
+        say(f"resuming from {ckpts[-1]} (step {start})")
+    if main:
+        cut_log(out / LOG, start)
+    return start
+
+
+def cut_log(path: Path, step: int) -> None:
+    """Keep the records of ``log.jsonl`` up to ``step`` (a resumed run writes the later ones again)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line half-written when the run was killed
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step:
+            keep.append(line)
+    write_bytes_atomic(path, "".join(f"{ln}\n" for ln in keep).encode())
+
+
+def run_loop(run: TrainRun, progress: bool):
+    """The optimiser steps from ``run.start`` to ``cfg.steps``: plan, forward, backward, log, checkpoint."""
+    cfg, accel = run.cfg, run.accel
+    model, optimizer = accel.prepare(run.module, run.optimizer)
     acp = alphas_cumprod(cfg)
     weights = loss_weights(cfg, acp)
     world, rank = accel.num_processes, accel.process_index
     micro = cfg.batch_size
     global_batch = micro * world * cfg.grad_accum
-    log_path = out / "log.jsonl"
-    bar = None
-    if main and progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step")
-    t0 = time.time()
+    tokenize = run.module.text_encoder.tokenize
+    bar = _progress(cfg, run.start) if run.main and progress else None
+    run.t0 = time.time()
     running: dict[str, list[float]] = {}
-    for step in range(start, cfg.steps):
-        plan = draw_plan(step, global_batch, cfg, by_task)
+    for step in range(run.start, cfg.steps):
+        plan = draw_plan(step, global_batch, cfg, run.by_task)
         for a in range(cfg.grad_accum):
             first = (a * world + rank) * micro
             sel = range(first, first + micro)
-            batch = build_inputs(plan, sel, data, mtu, codec, text_encoder.tokenize, acp, accel.device)
+            batch = build_inputs(plan, sel, run.data, run.mtu, run.module.codec, tokenize, acp, accel.device)
             with accel.accumulate(model):
                 losses = model(**batch)  # per-sample MSE, logged as it is
                 w = weights.to(losses.device)[batch["timesteps"]] if weights is not None else 1.0
                 accel.backward((losses * w).mean())
                 if accel.sync_gradients and cfg.max_grad_norm:
-                    accel.clip_grad_norm_(params, cfg.max_grad_norm)
+                    accel.clip_grad_norm_(run.params, cfg.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad()
             for i, l in zip(sel, losses.detach().cpu().tolist()):
                 running.setdefault(plan.tasks[i], []).append(l)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
-            # (sum, count) per task from every process, in the model's task order
-            local = torch.tensor([[sum(running.get(t, [])), len(running.get(t, []))] for t in tasks],
-                                 dtype=torch.float64, device=accel.device)
-            totals = accel.reduce(local, reduction="sum").cpu() if world > 1 else local.cpu()
-            if main:
-                per_task = {t: float(totals[i, 0] / totals[i, 1]) for i, t in enumerate(tasks) if totals[i, 1] > 0}
-                rec = {"step": done, "loss": float(totals[:, 0].sum() / max(float(totals[:, 1].sum()), 1.0)),
-                       "loss_per_task": per_task, "lr": cfg.lr, "samples": done * global_batch,
-                       "seconds": round(time.time() - t0, 2)}
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
-                if bar:
-                    bar.set_postfix({t: f"{v:.3f}" for t, v in per_task.items()})
+            _log_step(run, done, running, global_batch, bar)
             running = {}
         if bar:
             bar.update(1)
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             accel.wait_for_everyone()
-            if main:
-                save_checkpoint(out, done, accel.unwrap_model(model), optimizer, cfg)
+            if run.main:
+                save_checkpoint(run.out, done, accel.unwrap_model(model), optimizer, cfg)
     if bar:
         bar.close()
     accel.wait_for_everyone()
-    final = out / "mtu"
-    if main:
-        unwrapped = accel.unwrap_model(model)
-        save_mtu(unwrapped.mtu.eval(), final, overwrite=True,
-                 extra=lambda d: _write_components(d, unwrapped, cfg))
-        log(f"wrote {final} ({cfg.steps} steps, {math.ceil(time.time() - t0)} s)")
-    accel.wait_for_everyone()
-    return final
+    return model
+
+
+def _progress(cfg: TrainConfig, start: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.steps, initial=start, desc="train", unit="step")
+
+
+def _log_step(run: TrainRun, done: int, running: dict[str, list[float]], global_batch: int, bar) -> None:
+    """One ``log.jsonl`` record: the mean loss per task over every process since the last record."""
+    accel = run.accel
+    local = torch.tensor([[sum(running.get(t, [])), len(running.get(t, []))] for t in run.tasks],
+                         dtype=torch.float64, device=accel.device)
+    totals = accel.reduce(local, reduction="sum").cpu() if accel.num_processes > 1 else local.cpu()
+    if not run.main:
+        return
+    per_task = {t: float(totals[i, 0] / totals[i, 1]) for i, t in enumerate(run.tasks) if totals[i, 1] > 0}
+    rec = {"step": done, "loss": float(totals[:, 0].sum() / max(float(totals[:, 1].sum()), 1.0)),
+           "loss_per_task": per_task, "lr": run.cfg.lr, "samples": done * global_batch,
+           "seconds": round(time.time() - run.t0, 2)}
+    with open(run.out / LOG, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    if bar:
+        bar.set_postfix({t: f"{v:.3f}" for t, v in per_task.items()})
+
+
+def save_mtu_run(module: TrainModule, final: Path, cfg: TrainConfig) -> None:
+    """The trained MTU directory with its text encoder, codec record and noise schedule."""
+    from taskfold.upcycle.checkpoint import save_mtu
+
+    save_mtu(module.mtu.eval(), final, overwrite=True, extra=lambda d: _write_components(d, module, cfg))
 
 
 def find_encoders(mtu_dir: str | Path, mtu):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from taskfold.config import Config, is_finite_number
 from taskfold.errors import ConfigError
 
 from .dtr import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_TIMESTEPS
@@ -15,13 +15,15 @@ from .tasks import TaskSpec, resolve_tasks
 
 
 @dataclass(frozen=True)
-class UpcycleConfig:
+class UpcycleConfig(Config):
     """How to upcycle a base UNet (DESIGN.md "MTU", "DTR").
 
     ``expert_width=None`` is the iso-parameter default ``H / num_experts``; ``top_k=None``
     routes to all experts; ``blocks`` are fnmatch patterns over transformer-block paths
     (e.g. ``"down_blocks.*"``, ``"mid_block.*"``), default all.
     """
+
+    label = "upcycle config"
 
     tasks: tuple[str, ...] = ("t2i", "edit", "sr", "inpaint")
     custom_tasks: tuple[TaskSpec, ...] = ()
@@ -53,9 +55,9 @@ class UpcycleConfig:
         for name in ("router_hidden", "task_embedding_dim", "dtr_timesteps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 < self.dtr_beta <= 1.0:
+        if not (is_finite_number(self.dtr_beta) and 0.0 < self.dtr_beta <= 1.0):
             raise ConfigError(f"--dtr-beta must be in (0, 1], got {self.dtr_beta}")
-        if self.dtr_alpha <= 0:
+        if not (is_finite_number(self.dtr_alpha) and self.dtr_alpha > 0):
             raise ConfigError(f"--dtr-alpha must be > 0, got {self.dtr_alpha}")
         if not self.blocks:
             raise ConfigError("--blocks selects no transformer blocks")
@@ -64,27 +66,13 @@ class UpcycleConfig:
     def task_specs(self) -> tuple[TaskSpec, ...]:
         return resolve_tasks(self.tasks, self.custom_tasks)
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["tasks"] = list(self.tasks)
-        d["blocks"] = list(self.blocks)
-        d["custom_tasks"] = [t.to_dict() for t in self.custom_tasks]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "UpcycleConfig":
-        if not isinstance(d, dict):
-            raise ConfigError(f"upcycle config must be a JSON object, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown upcycle config key(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
-
     @classmethod
     def from_json_file(cls, path: str | Path, **overrides) -> "UpcycleConfig":
         try:
-            d = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            d = json.loads(Path(path).read_text(), parse_constant=lambda c: float("nan"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ConfigError(f"cannot read upcycle config {str(path)!r}: {e}") from None
-        return cls.from_dict({**d, **overrides})
+        if not isinstance(d, dict):
+            raise ConfigError(f"upcycle config {str(path)!r} must be a JSON object, got {type(d).__name__}",
+                              hint='e.g. {"tasks": ["t2i", "edit"], "num_experts": 4}')
+        return cls.from_dict(d, where="upcycle config", **overrides)

@@ -19,10 +19,10 @@ tasks with :class:`TaskSpec` (``custom_tasks`` in the upcycle config).
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 
+from taskfold.config import Config, is_finite_number
 from taskfold.errors import TaskError
 
 #: Parts a task input can be built from, and their channel counts (c = latent channels).
@@ -32,7 +32,7 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
 @dataclass(frozen=True)
-class TaskSpec:
+class TaskSpec(Config):
     """One task of a multi-task model.
 
     ``inputs`` lists the parts concatenated on the channel axis, always starting with
@@ -62,6 +62,10 @@ class TaskSpec:
             raise TaskError(f"task {self.name!r}: guidance {self.guidance!r} is not one of {list(GUIDANCE_KINDS)}")
         if self.guidance == "image_text" and self.inputs == ("noisy",):
             raise TaskError(f"task {self.name!r}: image guidance needs an image input, inputs are only ['noisy']")
+        for name in ("guidance_scale", "image_guidance_scale"):
+            v = getattr(self, name)
+            if v is not None and not is_finite_number(v):
+                raise TaskError(f"task {self.name!r}: {name} must be a finite number, got {v!r}")
         if self.guidance == "image_text" and self.image_guidance_scale is None:
             raise TaskError(f"task {self.name!r}: guidance 'image_text' needs image_guidance_scale")
 
@@ -69,18 +73,13 @@ class TaskSpec:
         """Channels of this task's UNet input for a model with ``latent_channels``."""
         return sum(1 if part == "mask" else latent_channels for part in self.inputs)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self) | {"inputs": list(self.inputs)}
-
     @classmethod
-    def from_dict(cls, d: dict) -> "TaskSpec":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise TaskError(f"task declaration has unknown key(s) {unknown}; known: {sorted(known)}")
-        if "name" not in d:
-            raise TaskError("task declaration needs a 'name'")
-        return cls(**d)
+    def from_dict(cls, d, where: str | None = None, **overrides) -> "TaskSpec":
+        if isinstance(d, dict) and "name" not in d:
+            raise TaskError(f"{where or 'task declaration'} needs a 'name'")
+        if where is None:
+            where = f"task {d.get('name')!r}" if isinstance(d, dict) else "task declaration"
+        return super().from_dict(d, where=where, **overrides)
 
 
 BUILTIN_TASKS: dict[str, TaskSpec] = {
