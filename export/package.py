@@ -103,6 +103,28 @@ class ExportConfig:
 
 # --- What the package describes ------------------------------------------------------------
 
+def public_source(src: str | None) -> str | None:
+    """Where something came from, without the exporting machine's paths: a preset name as it is,
+    a local folder or file by its name only (``/home/me/models/sd15`` -> ``sd15``)."""
+    if src is None or src.startswith("preset:"):
+        return src
+    return Path(src).name or "a local folder"
+
+
+def _without_paths(record: dict | None) -> dict | None:
+    """``record`` with its ``source`` (and a nested ``encoder.source``) made public."""
+    if record is None:
+        return None
+    out = dict(record)
+    if isinstance(out.get("source"), str):
+        out["source"] = public_source(out["source"])
+    if isinstance(out.get("encoder"), dict):
+        out["encoder"] = _without_paths(out["encoder"])
+    if isinstance(out.get("graph"), dict):
+        out["graph"] = _without_paths(out["graph"])
+    return out
+
+
 def codec_record(mtu) -> dict:
     """The codec between images and the UNet's sample space, from where the base came from."""
     src, c = mtu.base_info.source, mtu.latent_channels
@@ -114,16 +136,17 @@ def codec_record(mtu) -> dict:
                     "latent_channels": c, "source": f"published {family} VAE config"}
         return {"kind": "identity", "scale_factor": 1, "scaling_factor": 1.0, "latent_channels": c,
                 "source": f"{src}: the UNet works on images directly"}
+    name = public_source(src)
     path = Path(src)
     for vae_cfg in (path / "vae" / "config.json", path.parent / "vae" / "config.json"):
         if vae_cfg.is_file():
             v = json.loads(vae_cfg.read_text())
             return {"kind": "vae", "scale_factor": 2 ** (len(v.get("block_out_channels", [0] * 4)) - 1),
                     "scaling_factor": float(v.get("scaling_factor", 0.18215)), "latent_channels": c,
-                    "source": str(vae_cfg)}
+                    "source": f"vae/config.json of {public_source(str(vae_cfg.parent.parent))}"}
     family = "sdxl" if mtu.unet.config.addition_embed_type == "text_time" else "sd15"
     return {"kind": "vae", "scale_factor": 8, "scaling_factor": _VAE_SCALING[family], "latent_channels": c,
-            "source": f"assumed: the {family} VAE (no vae/config.json beside {src})"}
+            "source": f"assumed: the {family} VAE (no vae/config.json beside {name})"}
 
 
 def sample_size(mtu, cfg: ExportConfig, codec: dict) -> tuple[int, int]:
@@ -243,8 +266,8 @@ def export_package(mtu_or_dir, cfg: ExportConfig, out: str | Path, overwrite: bo
         components = _export_components(text_encoder, codec_module, mtu_dir, mtu, cfg, h, w, tmp, log)
         if components.get("codec"):
             codec = components["codec"]
-        manifest = _manifest(mtu, cfg, tasks, codec, (h, w), graphs, tmp)
-        manifest["text_encoder"] = components.get("text_encoder")
+        manifest = _manifest(mtu, cfg, tasks, _without_paths(codec), (h, w), graphs, tmp)
+        manifest["text_encoder"] = _without_paths(components.get("text_encoder"))
         manifest["scheduler"] = components["scheduler"]
         write_json_atomic(tmp / MANIFEST, manifest)
     log(f"wrote {out}: {len(graphs)} graphs, {sum(f['bytes'] for f in manifest['files'].values()) / 1e6:.1f} MB")
@@ -429,7 +452,8 @@ def _manifest(mtu, cfg: ExportConfig, tasks, codec, sample_hw, graphs, root: Pat
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
         "created_by": tool_versions(),
-        "model": {"base": mcfg["base"] | {"unet_config": None}, "upcycle": mcfg["upcycle"],
+        "model": {"base": mcfg["base"] | {"unet_config": None, "source": public_source(mcfg["base"]["source"])},
+                  "upcycle": mcfg["upcycle"],
                   "unet_config": mcfg["base"]["unet_config"]},
         "export": cfg.to_dict(),
         "sample": {"height": sample_hw[0], "width": sample_hw[1], "batch": cfg.batch, "text_len": cfg.text_len,

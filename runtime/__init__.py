@@ -5,7 +5,10 @@
 - :mod:`.schedulers` -- DDIM and Euler in numpy, step for step equal to diffusers'.
 - :mod:`.guidance` -- none, text CFG and InstructPix2Pix dual guidance.
 - :mod:`.tokenizers` -- the tiny WordLevel and CLIP BPE tokenizers without ``tokenizers``.
-- :mod:`.manifest` -- read and verify a package's ``manifest.json``.
+- :mod:`.manifest` -- the manifest's schema, checked before anything trusts it.
+- :mod:`.reader` -- :class:`~.reader.PackageReader`, the one way into a package: confined
+  paths, listed files only, byte ranges, hashes, the closure ``taskfold verify`` checks.
+- :mod:`.onnx_refs` -- the external-data references of an ONNX graph, read from the protobuf.
 - :mod:`.images` -- PNG in and out, the training data's conventions.
 - :mod:`.cli_run` -- ``taskfold run``.
 

@@ -35,8 +35,10 @@ Inputs
     dropped). A mask is 1 (to fill) where its pixels are 128 or brighter.
 
 Integrity
-    With ``verify`` (the default) every file a graph needs is re-hashed against the manifest
-    before its first session is created; a mismatch raises :class:`PackageError`.
+    Every file is opened through :class:`~taskfold.runtime.reader.PackageReader`: confined to
+    the package, listed in the manifest with the right size, byte ranges checked. With
+    ``verify`` (the default) each file a graph needs is also re-hashed against the manifest,
+    once, before its first session is created; a problem raises :class:`PackageError`.
 """
 
 from __future__ import annotations

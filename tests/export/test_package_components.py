@@ -47,6 +47,24 @@ def test_sd_layout_package_has_clip_vae_and_tokenizer(sd_like_pipeline, tmp_path
     img = dec.run(None, {dec.get_inputs()[0].name: np.zeros((1, 4, 16, 16), np.float32)})[0]
     assert img.shape == (1, 3, 128, 128)
     assert verify_package(tmp_path / "pkg") == []
+    # the exporting machine's paths stay on it: sources are names
+    strings = []
+
+    def walk(v):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                strings.append(str(k))
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+        elif isinstance(v, str):
+            strings.append(v)
+    on_disk = json.loads((tmp_path / "pkg" / "manifest.json").read_text())
+    walk(on_disk)
+    leaks = [x for x in strings if str(tmp_path) in x or str(sd_like_pipeline.parent) in x or x.startswith("/")]
+    assert leaks == []
+    assert on_disk["model"]["base"]["source"] == "sd15-narrow" and te["source"] == "sd15-narrow"
 
 
 def test_text_len_conflict_is_refused(sd_like_pipeline, tmp_path, capsys):

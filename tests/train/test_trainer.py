@@ -103,6 +103,8 @@ def test_sigkill_then_resume_ends_at_the_uninterrupted_weights(world, tmp_path):
     a, b = load_file(str(ref / "mtu/model.safetensors")), load_file(str(run / "mtu/model.safetensors"))
     assert max((a[k] - b[k]).abs().max().item() for k in a) == 0.0  # same plan, same ops: bit-identical on CPU
     assert not list((run / "checkpoints").glob(".step-*"))
+    # the log has each step once, as the uninterrupted run's does
+    assert [r["step"] for r in _records(run)] == [r["step"] for r in _records(ref)]
 
 
 def test_resume_refuses_other_flags_and_fresh_run_refuses_existing_out(world, tmp_path, capsys):
