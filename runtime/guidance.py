@@ -10,7 +10,7 @@ Three kinds, named by what the extra evaluations drop:
 
   Tasks with an image condition (super-resolution, inpainting) keep it in both
   evaluations; only the prompt is replaced by the empty prompt's embedding.
-* ``dual``: InstructPix2Pix guidance on the image and the instruction (Brooks et al. 2023,
+* ``image_text``: InstructPix2Pix guidance on the image and the instruction (Brooks et al. 2023,
   Eq. 3)::
 
       e = e(z, 0, empty) + s_I * (e(z, c_img, empty) - e(z, 0, empty))
@@ -31,8 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from taskfold.errors import ConfigError
-
-GUIDANCE_KINDS = ("none", "text", "dual")
+from taskfold.tasks import GUIDANCE_KINDS  # noqa: F401  (the kinds are the tasks' guidance kinds)
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ FULL = Conditioning(text=True, image=True)
 _BATCHES = {
     "none": (FULL,),
     "text": (IMAGE_ONLY, FULL),
-    "dual": (UNCOND, IMAGE_ONLY, FULL),
+    "image_text": (UNCOND, IMAGE_ONLY, FULL),
 }
 
 
@@ -66,7 +65,7 @@ def _check_kind(kind: str) -> None:
 def guidance_batches(kind: str) -> tuple[Conditioning, ...]:
     """The UNet evaluations one step of ``kind`` needs, in :func:`combine`'s order.
 
-    ``none`` -> (full,); ``text`` -> (empty prompt, full); ``dual`` -> (unconditional,
+    ``none`` -> (full,); ``text`` -> (empty prompt, full); ``image_text`` -> (unconditional,
     image only, full). The length is the number of evaluations per step.
     """
     _check_kind(kind)
@@ -103,7 +102,7 @@ def combine(kind: str, outputs: Sequence[np.ndarray] | np.ndarray, *, text_scale
 
     ``outputs`` is either a sequence with one array per evaluation, or one array holding
     them stacked along axis 0 in the same order (a batched call), which is split evenly.
-    ``image_scale`` is used by ``dual`` only; neither scale by ``none``.
+    ``image_scale`` is used by ``image_text`` only; neither scale by ``none``.
     """
     n = len(guidance_batches(kind))
     if isinstance(outputs, np.ndarray):

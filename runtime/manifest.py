@@ -20,6 +20,7 @@ import re
 from typing import Any, Callable
 
 from taskfold.errors import PackageError
+from taskfold.tasks import GUIDANCE_KINDS, INPUT_PARTS
 
 FORMAT = "taskfold-package"
 SCHEMA_VERSION = 1
@@ -30,8 +31,6 @@ WEIGHT_INDEX_SCHEMA_VERSION = 1
 MAX_JSON_BYTES = 64 << 20
 #: numpy dtypes a weight record may name.
 WEIGHT_DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
-GUIDANCE_KINDS = ("none", "text", "image_text")
-INPUT_PARTS = ("noisy", "image", "mask", "masked_image")
 
 
 # --- checkers ----------------------------------------------------------------------------------

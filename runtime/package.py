@@ -50,21 +50,17 @@ from pathlib import Path
 
 import numpy as np
 
-from taskfold.config import check_finite, check_seed, check_threads
+from taskfold.config import check_threads
 from taskfold.errors import ConfigError, PackageError
+from taskfold.tasks import TaskSpec, task_from_record
 
-from . import guidance as G
 from .images import fit_image, mask_to_array, open_image, save_png, to_chw, to_rgb
 from .reader import PackageReader, WeightRecord
-from .schedulers import SchedulerConfig, check_strength, make_scheduler, start_latents
+from .sampler import Model, check_inputs, check_options, sample
+from .schedulers import SCHEDULERS  # noqa: F401  (the CLI's choices)
 
 BACKENDS = ("onnx", "coreml", "tensorrt")
 PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
-SCHEDULERS = ("ddim", "euler")
-#: Task guidance (manifest / TaskSpec) -> the guidance kind of :mod:`taskfold.runtime.guidance`.
-GUIDANCE_OF_TASK = {"none": "none", "text": "text", "image_text": "dual"}
-#: Tasks whose condition image is given at 1/scale of the output size (upsampled as in training).
-LOW_RES_INPUT = {"sr": 2}
 UNET_INPUTS = ("sample", "timestep", "encoder_hidden_states")
 
 
@@ -208,6 +204,7 @@ class Package:
         self._sessions: dict[str, object] = {}
         self._weights = WeightStore()
         self._tokenizer = None
+        self._specs: dict[str, TaskSpec] = {}
 
     # --- what the package holds -----------------------------------------------------------
 
@@ -226,6 +223,12 @@ class Package:
         if name not in self.manifest["tasks"]:
             raise ConfigError(f"unknown task {name!r}; this package has: {', '.join(self.tasks)}")
         return self.manifest["tasks"][name]
+
+    def spec(self, name: str) -> TaskSpec:
+        """The task definition of ``name``, as the package recorded it."""
+        if name not in self._specs:
+            self._specs[name] = task_from_record(self.task(name))
+        return self._specs[name]
 
     def graph(self, task: str) -> dict:
         self.task(task)
@@ -371,8 +374,8 @@ class Package:
             return a.astype(np.float32)
         im = open_image(image, "condition image") if isinstance(image, (str, Path)) else image
         h, w = self.image_size
-        scale = LOW_RES_INPUT.get(task)
-        also = (w // scale, h // scale) if scale else None
+        scale = self.spec(task).condition_scale
+        also = (w // scale, h // scale) if scale > 1 else None
         im = fit_image(to_rgb(im, "condition image"), (w, h), "condition image", also=also, resize=resize)
         return to_chw(im)[None]
 
@@ -388,18 +391,12 @@ class Package:
         h, w = self.image_size
         return mask_to_array(fit_image(im, (w, h), "mask", resize=resize))[None]
 
-    def _condition_parts(self, spec: dict, cond, mask, latent_hw) -> np.ndarray | None:
-        parts = []
-        for part in spec["inputs"][1:]:
-            if part == "mask":
-                parts.append(_nearest(mask, latent_hw))
-            elif part == "masked_image":
-                parts.append(self.encode_images(cond * (1 - mask)))
-            else:
-                parts.append(self.encode_images(cond))
-        return np.concatenate(parts, 1) if parts else None
-
     # --- generate -------------------------------------------------------------------------
+
+    def model(self, task: str) -> Model:
+        """What :func:`~taskfold.runtime.sampler.sample` drives for ``task``: its graph and the package's
+        text encoder and codec."""
+        return Model(self.unet(task), self.encode_text, self.encode_images, self.decode)
 
     def generate(self, task: str, prompt: str | list[str] = "", *, image=None, mask=None, steps: int = 20,
                  scheduler: str = "ddim", guidance_scale: float | None = None,
@@ -411,67 +408,21 @@ class Package:
         :meth:`load_mask`); one image is used for every prompt. Guidance scales default to the
         task's. Noise is ``numpy.random.default_rng(seed)``, as in the PyTorch reference.
         ``strength`` below 1 (image-conditioned tasks) starts from the condition image noised to
-        that fraction of the schedule instead of from pure noise
-        (:func:`~taskfold.runtime.schedulers.start_latents`).
+        that fraction of the schedule instead of from pure noise (see :mod:`.sampler`).
         """
-        spec = self.task(task)
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ConfigError(f"prompt must be a string or a non-empty list of strings, got {prompt!r}")
-        if scheduler not in SCHEDULERS:
-            raise ConfigError(f"scheduler {scheduler!r} is not one of {', '.join(SCHEDULERS)}")
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise ConfigError(f"steps must be a positive integer, got {steps!r}")
-        check_seed(seed, "seed")
-        check_finite(guidance_scale, "guidance scale")
-        check_finite(image_guidance_scale, "image guidance scale")
-        parts = spec["inputs"][1:]
-        needs_image = any(p in ("image", "masked_image") for p in parts)
-        needs_mask = any(p in ("mask", "masked_image") for p in parts)
-        if needs_mask and mask is None:
-            raise ConfigError(f"task {task!r} needs a mask (white = region to fill)", hint="pass --mask MASK.png")
-        if needs_image and image is None:
-            raise ConfigError(f"task {task!r} needs a condition image", hint="pass --image IMAGE.png")
-        if not needs_image and image is not None:
-            raise ConfigError(f"task {task!r} takes no condition image (its input is {list(spec['inputs'])})")
-        if not needs_mask and mask is not None:
-            raise ConfigError(f"task {task!r} takes no mask (its input is {list(spec['inputs'])})")
-        strength = check_strength(strength)
-        if strength < 1 and not needs_image:
-            raise ConfigError(f"strength {strength} needs a condition image to start from; task {task!r} takes none",
-                              hint="strength applies to image-conditioned tasks (edit, sr, inpaint)")
+        spec = self.spec(task)
+        prompts = check_options(prompt, steps, scheduler, seed, guidance_scale, image_guidance_scale)
+        check_inputs(spec, image, mask, strength)
         b = len(prompts)
-        cond = _rows(self.load_condition(task, image, resize), b, "condition image") if needs_image else None
-        msk = _rows(self.load_mask(mask, resize), b, "mask") if needs_mask else None
-        unet = self.unet(task)  # sessions (and integrity checks) before any sampling work
-
-        kind = GUIDANCE_OF_TASK[spec["guidance"]]
-        s_text = spec["guidance_scale"] if guidance_scale is None else guidance_scale
-        s_img = spec.get("image_guidance_scale") if image_guidance_scale is None else image_guidance_scale
+        cond = _rows(self.load_condition(task, image, resize), b, "condition image") if spec.needs_condition else None
+        msk = _rows(self.load_mask(mask, resize), b, "mask") if spec.needs_mask else None
+        model = self.model(task)  # sessions (and integrity checks) before any sampling work
         sched_cfg = {k: v for k, v in self.manifest["scheduler"].items() if k != "source"}
-        sched = make_scheduler(scheduler, SchedulerConfig.from_diffusers_config(sched_cfg), steps)
-        codec = self.manifest["codec"]
-        h, w = self.manifest["sample"]["height"], self.manifest["sample"]["width"]
-        image_parts = self._condition_parts(spec, cond, msk, (h, w)) if parts else None
-        text = self.encode_text(prompts if spec["uses_text"] else [""] * b)
-        empty = self.encode_text([""] * b)
-        rng = np.random.default_rng(seed)
-        noise = rng.standard_normal((b, codec["latent_channels"], h, w), dtype=np.float32)
-        init = self.encode_images(cond) if strength < 1 else None
-        x, start = start_latents(sched, noise, init, strength)
-        for i in range(start, len(sched.timesteps)):
-            t = sched.timesteps[i]
-            xin = sched.scale_model_input(x, i)
-            outs = []
-            for c in G.guidance_batches(kind):
-                sample = xin
-                if image_parts is not None:
-                    sample = np.concatenate([xin, image_parts if c.image else np.zeros_like(image_parts)], 1)
-                ts = np.full((b,), float(t), dtype=np.float32)
-                outs.append(unet(sample, ts, text if c.text or kind == "none" else empty))
-            eps = G.combine(kind, outs, text_scale=s_text, image_scale=s_img if s_img is not None else 1.0)
-            x = sched.step(eps.astype(np.float32), i, x)
-        return self.decode(x)
+        s = self.manifest["sample"]
+        return sample(model, spec, prompts, scheduler_config=sched_cfg,
+                      latent_shape=(self.manifest["codec"]["latent_channels"], s["height"], s["width"]),
+                      condition=cond, mask=msk, steps=steps, scheduler=scheduler, guidance_scale=guidance_scale,
+                      image_guidance_scale=image_guidance_scale, seed=seed, strength=strength)
 
     @staticmethod
     def save(image: np.ndarray, path: str | Path, overwrite: bool = True) -> Path:
@@ -502,14 +453,3 @@ def _rows(a: np.ndarray, b: int, what: str) -> np.ndarray:
     if a.shape[0] == 1:
         return np.repeat(a, b, axis=0)
     raise ConfigError(f"{what} has {a.shape[0]} rows for {b} prompts; give one, or one per prompt")
-
-
-def _nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize ``[B, 1, H, W]`` -> ``[B, 1, h, w]`` (source index floor(i * H / h))."""
-    H, W = mask.shape[2:]
-    h, w = size
-    if (H, W) == (h, w):
-        return mask
-    rows = np.minimum((np.arange(h) * (H / h)).astype(np.int64), H - 1)
-    cols = np.minimum((np.arange(w) * (W / w)).astype(np.int64), W - 1)
-    return mask[:, :, rows][:, :, :, cols]

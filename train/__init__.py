@@ -2,8 +2,8 @@
 
 Data, all numpy + Pillow (no torch):
 
-- :mod:`.data` -- the dataset format (a folder with ``metadata.jsonl``; columns per task in
-  ``TASK_COLUMNS``), ``check_dataset`` (every bad row with its line number) and
+- :mod:`.data` -- the dataset format (a folder with ``metadata.jsonl``; the columns of a row
+  follow from its task's definition, :mod:`taskfold.tasks`), ``check_dataset`` (every bad row with its line number) and
   ``load_dataset`` (float32 CHW arrays in [-1, 1]).
 - :mod:`.shapes` -- ``make_shapes``: a deterministic dataset of coloured circles, squares
   and triangles for all five tasks, written atomically.

@@ -6,7 +6,7 @@ handlers parse, make one library call and print, and leave errors to ``taskfold.
 
     taskfold data make-shapes --out DIR [--n N] [--size S] [--seed K] [--tasks LIST]
                               [--test-fraction F] [--overwrite]
-    taskfold data check DATA [--tasks LIST]
+    taskfold data check DATA [--tasks LIST] [--model MTU_DIR | --config UPCYCLE.json]
 """
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
                                    "Exits with status 2 if any row is bad.")
     c.add_argument("data", help="dataset folder with metadata.jsonl")
     c.add_argument("--tasks", type=_csv, help="check only these tasks (rows of other tasks are ignored)")
+    declared = c.add_mutually_exclusive_group()
+    declared.add_argument("--model", help="an MTU directory: check its tasks, declared ones included")
+    declared.add_argument("--config", help="an upcycle config file: its declared tasks (custom_tasks) are known too")
     c.set_defaults(func=_cmd_check)
     return p
 
@@ -69,7 +72,15 @@ def _cmd_check(args) -> int:
 
     from .data import check_dataset
 
-    report = check_dataset(args.data, args.tasks)
+    custom, tasks = (), args.tasks
+    if args.model or args.config:
+        from taskfold.upcycle.checkpoint import read_upcycle_config
+        from taskfold.upcycle.config import UpcycleConfig
+
+        up = read_upcycle_config(args.model) if args.model else UpcycleConfig.from_json_file(args.config)
+        custom = up.custom_tasks
+        tasks = tasks or (list(up.tasks) if args.model else None)
+    report = check_dataset(args.data, tasks, custom=custom)
     for line in report.summary_lines():
         print(line)
     for problem in report.problems:

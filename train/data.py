@@ -2,8 +2,10 @@
 
 The format follows the Hugging Face ``imagefolder`` convention: a folder holding
 ``metadata.jsonl``, one JSON object per line, with image paths relative to the folder.
-Every row names its ``task``; the columns a task needs are listed in :data:`TASK_COLUMNS`
-(the one table of this format)::
+Every row names its ``task``; the columns a task needs follow from its definition
+(:attr:`taskfold.tasks.TaskSpec.data_columns`: a prompt for tasks that read text, a condition
+image for image inputs — at ``1 / condition_scale`` of the target's size — and a mask for
+masked inputs), so a task declared in an upcycle config is checked like a built-in one::
 
     {"task": "t2i",  "prompt": "a red circle", "target": "t2i/00000_target.png"}
     {"task": "edit", "prompt": "make the circle blue", "target": "...", "condition": "..."}
@@ -29,8 +31,9 @@ from typing import Callable, Iterable
 
 from PIL import Image, UnidentifiedImageError
 
-from taskfold.errors import DataError, TaskError
+from taskfold.errors import DataError
 from taskfold.runtime.images import mask_to_array, to_chw
+from taskfold.tasks import BUILTIN_TASKS, TaskSpec, resolve_tasks
 
 METADATA = "metadata.jsonl"
 SPLITS = ("train", "test")
@@ -38,37 +41,6 @@ SPLITS = ("train", "test")
 #: Image modes accepted for ``target`` / ``condition`` (loaded as RGB) and for ``mask``.
 IMAGE_MODES = ("RGB", "L", "P")
 MASK_MODES = ("L", "1")
-
-
-@dataclass(frozen=True)
-class TaskColumns:
-    """What a row of one task holds.
-
-    ``condition``: ``None`` (no condition image), ``"same"`` (same size as the target) or
-    ``"half"`` (exactly half the target's width and height, for 2x super-resolution).
-    ``mask``: a single-channel mask image of the target's size. ``prompt_required``:
-    the prompt must be a non-empty string; otherwise it may be empty or left out.
-    """
-
-    condition: str | None
-    mask: bool
-    prompt_required: bool
-
-    @property
-    def fields(self) -> tuple[str, ...]:
-        """Required fields of a row, in the order they are checked."""
-        return (("task", "prompt") if self.prompt_required else ("task",)) + ("target",) \
-            + (("condition",) if self.condition else ()) + (("mask",) if self.mask else ())
-
-
-#: The columns of each task (DESIGN.md input layouts; sr reads no text, paper A.2).
-TASK_COLUMNS: dict[str, TaskColumns] = {
-    "t2i": TaskColumns(condition=None, mask=False, prompt_required=True),
-    "edit": TaskColumns(condition="same", mask=False, prompt_required=True),
-    "sr": TaskColumns(condition="half", mask=False, prompt_required=False),
-    "inpaint": TaskColumns(condition="same", mask=False, prompt_required=True),
-    "inpaint-mask": TaskColumns(condition="same", mask=True, prompt_required=True),
-}
 
 
 # --- rows and the report ---------------------------------------------------------------------
@@ -141,22 +113,15 @@ class DatasetReport:
         return lines
 
 
-def resolve_data_tasks(tasks: Iterable[str] | None) -> tuple[str, ...]:
-    """The tasks to check or load: all of :data:`TASK_COLUMNS` for ``None``, one for a string;
-    unknown or repeated names fail."""
+def resolve_data_tasks(tasks, custom: Iterable[TaskSpec] = ()) -> tuple[TaskSpec, ...]:
+    """The tasks to check or load: every built-in and declared task for ``None``; names (built-in or
+    in ``custom``) or :class:`TaskSpec` objects otherwise. Unknown or repeated names fail."""
+    custom = tuple(custom)
     if tasks is None:
-        return tuple(TASK_COLUMNS)
-    tasks = (tasks,) if isinstance(tasks, str) else tuple(tasks)
-    if not tasks:
-        raise TaskError("no tasks given", hint=f"known tasks: {', '.join(TASK_COLUMNS)}")
-    unknown = [t for t in tasks if t not in TASK_COLUMNS]
-    if unknown:
-        raise TaskError(f"unknown task(s) {', '.join(repr(t) for t in unknown)}; "
-                        f"known tasks: {', '.join(TASK_COLUMNS)}")
-    dup = sorted({t for t in tasks if tasks.count(t) > 1})
-    if dup:
-        raise TaskError(f"task(s) listed twice: {', '.join(dup)}")
-    return tasks
+        return tuple(BUILTIN_TASKS.values()) + custom
+    tasks = (tasks,) if isinstance(tasks, (str, TaskSpec)) else tuple(tasks)
+    declared = custom + tuple(t for t in tasks if isinstance(t, TaskSpec) and t.name not in BUILTIN_TASKS)
+    return resolve_tasks([t.name if isinstance(t, TaskSpec) else t for t in tasks], declared)
 
 
 # --- checking ------------------------------------------------------------------------------
@@ -182,7 +147,23 @@ def _open_image(root: Path, rel: str, column: str, modes: tuple[str, ...],
     return image
 
 
-def _check_row(obj, line: int, root: Path, tasks: tuple[str, ...],
+def _check_path(root: Path, rel, column: str, problems: list[str]) -> bool:
+    """A row's image path must stay inside the dataset folder (no absolute path, no '..', no symlink out)."""
+    if not isinstance(rel, str) or not rel:
+        problems.append(f"field {column!r} must be a relative path, got {rel!r}")
+    elif Path(rel).is_absolute():
+        problems.append(f"field {column!r} is the absolute path {rel!r}; expected a path relative to the "
+                        "dataset folder")
+    elif ".." in Path(rel).parts:
+        problems.append(f"field {column!r} is {rel!r}; expected a path inside the dataset folder (no '..')")
+    elif not (root / rel).resolve().is_relative_to(root.resolve()):
+        problems.append(f"field {column!r} {rel!r} is a symlink that leads outside the dataset folder")
+    else:
+        return True
+    return False
+
+
+def _check_row(obj, line: int, root: Path, tasks: dict[str, TaskSpec], known: set[str],
                report: DatasetReport) -> Row | None:
     """Check one parsed line; append its problems to ``report`` and return the row if valid."""
     problems: list[str] = []
@@ -197,21 +178,21 @@ def _check_row(obj, line: int, root: Path, tasks: tuple[str, ...],
     if task is None:
         problems.append("missing field 'task'")
         return reject()
-    if not isinstance(task, str) or task not in TASK_COLUMNS:
-        problems.append(f"unknown task {task!r}; known tasks: {', '.join(TASK_COLUMNS)}")
+    if not isinstance(task, str) or task not in known:
+        problems.append(f"unknown task {task!r}; known tasks: {', '.join(sorted(known, key=_task_order))}")
         return reject()
     if task not in tasks:
         report.ignored[task] = report.ignored.get(task, 0) + 1
         return None
-    cols = TASK_COLUMNS[task]
-
-    for name in cols.fields:
+    spec = tasks[task]
+    columns = spec.data_columns
+    for name in columns:
         if name not in obj:
-            problems.append(f"missing field {name!r} (task {task!r} needs {', '.join(cols.fields)})")
+            problems.append(f"missing field {name!r} (task {task!r} needs {', '.join(columns)})")
     prompt = obj.get("prompt", "")
     if not isinstance(prompt, str):
         problems.append(f"field 'prompt' must be a string, got {prompt!r}")
-    elif cols.prompt_required and "prompt" in obj and not prompt.strip():
+    elif spec.uses_text and "prompt" in obj and not prompt.strip():
         problems.append(f"field 'prompt' is empty; task {task!r} needs a prompt")
     split = obj.get("split", "train")
     if split not in SPLITS:
@@ -219,29 +200,25 @@ def _check_row(obj, line: int, root: Path, tasks: tuple[str, ...],
 
     images: dict[str, Image.Image | None] = {}
     for name in ("target", "condition", "mask"):
-        wanted = name == "target" or (name == "condition" and cols.condition) or (name == "mask" and cols.mask)
-        if not wanted or name not in obj:
+        if name not in columns or name not in obj:
             continue
         rel = obj[name]
-        if not isinstance(rel, str) or not rel:
-            problems.append(f"field {name!r} must be a relative path, got {rel!r}")
-        elif Path(rel).is_absolute():
-            problems.append(f"field {name!r} is the absolute path {rel!r}; expected a path relative "
-                            "to the dataset folder")
-        else:
+        if _check_path(root, rel, name, problems):
             images[name] = _open_image(root, rel, name, MASK_MODES if name == "mask" else IMAGE_MODES, problems)
 
     target = images.get("target")
     if target is not None:
         w, h = target.size
-        cond = images.get("condition")
-        if cols.condition == "half":
-            if w % 2 or h % 2:
-                problems.append(f"target is {w}x{h}; task {task!r} needs an even width and height")
-            elif cond is not None and cond.size != (w // 2, h // 2):
+        cond, k = images.get("condition"), spec.condition_scale
+        if spec.needs_condition and k > 1:
+            if w % k or h % k:
+                even = "an even width and height" if k == 2 else f"a width and height divisible by {k}"
+                problems.append(f"target is {w}x{h}; task {task!r} needs {even}")
+            elif cond is not None and cond.size != (w // k, h // k):
+                part = "half" if k == 2 else f"1/{k} of"
                 problems.append(f"condition is {cond.size[0]}x{cond.size[1]}; task {task!r} needs exactly "
-                                f"half the target's {w}x{h}, i.e. {w // 2}x{h // 2}")
-        elif cols.condition == "same" and cond is not None and cond.size != (w, h):
+                                f"{part} the target's {w}x{h}, i.e. {w // k}x{h // k}")
+        elif spec.needs_condition and cond is not None and cond.size != (w, h):
             problems.append(f"condition is {cond.size[0]}x{cond.size[1]}; task {task!r} needs the "
                             f"target's size {w}x{h}")
         mask = images.get("mask")
@@ -254,28 +231,36 @@ def _check_row(obj, line: int, root: Path, tasks: tuple[str, ...],
     report.counts[task][split] = report.counts[task].get(split, 0) + 1
     report.target_sizes[target.size] += 1
     return Row(line=line, task=task, prompt=prompt, split=split, target=root / obj["target"],
-               condition=root / obj["condition"] if cols.condition else None,
-               mask=root / obj["mask"] if cols.mask else None)
+               condition=root / obj["condition"] if spec.needs_condition else None,
+               mask=root / obj["mask"] if spec.needs_mask else None)
 
 
-def check_dataset(path: str | Path, tasks: Iterable[str] | None = None) -> DatasetReport:
+def _task_order(name: str):
+    builtin = list(BUILTIN_TASKS)
+    return (builtin.index(name), "") if name in builtin else (len(builtin), name)
+
+
+def check_dataset(path: str | Path, tasks=None, custom: Iterable[TaskSpec] = ()) -> DatasetReport:
     """Check every row of ``path/metadata.jsonl`` and every image it names.
 
     Collects all problems (bad JSON, missing fields, unknown tasks, missing or unreadable
     files, wrong image modes, size mismatches) instead of stopping at the first. Rows
     of known tasks outside ``tasks`` are counted in ``ignored`` and their files are not
     opened. Blank lines are skipped. Raises :class:`DataError` only when the folder or
-    its ``metadata.jsonl`` is missing.
+    its ``metadata.jsonl`` is missing. ``tasks``: names or :class:`TaskSpec` objects (declared
+    tasks also by ``custom``); ``None`` checks every built-in and declared task.
     """
     root = Path(path)
-    tasks = resolve_data_tasks(tasks)
+    specs = resolve_data_tasks(tasks, custom)
+    selected = {t.name: t for t in specs}
+    known = set(BUILTIN_TASKS) | set(selected) | {t.name for t in custom}
     meta = root / METADATA
     if not root.is_dir():
         raise DataError(f"dataset {str(root)!r} is not a directory")
     if not meta.is_file():
         raise DataError(f"dataset {str(root)!r} has no {METADATA}",
                         hint="a dataset is a folder with metadata.jsonl; `taskfold data make-shapes` writes one")
-    report = DatasetReport(path=root, tasks=tasks)
+    report = DatasetReport(path=root, tasks=tuple(selected))
     with open(meta, encoding="utf-8", errors="replace") as f:
         for line_no, text in enumerate(f, start=1):
             if not text.strip():
@@ -285,7 +270,7 @@ def check_dataset(path: str | Path, tasks: Iterable[str] | None = None) -> Datas
             except json.JSONDecodeError as e:
                 report.problems.append(RowProblem(line_no, f"invalid JSON: {e.msg} at column {e.colno}"))
                 continue
-            row = _check_row(obj, line_no, root, tasks, report)
+            row = _check_row(obj, line_no, root, selected, known, report)
             if row is not None:
                 report.rows.append(row)
     return report
@@ -349,7 +334,7 @@ def _problem_error(report: DatasetReport, show: int = 3) -> DataError:
                           f"`taskfold data check {report.path}` to list every problem")
 
 
-def load_dataset(path: str | Path, tasks: Iterable[str] | None = None, skip_bad_rows: bool = False,
+def load_dataset(path: str | Path, tasks=None, skip_bad_rows: bool = False,
                  log: Callable[[str], None] | None = None, split: str | None = None) -> TaskDataset:
     """Check the dataset at ``path`` and return its rows of ``tasks`` as a :class:`TaskDataset`.
 

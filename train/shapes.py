@@ -301,7 +301,7 @@ def make_shapes(out_dir: str | Path, n: int, size: int = 32, seed: int = 0, task
     folder appears whole or not at all (written beside it and renamed); an existing
     non-empty folder is replaced only with ``overwrite``.
     """
-    tasks = resolve_data_tasks(tasks)
+    tasks = tuple(t.name for t in resolve_data_tasks(tasks))  # the built-in tasks: what the shapes world draws
     _check_args(n, size, seed, test_fraction)
     n_test = int(n * test_fraction)
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:

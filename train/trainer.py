@@ -215,7 +215,14 @@ def draw_plan(step: int, size: int, cfg: TrainConfig, by_task: dict[str, list[in
 
 
 def build_inputs(plan: Plan, sel: range, dataset, mtu, codec, tokenize, acp: torch.Tensor, device) -> dict:
-    """Model inputs for the plan's samples ``sel`` (one process, one micro-step)."""
+    """Model inputs for the plan's samples ``sel`` (one process, one micro-step).
+
+    Each sample's input is ``concat[noisy target, its task's condition parts]``
+    (:func:`taskfold.runtime.sampler.condition_parts`, what sampling feeds too), zero-padded to the
+    widest task of the batch; a dropped image condition is zeros, a dropped prompt the empty one.
+    """
+    from taskfold.runtime.sampler import condition_parts
+
     items = [dataset[plan.rows[i]] for i in sel]
     c = mtu.latent_channels
     width = max(mtu.task_in_channels(plan.tasks[i]) for i in sel)
@@ -229,25 +236,21 @@ def build_inputs(plan: Plan, sel: range, dataset, mtu, codec, tokenize, acp: tor
     noisy = a.sqrt() * target + (1 - a).sqrt() * noise
     sample = torch.zeros(len(items), width, h, w, device=device)
     sample[:, :c] = noisy
-    for j, (i, it) in enumerate(zip(sel, items)):
-        spec = mtu.tasks[mtu.task_index(plan.tasks[i])]
-        drop = bool(plan.drop_image[i])
-        ch = c
-        for part in spec.inputs[1:]:
-            if part == "mask":
-                m = F.interpolate(torch.from_numpy(it["mask"])[None], size=(h, w), mode="nearest")[0]
-                sample[j, ch:ch + 1] = 0 if drop else m.to(device)
-                ch += 1
-                continue
-            img = torch.from_numpy(it["condition"])[None].to(device)
-            if part == "masked_image":
-                img = img * (1 - torch.from_numpy(it["mask"])[None].to(device))
-            if not drop:
-                with torch.no_grad():
-                    sample[j, ch:ch + c] = codec.encode(img)[0]
-            ch += c
-    prompts = ["" if plan.drop_prompt[i] or not mtu.tasks[mtu.task_index(plan.tasks[i])].uses_text
-               else items[j]["prompt"] for j, i in enumerate(sel)]
+
+    @torch.no_grad()
+    def encode(x):
+        return codec.encode(torch.from_numpy(x).to(device)).float().cpu().numpy()
+
+    specs = [mtu.tasks[mtu.task_index(plan.tasks[i])] for i in sel]
+    for j, (i, it, spec) in enumerate(zip(sel, items, specs)):
+        if plan.drop_image[i]:
+            continue
+        parts = condition_parts(spec, encode, it["condition"][None] if spec.needs_condition else None,
+                                it["mask"][None] if spec.needs_mask else None, (h, w))
+        if parts is not None:
+            sample[j, c:c + parts.shape[1]] = torch.from_numpy(parts[0]).to(device)
+    prompts = ["" if plan.drop_prompt[i] or not spec.uses_text else it["prompt"]
+               for i, it, spec in zip(sel, items, specs)]
     return {"sample": sample, "timesteps": t, "input_ids": torch.from_numpy(tokenize(prompts)).to(device),
             "task_ids": torch.tensor([mtu.task_index(plan.tasks[i]) for i in sel], device=device), "noise": noise}
 
@@ -347,7 +350,7 @@ def prepare_run(mtu_dir, data_dir, cfg: TrainConfig, out: Path, resume: bool, sk
     mtu = load_mtu(mtu_dir)
     tasks = list(mtu.task_names)
     cfg.check_tasks(tasks)
-    data = load_dataset(data_dir, tasks=tasks, skip_bad_rows=skip_bad_rows, log=say, split="train")
+    data = load_dataset(data_dir, tasks=mtu.tasks, skip_bad_rows=skip_bad_rows, log=say, split="train")
     by_task = {t: data.indices(t) for t in tasks if data.indices(t)}
     if not by_task:
         raise ConfigError(f"dataset {str(data_dir)!r} has no training rows for the model's tasks {tasks}")

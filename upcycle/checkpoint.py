@@ -89,6 +89,16 @@ def read_mtu_config(path: str | Path) -> dict:
     return cfg
 
 
+def read_upcycle_config(path: str | Path) -> UpcycleConfig:
+    """The :class:`UpcycleConfig` of the MTU directory ``path`` (its tasks, declared ones included),
+    without loading any weights."""
+    cfg = read_mtu_config(Path(path))
+    try:
+        return UpcycleConfig.from_dict(cfg["upcycle"])
+    except (ConfigError, KeyError, TypeError) as e:
+        raise CheckpointError(f"config.json of {str(path)!r} is invalid: {e}") from None
+
+
 def load_mtu(path: str | Path, device: str = "cpu", verify_hash: bool = True) -> MTUNet:
     """Rebuild an MTU model from its directory alone, checking the weights against the config."""
     from safetensors import safe_open

@@ -11,7 +11,7 @@ from taskfold.errors import ConfigError
 
 from .dtr import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_TIMESTEPS
 from .experts import NORM_MODES
-from .tasks import TaskSpec, resolve_tasks
+from taskfold.tasks import TaskSpec, resolve_tasks
 
 
 @dataclass(frozen=True)

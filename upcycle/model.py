@@ -30,7 +30,7 @@ from .base import BaseInfo
 from .config import UpcycleConfig
 from .dtr import DTRMasks, wrap_dtr
 from .experts import MTUFeedForward, ffn_dims, resolve_expert_width, shard_ffn
-from .tasks import TaskSpec
+from taskfold.tasks import TaskSpec
 
 TRAINABLE_COMPONENTS = ("experts", "routers", "task_embedding", "task_norms", "task_conv_in")
 

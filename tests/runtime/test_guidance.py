@@ -58,10 +58,10 @@ def test_dual_cfg_identities():
 
 
 def test_guidance_batches_count_and_order():
-    assert GUIDANCE_KINDS == ("none", "text", "dual")
+    assert GUIDANCE_KINDS == ("none", "text", "image_text")
     assert guidance_batches("none") == (FULL,)
     assert guidance_batches("text") == (IMAGE_ONLY, FULL)
-    assert guidance_batches("dual") == (UNCOND, IMAGE_ONLY, FULL)
+    assert guidance_batches("image_text") == (UNCOND, IMAGE_ONLY, FULL)
     assert [len(guidance_batches(k)) for k in GUIDANCE_KINDS] == [1, 2, 3]
     assert UNCOND == Conditioning(text=False, image=False) and FULL == Conditioning(text=True, image=True)
 
@@ -74,15 +74,15 @@ def test_combine_takes_a_list_or_a_stacked_batch(kind):
     np.testing.assert_array_equal(looped, batched)
     expected = {"none": lambda: none(outputs[0]),
                 "text": lambda: text_cfg(outputs[0], outputs[1], 5.0),
-                "dual": lambda: dual_cfg(*outputs, text_scale=5.0, image_scale=2.0)}[kind]()
+                "image_text": lambda: dual_cfg(*outputs, text_scale=5.0, image_scale=2.0)}[kind]()
     np.testing.assert_array_equal(looped, expected)
     assert looped.shape == outputs[0].shape and looped.dtype == np.float32
 
 
 def test_errors_name_the_bad_value():
-    with pytest.raises(ConfigError, match="'pix2pix'.*none, text, dual"):
+    with pytest.raises(ConfigError, match="'pix2pix'.*none, text, image_text"):
         guidance_batches("pix2pix")
     with pytest.raises(ConfigError, match="needs 3 UNet outputs, got 2"):
-        combine("dual", [eps(0), eps(1)])
+        combine("image_text", [eps(0), eps(1)])
     with pytest.raises(ConfigError, match="batch 4 is not a multiple of 3"):
-        combine("dual", np.zeros((4, 4, 8, 8), np.float32))
+        combine("image_text", np.zeros((4, 4, 8, 8), np.float32))

@@ -8,18 +8,19 @@ import pytest
 from PIL import Image
 
 from taskfold.errors import DataError, TaskError
-from taskfold.train.data import TASK_COLUMNS, check_dataset, load_dataset
+from taskfold.tasks import BUILTIN_TASKS
+from taskfold.train.data import check_dataset, load_dataset
 from taskfold.train.shapes import ALL_TASKS
-from taskfold.upcycle.tasks import BUILTIN_TASKS
 
 
-def test_columns_agree_with_the_task_specs():
-    assert list(TASK_COLUMNS) == list(BUILTIN_TASKS) == list(ALL_TASKS)
-    for name, cols in TASK_COLUMNS.items():
-        spec = BUILTIN_TASKS[name]
-        assert cols.prompt_required == spec.uses_text, name
-        assert cols.mask == ("mask" in spec.inputs), name
-        assert (cols.condition is not None) == (len(spec.inputs) > 1), name
+def test_columns_follow_from_the_task_definitions():
+    assert list(BUILTIN_TASKS) == list(ALL_TASKS)
+    columns = {name: spec.data_columns for name, spec in BUILTIN_TASKS.items()}
+    assert columns == {"t2i": ("task", "prompt", "target"), "edit": ("task", "prompt", "target", "condition"),
+                       "sr": ("task", "target", "condition"), "inpaint": ("task", "prompt", "target", "condition"),
+                       "inpaint-mask": ("task", "prompt", "target", "condition", "mask")}
+    assert {n: s.condition_scale for n, s in BUILTIN_TASKS.items()} == {
+        "t2i": 1, "edit": 1, "sr": 2, "inpaint": 1, "inpaint-mask": 1}
 
 
 def save(root, rel, size, mode="RGB", value=100):

@@ -1,7 +1,8 @@
-"""Tasks: what each one feeds the UNet, whether it reads text, and how it is guided.
+"""Tasks: the one definition every stage reads — upcycling, data checking, training, sampling, export, runtime.
 
-Input layouts follow DESIGN.md and the MTU paper (001, section 5 and appendix A.2). With
-``c`` latent channels (4 for Stable Diffusion, 3 for the pixel-space tiny base):
+A task says what it feeds the UNet, whether it reads text, and how it is guided. Input
+layouts follow DESIGN.md and the MTU paper (001, section 5 and appendix A.2). With ``c``
+latent channels (4 for Stable Diffusion, 3 for the pixel-space tiny base):
 
 =============  ==========================================  ============  ==============
 task           UNet input (concatenated on channels)        text          guidance
@@ -14,7 +15,17 @@ inpaint-mask   noisy, mask, masked image      (2c + 1)      yes           image 
 =============  ==========================================  ============  ==============
 
 Default guidance scales are the paper's SDv1.5 values (appendix A.2). Users declare more
-tasks with :class:`TaskSpec` (``custom_tasks`` in the upcycle config).
+tasks with :class:`TaskSpec` (``custom_tasks`` in the upcycle config); a declared task goes
+through every stage exactly like a built-in one, because every stage asks the spec:
+
+* data rows (:meth:`TaskSpec.needs_condition`, :meth:`needs_mask`, :attr:`condition_scale`,
+  :attr:`uses_text`),
+* the UNet input (:attr:`inputs`, :meth:`in_channels`; assembled by
+  :func:`taskfold.runtime.sampler.condition_parts`),
+* guidance (:attr:`guidance` and its scales; :mod:`taskfold.runtime.guidance`),
+* the manifest (:meth:`to_dict`, read back with :func:`task_from_record`).
+
+This module imports nothing heavy: the runtime reads it.
 """
 
 from __future__ import annotations
@@ -25,9 +36,12 @@ from dataclasses import dataclass
 from taskfold.config import Config, is_finite_number
 from taskfold.errors import TaskError
 
-#: Parts a task input can be built from, and their channel counts (c = latent channels).
+#: Parts a task input can be built from: ``mask`` is one channel, every other part has the
+#: latent channels; ``masked_image`` is the condition image with the mask's region blanked.
 INPUT_PARTS = ("noisy", "image", "mask", "masked_image")
-GUIDANCE_KINDS = ("text", "image_text", "none")
+#: ``none``: one evaluation; ``text``: classifier-free guidance on the prompt; ``image_text``:
+#: InstructPix2Pix dual guidance on the image and the prompt.
+GUIDANCE_KINDS = ("none", "text", "image_text")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
@@ -36,8 +50,12 @@ class TaskSpec(Config):
     """One task of a multi-task model.
 
     ``inputs`` lists the parts concatenated on the channel axis, always starting with
-    ``"noisy"``; ``"mask"`` is one channel, every other part has the latent channels.
+    ``"noisy"``. ``condition_scale``: the condition image is given at ``1 / condition_scale``
+    of the output size (2 for 2x super-resolution) and upsampled bicubically to it, in
+    training and at sampling alike.
     """
+
+    label = "task declaration"
 
     name: str
     inputs: tuple[str, ...] = ("noisy",)
@@ -45,10 +63,11 @@ class TaskSpec(Config):
     guidance: str = "text"
     guidance_scale: float = 7.5
     image_guidance_scale: float | None = None
+    condition_scale: int = 1
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", tuple(self.inputs))
-        if not _NAME_RE.match(self.name):
+        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
             raise TaskError(f"invalid task name {self.name!r}: expected lower-case letters, digits, "
                             "'-' or '_', starting with a letter (at most 32 characters)")
         if not self.inputs or self.inputs[0] != "noisy":
@@ -60,18 +79,19 @@ class TaskSpec(Config):
             raise TaskError(f"task {self.name!r}: input parts repeat: {list(self.inputs)}")
         if self.guidance not in GUIDANCE_KINDS:
             raise TaskError(f"task {self.name!r}: guidance {self.guidance!r} is not one of {list(GUIDANCE_KINDS)}")
-        if self.guidance == "image_text" and self.inputs == ("noisy",):
-            raise TaskError(f"task {self.name!r}: image guidance needs an image input, inputs are only ['noisy']")
         for name in ("guidance_scale", "image_guidance_scale"):
             v = getattr(self, name)
             if v is not None and not is_finite_number(v):
                 raise TaskError(f"task {self.name!r}: {name} must be a finite number, got {v!r}")
+        if self.guidance == "image_text" and not self.needs_condition:
+            raise TaskError(f"task {self.name!r}: image guidance needs an image input, inputs are {list(self.inputs)}")
         if self.guidance == "image_text" and self.image_guidance_scale is None:
             raise TaskError(f"task {self.name!r}: guidance 'image_text' needs image_guidance_scale")
-
-    def in_channels(self, latent_channels: int) -> int:
-        """Channels of this task's UNet input for a model with ``latent_channels``."""
-        return sum(1 if part == "mask" else latent_channels for part in self.inputs)
+        if not isinstance(self.condition_scale, int) or not 1 <= self.condition_scale <= 8:
+            raise TaskError(f"task {self.name!r}: condition_scale must be an integer from 1 to 8, "
+                            f"got {self.condition_scale!r}")
+        if self.condition_scale > 1 and not self.needs_condition:
+            raise TaskError(f"task {self.name!r}: condition_scale {self.condition_scale} needs an image input")
 
     @classmethod
     def from_dict(cls, d, where: str | None = None, **overrides) -> "TaskSpec":
@@ -81,6 +101,28 @@ class TaskSpec(Config):
             where = f"task {d.get('name')!r}" if isinstance(d, dict) else "task declaration"
         return super().from_dict(d, where=where, **overrides)
 
+    # --- what the task reads ---------------------------------------------------------------
+
+    @property
+    def needs_condition(self) -> bool:
+        """A condition image (``image`` or ``masked_image`` in the input)."""
+        return any(p in ("image", "masked_image") for p in self.inputs)
+
+    @property
+    def needs_mask(self) -> bool:
+        """A mask (``mask`` or ``masked_image`` in the input); 1 = the region to fill."""
+        return any(p in ("mask", "masked_image") for p in self.inputs)
+
+    @property
+    def data_columns(self) -> tuple[str, ...]:
+        """The fields a dataset row of this task must have, in the order they are checked."""
+        return (("task", "prompt") if self.uses_text else ("task",)) + ("target",) \
+            + (("condition",) if self.needs_condition else ()) + (("mask",) if self.needs_mask else ())
+
+    def in_channels(self, latent_channels: int) -> int:
+        """Channels of this task's UNet input for a model with ``latent_channels``."""
+        return sum(1 if part == "mask" else latent_channels for part in self.inputs)
+
 
 BUILTIN_TASKS: dict[str, TaskSpec] = {
     t.name: t
@@ -88,7 +130,8 @@ BUILTIN_TASKS: dict[str, TaskSpec] = {
         TaskSpec("t2i", ("noisy",), uses_text=True, guidance="text", guidance_scale=7.5),
         TaskSpec("edit", ("noisy", "image"), uses_text=True, guidance="image_text",
                  guidance_scale=7.5, image_guidance_scale=1.6),
-        TaskSpec("sr", ("noisy", "image"), uses_text=False, guidance="none", guidance_scale=1.0),
+        TaskSpec("sr", ("noisy", "image"), uses_text=False, guidance="none", guidance_scale=1.0,
+                 condition_scale=2),
         TaskSpec("inpaint", ("noisy", "image"), uses_text=True, guidance="image_text",
                  guidance_scale=4.0, image_guidance_scale=1.5),
         TaskSpec("inpaint-mask", ("noisy", "mask", "masked_image"), uses_text=True,
@@ -97,7 +140,7 @@ BUILTIN_TASKS: dict[str, TaskSpec] = {
 }
 
 
-def resolve_tasks(names: list[str] | tuple[str, ...], custom: tuple[TaskSpec, ...] = ()) -> tuple[TaskSpec, ...]:
+def resolve_tasks(names, custom: tuple[TaskSpec, ...] = ()) -> tuple[TaskSpec, ...]:
     """Turn task names into specs: built-ins first, then the user's declarations.
 
     Unknown names fail with the list of known ones; a custom task may not redefine a
@@ -109,13 +152,25 @@ def resolve_tasks(names: list[str] | tuple[str, ...], custom: tuple[TaskSpec, ..
             raise TaskError(f"custom task {spec.name!r} redefines a built-in task",
                             hint="pick another name for the custom task")
         known[spec.name] = spec
+    names = (names,) if isinstance(names, str) else tuple(names)
     if not names:
         raise TaskError("no tasks given", hint=f"known tasks: {', '.join(known)}")
     unknown = [n for n in names if n not in known]
     if unknown:
         raise TaskError(f"unknown task(s) {', '.join(repr(n) for n in unknown)}; known tasks: {', '.join(known)}",
                         hint="declare new tasks under 'custom_tasks' in an --config JSON file")
-    dup = sorted({n for n in names if list(names).count(n) > 1})
+    dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise TaskError(f"task(s) listed twice: {', '.join(dup)}")
     return tuple(known[n] for n in names)
+
+
+def task_from_record(record: dict) -> TaskSpec:
+    """A task from its manifest entry (``to_dict()`` plus the package's own keys, which are ignored).
+
+    Entries written before a field existed take the built-in task's value for it (an ``sr``
+    of an older package keeps its half-size condition), else the field's default.
+    """
+    fields = TaskSpec.field_types()
+    base = BUILTIN_TASKS[record["name"]].to_dict() if record.get("name") in BUILTIN_TASKS else {}
+    return TaskSpec.from_dict(base | {k: v for k, v in record.items() if k in fields})

@@ -1,0 +1,148 @@
+"""The sampling loop, written once: schedulers, guidance, img2img strength and the UNet input of every task.
+
+Both the runtime (:meth:`taskfold.runtime.Package.generate`, exported graphs) and the PyTorch
+reference sampler (:func:`taskfold.train.pipeline.generate`, the model itself) are thin
+adapters that hand :func:`sample` a :class:`Model` — four numpy-in, numpy-out callables — so the
+two differ only by their UNet, text encoder and codec.
+
+Per step, the task's guidance (:mod:`.guidance`) lists the UNet evaluations it needs:
+
+* ``none`` (sr): one evaluation with the prompt (empty for tasks without text) and image;
+* ``text`` (t2i): the empty prompt and the prompt, ``guidance_scale``;
+* ``image_text`` (edit, inpaint): InstructPix2Pix dual guidance — nothing, image only,
+  image and prompt — with ``image_guidance_scale`` and ``guidance_scale``.
+
+The UNet input is ``concat[scaled noisy latents, condition parts]`` in the task's layout
+(:func:`condition_parts`, also what training feeds); a dropped image condition is zeros (as in
+training), a dropped prompt is the empty prompt. The initial noise is
+``numpy.random.default_rng(seed)``; ``strength`` below 1 starts from the encoded condition
+image noised to that fraction of the schedule (img2img, :func:`~.schedulers.start_latents`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from taskfold.config import check_finite, check_seed
+from taskfold.errors import ConfigError
+from taskfold.tasks import TaskSpec
+
+from . import guidance as G
+from .schedulers import SCHEDULERS, SchedulerConfig, check_strength, make_scheduler, start_latents
+
+Array = np.ndarray
+
+
+@dataclass(frozen=True)
+class Model:
+    """What the loop calls, numpy in and out (float32).
+
+    ``unet(sample, timestep, encoder_hidden_states) -> noise``; ``encode_text(prompts) -> [B, L, D]``;
+    ``encode_images(images in [-1, 1]) -> UNet sample space`` (latents x scaling factor; the images
+    themselves for pixel models); ``decode(latents) -> images in [-1, 1]``.
+    """
+
+    unet: Callable[[Array, Array, Array], Array]
+    encode_text: Callable[[list[str]], Array]
+    encode_images: Callable[[Array], Array]
+    decode: Callable[[Array], Array]
+
+
+def nearest(mask: Array, size: tuple[int, int]) -> Array:
+    """Nearest-neighbour resize ``[B, 1, H, W]`` -> ``[B, 1, h, w]`` (source index floor(i * H / h),
+    as ``torch.nn.functional.interpolate(mode="nearest")``)."""
+    H, W = mask.shape[2:]
+    h, w = size
+    if (H, W) == (h, w):
+        return mask
+    rows = np.minimum((np.arange(h) * (H / h)).astype(np.int64), H - 1)
+    cols = np.minimum((np.arange(w) * (W / w)).astype(np.int64), W - 1)
+    return mask[:, :, rows][:, :, :, cols]
+
+
+def condition_parts(spec: TaskSpec, encode_images: Callable[[Array], Array], condition: Array | None,
+                    mask: Array | None, latent_hw: tuple[int, int]) -> Array | None:
+    """The task's condition channels (everything after the noisy latents), ``[B, C - c, h, w]``.
+
+    ``condition`` ``[B, 3, H, W]`` in [-1, 1], ``mask`` ``[B, 1, H, W]`` (1 = fill). ``image`` is the
+    encoded condition, ``masked_image`` the encoded condition with the mask's region zeroed, ``mask``
+    the mask resized to the latent size (nearest). ``None`` for a task without condition parts.
+    """
+    parts = []
+    for part in spec.inputs[1:]:
+        if part == "mask":
+            parts.append(nearest(np.asarray(mask, np.float32), latent_hw))
+        else:
+            img = condition * (1 - mask) if part == "masked_image" else condition
+            parts.append(np.asarray(encode_images(np.asarray(img, np.float32)), np.float32))
+    return np.concatenate(parts, 1) if parts else None
+
+
+def check_inputs(spec: TaskSpec, condition, mask, strength: float) -> float:
+    """Refuse a missing or unexpected condition image or mask, and a strength the task cannot use."""
+    if spec.needs_mask and mask is None:
+        raise ConfigError(f"task {spec.name!r} needs a mask (white = region to fill)", hint="pass --mask MASK.png")
+    if spec.needs_condition and condition is None:
+        raise ConfigError(f"task {spec.name!r} needs a condition image", hint="pass --image IMAGE.png")
+    if not spec.needs_condition and condition is not None:
+        raise ConfigError(f"task {spec.name!r} takes no condition image (its input is {list(spec.inputs)})")
+    if not spec.needs_mask and mask is not None:
+        raise ConfigError(f"task {spec.name!r} takes no mask (its input is {list(spec.inputs)})")
+    strength = check_strength(strength)
+    if strength < 1 and not spec.needs_condition:
+        raise ConfigError(f"strength {strength} needs a condition image to start from; task {spec.name!r} takes none",
+                          hint="strength applies to image-conditioned tasks (edit, sr, inpaint)")
+    return strength
+
+
+def check_options(prompts, steps, scheduler: str, seed, guidance_scale, image_guidance_scale) -> list[str]:
+    """The prompts as a list; every option checked, each refusal naming its value."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ConfigError(f"prompt must be a string or a non-empty list of strings, got {prompts!r}")
+    if scheduler not in SCHEDULERS:
+        raise ConfigError(f"scheduler {scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ConfigError(f"steps must be a positive integer, got {steps!r}")
+    check_seed(seed, "seed")
+    check_finite(guidance_scale, "guidance scale")
+    check_finite(image_guidance_scale, "image guidance scale")
+    return prompts
+
+
+def sample(model: Model, spec: TaskSpec, prompts: list[str], *, scheduler_config: dict,
+           latent_shape: tuple[int, int, int], condition: Array | None = None, mask: Array | None = None,
+           steps: int = 20, scheduler: str = "ddim", guidance_scale: float | None = None,
+           image_guidance_scale: float | None = None, seed: int = 0, strength: float = 1.0) -> Array:
+    """Images ``[B, 3, H, W]`` in [-1, 1] for ``prompts`` (and their conditions) of task ``spec``.
+
+    ``latent_shape`` is the UNet sample's ``(channels, h, w)``; ``condition``/``mask`` have one row per
+    prompt. Guidance scales default to the task's.
+    """
+    prompts = check_options(prompts, steps, scheduler, seed, guidance_scale, image_guidance_scale)
+    strength = check_inputs(spec, condition, mask, strength)
+    b, (c, h, w) = len(prompts), latent_shape
+    s_text = spec.guidance_scale if guidance_scale is None else guidance_scale
+    s_img = spec.image_guidance_scale if image_guidance_scale is None else image_guidance_scale
+    sched = make_scheduler(scheduler, SchedulerConfig.from_diffusers_config(scheduler_config), steps)
+    image_parts = condition_parts(spec, model.encode_images, condition, mask, (h, w))
+    text = model.encode_text(prompts if spec.uses_text else [""] * b)
+    empty = model.encode_text([""] * b)
+    noise = np.random.default_rng(seed).standard_normal((b, c, h, w), dtype=np.float32)
+    init = model.encode_images(condition) if strength < 1 else None
+    x, start = start_latents(sched, noise, init, strength)
+    for i in range(start, len(sched.timesteps)):
+        xin = sched.scale_model_input(x, i)
+        ts = np.full((b,), float(sched.timesteps[i]), dtype=np.float32)
+        outs = []
+        for cond in G.guidance_batches(spec.guidance):
+            sample_in = xin if image_parts is None else \
+                np.concatenate([xin, image_parts if cond.image else np.zeros_like(image_parts)], 1)
+            states = text if cond.text or spec.guidance == "none" else empty
+            outs.append(np.asarray(model.unet(sample_in, ts, states), np.float32))
+        eps = G.combine(spec.guidance, outs, text_scale=s_text, image_scale=s_img if s_img is not None else 1.0)
+        x = sched.step(eps.astype(np.float32), i, x)
+    return model.decode(x)
