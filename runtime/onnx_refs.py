@@ -43,10 +43,10 @@ class _Malformed(Exception):
     pass
 
 
-def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
     result = shift = 0
     while True:
-        if pos >= len(buf) or shift > 63:
+        if pos >= end or shift > 63:
             raise _Malformed("truncated varint")
         b = buf[pos]
         pos += 1
@@ -56,51 +56,57 @@ def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(buf: memoryview):
-    """``(field number, wire type, value)`` for every field of one message (value: int or memoryview)."""
-    pos = 0
-    while pos < len(buf):
-        key, pos = _varint(buf, pos)
+def _fields(buf: bytes, start: int, end: int):
+    """``(field number, wire type, value)`` for every field of the message ``buf[start:end]``.
+
+    A length-delimited value is its ``(start, end)`` span; a varint its integer; others ``None``.
+    """
+    pos = start
+    while pos < end:
+        key, pos = _varint(buf, pos, end)
         field, wire = key >> 3, key & 7
         if wire == 0:
-            value, pos = _varint(buf, pos)
+            value, pos = _varint(buf, pos, end)
         elif wire == 1:
             value, pos = None, pos + 8
         elif wire == 2:
-            n, pos = _varint(buf, pos)
-            if pos + n > len(buf):
-                raise _Malformed("length-delimited field runs past its message")
-            value, pos = buf[pos:pos + n], pos + n
+            n, pos = _varint(buf, pos, end)
+            value, pos = (pos, pos + n), pos + n
         elif wire == 5:
             value, pos = None, pos + 4
         else:
             raise _Malformed(f"wire type {wire}")
-        if pos > len(buf):
-            raise _Malformed("field runs past its message")
+        if pos > end:
+            raise _Malformed("a field runs past its message")
         yield field, wire, value
 
 
-def _text(v: memoryview) -> str:
+def _text(buf: bytes, span) -> str:
     try:
-        return bytes(v).decode("utf-8")
+        return buf[span[0]:span[1]].decode("utf-8")
     except UnicodeDecodeError:
         raise _Malformed("a string field is not UTF-8") from None
 
 
-def _tensor(buf: memoryview, out: list[ExternalRef]) -> None:
+def _may_hold_external(buf: bytes, span) -> bool:
+    """An external tensor names its ``location``: a message without those bytes holds none (fast skip)."""
+    return buf.find(b"location", span[0], span[1]) >= 0
+
+
+def _tensor(buf, span, out: list[ExternalRef]) -> None:
     name, entries, external = "", {}, False
-    for field, wire, v in _fields(buf):
+    for field, wire, v in _fields(buf, *span):
         if field == 8 and wire == 2:
-            name = _text(v)
+            name = _text(buf, v)
         elif field == 14 and wire == 0:
             external = v == 1
         elif field == 13 and wire == 2:
             key = value = ""
-            for f2, w2, v2 in _fields(v):
+            for f2, w2, v2 in _fields(buf, *v):
                 if f2 == 1 and w2 == 2:
-                    key = _text(v2)
+                    key = _text(buf, v2)
                 elif f2 == 2 and w2 == 2:
-                    value = _text(v2)
+                    value = _text(buf, v2)
             entries[key] = value
     if not external and not entries:
         return
@@ -116,57 +122,60 @@ def _tensor(buf: memoryview, out: list[ExternalRef]) -> None:
     out.append(ExternalRef(name, entries["location"], offset, length))
 
 
-def _sparse(buf, out, depth):
-    for field, wire, v in _fields(buf):
+def _sparse(buf, span, out, depth):
+    for field, wire, v in _fields(buf, *span):
         if field in (1, 2) and wire == 2:
-            _tensor(v, out)
+            _tensor(buf, v, out)
 
 
-def _attribute(buf, out, depth):
-    for field, wire, v in _fields(buf):
+def _attribute(buf, span, out, depth):
+    for field, wire, v in _fields(buf, *span):
         if wire != 2:
             continue
         if field in (5, 10):
-            _tensor(v, out)
+            _tensor(buf, v, out)
         elif field in (6, 11):
-            _graph(v, out, depth + 1)
+            _graph(buf, v, out, depth + 1)
         elif field in (22, 23):
-            _sparse(v, out, depth)
+            _sparse(buf, v, out, depth)
 
 
-def _node(buf, out, depth):
-    for field, wire, v in _fields(buf):
+def _node(buf, span, out, depth):
+    if not _may_hold_external(buf, span):
+        return
+    for field, wire, v in _fields(buf, *span):
         if field == 5 and wire == 2:
-            _attribute(v, out, depth)
+            _attribute(buf, v, out, depth)
 
 
-def _graph(buf, out, depth):
+def _graph(buf, span, out, depth):
     if depth > _MAX_DEPTH:
         raise _Malformed(f"subgraphs nested deeper than {_MAX_DEPTH}")
-    for field, wire, v in _fields(buf):
+    for field, wire, v in _fields(buf, *span):
         if wire != 2:
             continue
         if field == 1:
-            _node(v, out, depth)
+            _node(buf, v, out, depth)
         elif field == 5:
-            _tensor(v, out)
+            _tensor(buf, v, out)
         elif field == 15:
-            _sparse(v, out, depth)
+            _sparse(buf, v, out, depth)
 
 
 def external_refs(model: bytes, where: str) -> list[ExternalRef]:
     """Every external-data reference of the serialized ModelProto ``model`` (in graph order)."""
     out: list[ExternalRef] = []
+    model = bytes(model)
     try:
-        for field, wire, v in _fields(memoryview(model)):
+        for field, wire, v in _fields(model, 0, len(model)):
             if wire != 2:
                 continue
             if field == 7:
-                _graph(v, out, 0)
+                _graph(model, v, out, 0)
             elif field == 25:
-                for f2, w2, v2 in _fields(v):
+                for f2, w2, v2 in _fields(model, *v):
                     if f2 == 7 and w2 == 2:
-                        _node(v2, out, 0)
+                        _node(model, v2, out, 0)
     except _Malformed as e:
         raise PackageError(f"{where} is not a well-formed ONNX model ({e})",
                            hint="the package is damaged; re-copy or re-export it") from None

@@ -348,3 +348,28 @@ def test_a_dropped_package_cannot_crash_the_interpreter(tiny_package, tmp_path, 
     assert float(np.abs(c).max()) > 0.1
     np.testing.assert_array_equal(a, c)
     np.testing.assert_array_equal(b, c)
+
+
+def test_external_refs_agree_with_onnx_and_garbage_is_refused(tiny_package):
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    from taskfold.runtime.onnx_refs import external_refs
+
+    _, pkg_dir, _, _ = tiny_package
+    for graph in sorted((pkg_dir / "onnx").glob("*.onnx")):
+        model = onnx.load(str(graph), load_external_data=False)
+        tensors = list(model.graph.initializer) + [a.t for n in model.graph.node for a in n.attribute
+                                                   if a.type == onnx.AttributeProto.TENSOR]
+        want = []
+        for t in tensors:
+            if uses_external_data(t):
+                e = {x.key: x.value for x in t.external_data}
+                want.append((t.name, e["location"], int(e.get("offset", 0)), int(e["length"])))
+        got = [(r.tensor, r.location, r.offset, r.length) for r in external_refs(graph.read_bytes(), graph.name)]
+        assert got == want and len(got) > 50, graph.name
+    rng = np.random.default_rng(0)
+    data = bytearray((pkg_dir / "onnx" / "t2i.onnx").read_bytes())
+    for cut in (10, 1000, len(data) // 2):  # truncated models and random bytes: one PackageError each
+        with pytest.raises(PackageError, match="not a well-formed ONNX model"):
+            external_refs(bytes(data[:cut]) + rng.integers(0, 256, 64, dtype=np.uint8).tobytes(), "t2i.onnx")
