@@ -52,11 +52,10 @@ import numpy as np
 
 from taskfold.config import check_threads
 from taskfold.errors import ConfigError
+from taskfold.runtime.backends import BACKENDS, PROVIDERS
 
 from . import machine
 
-BACKENDS = ("onnx", "tensorrt", "coreml")
-PROVIDERS = ("cpu", "cuda")
 DEFAULT_TASKS = ("t2i", "edit", "sr", "inpaint")
 REPORT_FORMAT = "taskfold-bench"
 REPORT_SCHEMA = 1
@@ -571,25 +570,17 @@ def run_bench(cfg: BenchConfig, out: str | Path, overwrite: bool = False, log=pr
 
 def _check_backend(cfg: BenchConfig) -> None:
     """Fail before minutes of work when the asked-for backend or device is not here."""
+    from taskfold.runtime.backends import check_provider
+
     if cfg.provider == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise ConfigError("--provider cuda needs an NVIDIA GPU that PyTorch can see; this machine has none",
                               hint="bench on the CPU (--provider cpu), or run the same command on a GPU machine")
-        if cfg.backend == "onnx":
-            import onnxruntime as ort
-
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise ConfigError("onnxruntime here has no CUDAExecutionProvider",
-                                  hint="pip install 'taskfold[gpu]' (onnxruntime-gpu)")
-    if cfg.backend == "tensorrt":
-        from taskfold.export.tensorrt import _tensorrt
-
-        _tensorrt()
-    if cfg.backend == "coreml" and sys.platform != "darwin":
-        raise ConfigError(f"backend 'coreml' runs only on macOS; this machine is {sys.platform}",
-                          hint="bench --backend onnx here, or run the same command on a Mac")
+    if cfg.backend == "onnx":
+        check_provider(cfg.provider)
+    BACKENDS[cfg.backend].check_installed()
 
 
 if __name__ == "__main__":  # the measuring child: python -m taskfold.benchmarks.bench --measure PLAN GROUP OUT

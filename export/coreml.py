@@ -42,11 +42,9 @@ coremltools 9.0 facts this module relies on (read in its source, ``converters/_c
 from __future__ import annotations
 
 import collections
-import contextlib
 import importlib.util
 import io
 import json
-import logging
 import os
 import shutil
 import sys
@@ -58,6 +56,17 @@ import numpy as np
 import torch
 
 from taskfold.errors import ConfigError, ExportError
+from taskfold.runtime.backends import COREML
+from taskfold.runtime.coreml_runner import (  # noqa: F401  (re-exported: the export API names them)
+    COMPUTE_UNITS,
+    _coremltools as _runtime_coremltools,
+    _quiet,
+    _spec,
+    describe,
+    functions,
+    load,
+    predict,
+)
 
 from .graph import GraphSpec
 
@@ -69,50 +78,27 @@ PALETTE_WEIGHT_THRESHOLD = 2048
 DEFAULT_TARGET = "iOS17"
 #: Ops that hold learned weights; the timestep path is kept in fp32 up to (not through) them.
 LEARNED_OPS = frozenset({"linear", "matmul", "conv", "conv_transpose", "einsum"})
-COMPUTE_UNITS = ("all", "cpu_only", "cpu_and_gpu", "cpu_and_ne")
-HINT = "pip install 'taskfold[coreml]'"
+HINT = COREML.hint
 
 _IO_DTYPES = {"float32": np.float32, "float16": np.float16}
-_PROTO_DTYPES = {"FLOAT32": "float32", "FLOAT16": "float16", "DOUBLE": "float64", "INT32": "int32"}
 
 
 # ---------------------------------------------------------------------------------------------
-# coremltools import and noise
+# coremltools import and noise (loading, describing and predicting live in the runtime)
 # ---------------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _quiet(captured: io.StringIO | None = None):
-    """Mute coremltools' logger (Linux "Failed to load ..." and version warnings) and its tqdm bars.
-
-    tqdm resolves ``sys.stderr`` when a bar is created, so redirecting stderr silences the
-    progress bars; what was written there is kept in ``captured`` for error messages.
-    """
-    logger = logging.getLogger("coremltools")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stderr(captured if captured is not None else io.StringIO()), \
-                warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
-
 
 def _coremltools():
-    """``import coremltools``, quietly; a missing install is an :class:`ExportError` with the extra to install."""
+    """``import coremltools`` (with its optimiser, for palettisation), quietly; a missing install is an
+    :class:`ExportError` with the extra to install."""
+    ct = _runtime_coremltools(ExportError)
     try:
         with _quiet():
-            import coremltools as ct
-            import coremltools.optimize.coreml  # noqa: F401  (palettisation)
+            import coremltools.optimize.coreml  # noqa: F401
     except ImportError as e:
-        raise ExportError(f"CoreML export needs coremltools, which could not be imported ({e})", hint=HINT) from e
+        raise ExportError(f"CoreML export needs coremltools' optimiser, which could not be imported ({e})",
+                          hint=HINT) from e
     return ct
 
-
-# ---------------------------------------------------------------------------------------------
-# Conversion
-# ---------------------------------------------------------------------------------------------
 
 def _bool_and(a, b):
     return torch.ops.aten.bitwise_and.Tensor(a, b)
@@ -315,19 +301,6 @@ def save(mlmodel, out_path: str | Path) -> Path:
     return _atomic_write(write, out_path)
 
 
-def load(path: str | Path, compute_units: str = "all", function_name: str | None = None):
-    """The ``MLModel`` at ``path``; loaded into Core ML (compiled) only on macOS."""
-    ct = _coremltools()
-    path = Path(path)
-    if not path.exists():
-        raise ExportError(f"no CoreML package at {str(path)!r}")
-    if compute_units not in COMPUTE_UNITS:
-        raise ConfigError(f"unknown CoreML compute units {compute_units!r}; expected one of {list(COMPUTE_UNITS)}")
-    with _quiet():
-        return ct.models.MLModel(str(path), skip_model_load=sys.platform != "darwin",
-                                 compute_units=ct.ComputeUnit[compute_units.upper()], function_name=function_name)
-
-
 def palettize(mlmodel, bits: int, weight_threshold: int = PALETTE_WEIGHT_THRESHOLD):
     """k-means palettisation of the weights of ``mlmodel`` (an ``MLModel`` or a package path).
 
@@ -405,48 +378,6 @@ def package_bytes(path: str | Path, weights_only: bool = False) -> int:
 # Structural checks (Linux) and prediction (macOS)
 # ---------------------------------------------------------------------------------------------
 
-def _spec(model_or_path):
-    ct = _coremltools()
-    if isinstance(model_or_path, (str, Path)):
-        path = Path(model_or_path)
-        if not path.exists():
-            raise ExportError(f"no CoreML package at {str(path)!r}")
-        with _quiet():
-            return ct.utils.load_spec(str(path))
-    return model_or_path.get_spec()
-
-
-def _feature(ct, f) -> dict:
-    array = f.type.multiArrayType
-    name = ct.proto.FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(array.dataType)
-    return {"name": f.name, "shape": tuple(int(s) for s in array.shape), "dtype": _PROTO_DTYPES.get(name, name.lower())}
-
-
-def functions(model_or_path) -> list[str]:
-    """Function names of an ML program (``["main"]`` for a single-function model)."""
-    spec = _spec(model_or_path)
-    return list(spec.mlProgram.functions.keys())
-
-
-def describe(model_or_path, function: str | None = None) -> dict:
-    """``{"inputs": [...], "outputs": [...]}``, each ``{"name", "shape", "dtype"}``, from the model spec.
-
-    For a multifunction package, ``function`` picks the function (default: the package's default).
-    """
-    ct = _coremltools()
-    spec = _spec(model_or_path)
-    desc = spec.description
-    if len(desc.functions):
-        function = function or desc.defaultFunctionName
-        found = [f for f in desc.functions if f.name == function]
-        if not found:
-            raise ConfigError(f"no function {function!r} in the model; it has {[f.name for f in desc.functions]}")
-        desc = found[0]
-    elif function not in (None, "main"):
-        raise ConfigError(f"no function {function!r} in a single-function model (it has 'main')")
-    return {"inputs": [_feature(ct, f) for f in desc.input], "outputs": [_feature(ct, f) for f in desc.output]}
-
-
 def _count_ops(block, counts: collections.Counter, include_const: bool) -> None:
     for op in block.operations:
         if include_const or op.type != "const":
@@ -502,20 +433,3 @@ def structural_problems(mlmodel, spec: GraphSpec, reference_ops: collections.Cou
         if ops[op] != reference_ops[op]:
             problems.append(f"op {op!r}: {ops[op]} in the graph, {reference_ops[op]} in the reference")
     return problems
-
-
-def predict(model_or_path, inputs: dict[str, np.ndarray], function_name: str | None = None,
-            compute_units: str = "cpu_only") -> np.ndarray:
-    """Run a converted graph on macOS and return its (first) output as float32.
-
-    ``compute_units`` one of :data:`COMPUTE_UNITS`; ``cpu_only`` by default for parity checks.
-    """
-    if sys.platform != "darwin":
-        raise ExportError(f"CoreML prediction needs the Core ML framework (macOS); this is {sys.platform}",
-                          hint="check CoreML graphs structurally on Linux (structural_problems) and predict on a Mac")
-    model = load(model_or_path, compute_units, function_name) if isinstance(model_or_path, (str, Path)) \
-        else model_or_path
-    out_name = describe(model, function_name)["outputs"][0]["name"]
-    feed = {k: np.ascontiguousarray(np.asarray(v)) for k, v in inputs.items()}
-    result = model.predict(feed)
-    return np.asarray(result[out_name], dtype=np.float32)

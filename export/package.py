@@ -34,6 +34,8 @@ from taskfold.errors import ConfigError, ExportError
 from taskfold.runtime.manifest import FORMAT, MANIFEST, SCHEMA_VERSION
 from taskfold.runtime.reader import verify_package  # noqa: F401  (re-exported for callers of the export API)
 
+from taskfold.runtime.backends import BACKENDS
+
 from .parity import TOLERANCES, ParityResult, check_graph, default_timesteps, raise_on_failures
 
 FORMATS = ("onnx", "coreml", "tensorrt", "diffusers")
@@ -92,7 +94,9 @@ class ExportConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ConfigError(f"--{name} must be a positive pixel count, got {v}")
-        if not MIN_OPSET <= self.opset <= max_opset():
+        if self.opset < MIN_OPSET:
+            raise ConfigError(f"--opset {self.opset} is below {MIN_OPSET}, the oldest opset taskfold exports")
+        if self.opset > max_opset():
             raise ConfigError(f"--opset {self.opset} is outside {MIN_OPSET}..{max_opset()}, the opsets taskfold "
                               "exports with this PyTorch (its TorchScript ONNX exporter)",
                               hint=f"use --opset {MIN_OPSET} (the default)")
@@ -191,16 +195,14 @@ def file_table(root: Path) -> dict[str, dict]:
 
 
 def _check_backends(formats) -> None:
+    """Every asked-for format's toolkit importable, before any work (one ExportError naming the extra)."""
+    for f in formats:
+        if f in BACKENDS:
+            BACKENDS[f].require("format", ExportError)
     if "coreml" in formats:
         from .coreml import _coremltools
 
-        _coremltools()  # quiet import; ExportError naming the extra when missing
-    if "tensorrt" in formats:
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError:
-            raise ExportError("format 'tensorrt' needs TensorRT, which is not installed",
-                              hint="pip install 'taskfold[tensorrt]' on a machine with an NVIDIA GPU") from None
+        _coremltools()  # and its optimiser (palettisation)
 
 
 # --- Export ----------------------------------------------------------------------------------

@@ -19,19 +19,14 @@ import numpy as np
 import torch
 
 from taskfold.errors import ParityError
+from taskfold.runtime.backends import BACKENDS
 
 from .graph import GraphSpec, MTUTaskGraph, example_inputs
 
-#: (backend, precision) -> maximum relative error. fp32 graphs differ from PyTorch only by
-#: kernel summation order (~1e-6 measured); fp16 carries ~3 decimal digits through ~100 layers.
-TOLERANCES = {
-    ("onnx", "fp32"): 1e-4,
-    ("onnx", "fp16"): 2e-2,
-    ("coreml", "fp32"): 1e-3,
-    ("coreml", "fp16"): 3e-2,
-    ("tensorrt", "fp32"): 1e-3,
-    ("tensorrt", "fp16"): 3e-2,
-}
+#: (backend, precision) -> maximum relative error, from the backend registry
+#: (:data:`taskfold.runtime.backends.BACKENDS`). fp32 graphs differ from PyTorch only by kernel
+#: summation order (~1e-6 measured); fp16 carries ~3 decimal digits through ~100 layers.
+TOLERANCES = {(b.name, precision): tol for b in BACKENDS.values() for precision, tol in b.tolerances.items()}
 
 
 def default_timesteps(train_timesteps: int = 1000, n: int = 4) -> list[float]:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 
 def add_run_parser(subparsers) -> argparse.ArgumentParser:
-    from .package import BACKENDS, PROVIDERS, SCHEDULERS
+    from .backends import BACKENDS, PROVIDERS
+    from .schedulers import SCHEDULERS
 
     p = subparsers.add_parser("run", help="generate an image with one task of an exported package",
                               description="Run one task of a package from `taskfold export` (ONNX Runtime by "

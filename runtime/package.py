@@ -43,7 +43,6 @@ Integrity
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,23 +53,14 @@ from taskfold.config import check_threads
 from taskfold.errors import ConfigError, PackageError
 from taskfold.tasks import TaskSpec, task_from_record
 
+from .backends import BACKENDS, ONNX, PROVIDERS, check_provider, coreml_runner, tensorrt_runner  # noqa: F401
+from .backends import backend as get_backend
 from .images import fit_image, mask_to_array, open_image, save_png, to_chw, to_rgb
 from .reader import PackageReader, WeightRecord
 from .sampler import Model, check_inputs, check_options, sample
 from .schedulers import SCHEDULERS  # noqa: F401  (the CLI's choices)
 
-BACKENDS = ("onnx", "coreml", "tensorrt")
-PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 UNET_INPUTS = ("sample", "timestep", "encoder_hidden_states")
-
-
-def _require_onnxruntime():
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ConfigError("backend 'onnx' needs onnxruntime, which is not installed",
-                          hint="pip install onnxruntime (or onnxruntime-gpu for --provider cuda)") from None
-    return ort
 
 
 class WeightStore:
@@ -125,7 +115,7 @@ def ort_session(path: Path, *, providers: list[str], threads: int | None = None,
     optimises and pre-packs the weights itself. The caller keeps ``store`` alive as long as the
     session.
     """
-    ort = _require_onnxruntime()
+    ort = ONNX.check_installed()
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     if threads:
@@ -188,14 +178,14 @@ class Package:
         self.path = Path(path)
         self._reader = PackageReader(self.path, verify=verify)
         self.manifest = self._reader.manifest
-        if backend not in BACKENDS:
-            raise ConfigError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
-        if provider not in PROVIDERS:
+        self._backend = get_backend(backend)
+        self._providers = check_provider(provider) if backend == "onnx" else PROVIDERS.get(provider)
+        if self._providers is None:
             raise ConfigError(f"provider {provider!r} is not one of {', '.join(PROVIDERS)}")
         check_threads(threads, "threads")
         self.backend, self.provider, self.verify = backend, provider, verify
         self.share_weights, self.threads = share_weights, threads
-        self._check_backend_installed()
+        self._backend.check_installed()
         formats = {g["format"] for g in self.manifest["graphs"]}
         if backend not in formats:
             raise ConfigError(f"package {str(self.path)!r} has no {backend} graphs (it has: "
@@ -238,29 +228,6 @@ class Package:
         raise ConfigError(f"package {str(self.path)!r} has no {self.backend} graph for task {task!r}",
                           hint=f"re-export with `taskfold export --format {self.backend} --tasks {task}`")
 
-    def _check_backend_installed(self) -> None:
-        if self.backend == "onnx":
-            ort = _require_onnxruntime()
-            if self.provider == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise ConfigError("provider 'cuda' is not available in this onnxruntime "
-                                  f"(it has {', '.join(ort.get_available_providers())})",
-                                  hint="pip install onnxruntime-gpu on a machine with an NVIDIA GPU, or --provider cpu")
-        elif self.backend == "coreml":
-            if sys.platform != "darwin":
-                raise ConfigError(f"backend 'coreml' runs only on macOS; this machine is {sys.platform}",
-                                  hint="use --backend onnx here, or run the package on a Mac")
-            try:
-                import coremltools  # noqa: F401
-            except ImportError:
-                raise ConfigError("backend 'coreml' needs coremltools, which is not installed",
-                                  hint="pip install 'taskfold[coreml]'") from None
-        elif self.backend == "tensorrt":
-            try:
-                import tensorrt  # noqa: F401
-            except ImportError:
-                raise ConfigError("backend 'tensorrt' needs TensorRT, which is not installed",
-                                  hint="pip install 'taskfold[tensorrt]' on a machine with an NVIDIA GPU") from None
-
     # --- sessions -------------------------------------------------------------------------
 
     def _checked(self, files: list[str]) -> None:
@@ -287,7 +254,7 @@ class Package:
             weights = self._reader.weight_records(g["weight_index"], g["path"]) \
                 if self.share_weights and g.get("weight_index") else None
             store = self._weights if weights else None
-            sess = ort_session(self._reader.path(g["path"]), providers=PROVIDERS[self.provider], threads=self.threads,
+            sess = ort_session(self._reader.path(g["path"]), providers=self._providers, threads=self.threads,
                                weights=weights, store=store)
             out_name = sess.get_outputs()[0].name
 
@@ -295,23 +262,14 @@ class Package:
                 return sess.run([out_name], {"sample": x.astype(dtype), "timestep": t.astype(np.float32),
                                              "encoder_hidden_states": h.astype(dtype)})[0].astype(np.float32)
             keep = (sess, store)
-        elif self.backend == "coreml":
-            from taskfold.export import coreml
-
-            fn = g.get("function")
-            model = coreml.load(self._reader.directory(g["path"]), "all", fn)  # loaded (compiled) once
-
-            def call(x, t, h):
-                return coreml.predict(model, {"sample": x, "timestep": t, "encoder_hidden_states": h}, fn)
-            keep = (model,)
-        else:
-            from taskfold.export.tensorrt import engine_runner
-
-            run = engine_runner(self._reader.path(g["path"]))
+        else:  # Core ML (loaded and compiled once, like a session) or a TensorRT engine
+            run = coreml_runner(self._reader.directory(g["path"]), g.get("function")) \
+                if self.backend == "coreml" else tensorrt_runner(self._reader.path(g["path"]))
+            io_dtype = np.float32 if self.backend == "coreml" else dtype
 
             def call(x, t, h):
-                return run({"sample": x.astype(dtype), "timestep": t.astype(np.float32),
-                            "encoder_hidden_states": h.astype(dtype)}).astype(np.float32)
+                return np.asarray(run({"sample": x.astype(io_dtype), "timestep": t.astype(np.float32),
+                                       "encoder_hidden_states": h.astype(io_dtype)}), np.float32)
             keep = (run,)
         self._sessions[task] = UNetCall(call, batch, keep)
         return self._sessions[task]
@@ -319,7 +277,7 @@ class Package:
     def _component(self, key: str, folder: str, rec: dict):
         if key not in self._sessions:
             self._checked(self._reader.component_files(folder, rec))
-            sess = ort_session(self._reader.path(f"{folder}/{rec['file']}"), providers=PROVIDERS[self.provider],
+            sess = ort_session(self._reader.path(f"{folder}/{rec['file']}"), providers=self._providers,
                                threads=self.threads)
             shape0 = rec["inputs"][0]["shape"][0]
             batch = _Batching(shape0 if isinstance(shape0, int) else None)
@@ -342,7 +300,7 @@ class Package:
             files = {rel.split("/", 1)[1]: self._reader.read_bytes(rel, "text_encoder.graph.tokenizer")
                      for rel in self._reader.tokenizer_files()}
             self._tokenizer = tokenizer_from_files(files, max_length=tok["max_length"], where=f"{self.path}/text_encoder")
-        _require_onnxruntime()
+        ONNX.check_installed()
         encoder = self._component("text_encoder", "text_encoder", te["graph"])
         return encoder(self._tokenizer(list(prompts)).astype(np.int64)).astype(np.float32)
 

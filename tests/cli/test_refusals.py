@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from taskfold import _io
 from taskfold.cli import main
 from taskfold.train.shapes import make_shapes
 

@@ -1,6 +1,5 @@
 """ONNX packages: parity with the MTU model (invariant 8), shared weights, DTR masks, FLOPs (invariant 5)."""
 
-import json
 import shutil
 
 import numpy as np

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from taskfold.export.package import ExportConfig, export_package
-from taskfold.upcycle import UpcycleConfig, build_unet, load_base, preset_config, upcycle
+from taskfold.upcycle import UpcycleConfig, load_base, upcycle
 
 
 def _perturb_routers(mtu, seed=0):
