@@ -42,7 +42,7 @@ def evaluate(model_dir: Path, data_dir: Path, tasks, n: int, steps: int = 20, se
     from taskfold.train.data import load_dataset
     from taskfold.train.metrics import task_scores
     from taskfold.train.pipeline import generate, mtu_fn
-    from taskfold.train.trainer import find_encoders, find_scheduler_config
+    from taskfold.upcycle.bundle import find_encoders, find_scheduler_config
     from taskfold.upcycle.checkpoint import load_mtu
 
     mtu = load_mtu(model_dir).eval()
@@ -77,39 +77,39 @@ def _train_seconds(run: Path) -> float:
     return float(json.loads(lines[-1])["seconds"]) if lines else 0.0
 
 
-def _train(init: Path, run: Path, argv: list[str], resume: bool) -> None:
-    """``taskfold train`` into ``run``; with ``resume`` a run already there continues (or is reused when done)."""
+def _upcycle(base: str, tasks, experts: int, seed: int, out: Path) -> None:
+    from taskfold.upcycle import UpcycleConfig
+    from taskfold.upcycle.convert import upcycle_to_dir
+
+    upcycle_to_dir(base, UpcycleConfig(tasks=tuple(tasks), num_experts=experts, seed=seed), out, seed=seed,
+                   overwrite=True)
+
+
+def _train(init: Path, run: Path, data: Path, cfg, resume: bool) -> None:
+    """Train ``init`` into ``run``; with ``resume`` a run already there continues (or is reused when done)."""
+    from taskfold.train.trainer import train
+
     again = resume and run.exists() and any(run.iterdir())
-    _run(["train", str(init), *argv, "--out", str(run), "--no-progress", *(["--resume"] if again else [])])
-
-
-def _run(argv: list[str]) -> None:
-    from taskfold.cli import main
-
-    code = main(argv)
-    if code:
-        raise SystemExit(f"step failed ({code}): taskfold {' '.join(argv)}")
+    train(init, data, cfg, run, resume=again, progress=False)
 
 
 def mtu_vs_single(base: str, data: Path, out: Path, steps_per_task: int, batch: int, n_eval: int, seed: int,
                   lr: float = 5e-4, snr_gamma: float | None = None, resume: bool = False) -> dict:
+    from taskfold.train.trainer import TrainConfig
+
     rows = {}
     runs = [out / "mtu-run"] + [out / f"single-{task}-run" for task in TASKS]
-    recipe = ["--lr", str(lr)] + (["--snr-gamma", str(snr_gamma)] if snr_gamma else [])
+    recipe = dict(batch_size=batch, lr=lr, snr_gamma=snr_gamma, seed=seed, log_every=50)
     t0 = time.time()
-    _run(["upcycle", "--base", base, "--tasks", ",".join(TASKS), "--experts", "4", "--seed", str(seed),
-          "--out", str(out / "mtu-init"), "--overwrite"])
-    _train(out / "mtu-init", out / "mtu-run", ["--data", str(data), "--steps", str(4 * steps_per_task), "--batch-size",
-           str(batch), *recipe, "--seed", str(seed), "--log-every", "50", "--checkpoint-every",
-           str(4 * steps_per_task)], resume)
+    _upcycle(base, TASKS, 4, seed, out / "mtu-init")
+    _train(out / "mtu-init", out / "mtu-run", data,
+           TrainConfig(steps=4 * steps_per_task, checkpoint_every=4 * steps_per_task, **recipe), resume)
     rows["MTU (N=4, all tasks)"] = evaluate(out / "mtu-run" / "mtu", data, TASKS, n_eval, seed=seed)
     single = {}
     for task in TASKS:
-        _run(["upcycle", "--base", base, "--tasks", task, "--experts", "1", "--seed", str(seed),
-              "--out", str(out / f"single-{task}-init"), "--overwrite"])
-        _train(out / f"single-{task}-init", out / f"single-{task}-run", [
-            "--data", str(data), "--steps", str(steps_per_task), "--batch-size", str(batch), *recipe, "--trainable",
-            "all", "--seed", str(seed), "--log-every", "50", "--checkpoint-every", str(steps_per_task)], resume)
+        _upcycle(base, (task,), 1, seed, out / f"single-{task}-init")
+        _train(out / f"single-{task}-init", out / f"single-{task}-run", data,
+               TrainConfig(steps=steps_per_task, checkpoint_every=steps_per_task, trainable="all", **recipe), resume)
         single |= evaluate(out / f"single-{task}-run" / "mtu", data, (task,), n_eval, seed=seed)
     rows["single-task fine-tunes"] = single
     return {"rows": rows, "seconds": round(time.time() - t0, 1),
@@ -117,12 +117,13 @@ def mtu_vs_single(base: str, data: Path, out: Path, steps_per_task: int, batch: 
 
 
 def dtr_vs_plain(data: Path, out: Path, steps: int, batch: int, n_eval: int, seed: int) -> dict:
+    from taskfold.train.pretrain import pretrain, pretrain_config
+
     rows = {}
-    for name, flags in (("with DTR", []), ("without DTR", ["--no-dtr"])):
-        run = out / ("pre-dtr" if not flags else "pre-plain")
-        _run(["pretrain", "--data", str(data), "--steps", str(steps), "--batch-size", str(batch), "--seed", str(seed),
-              "--out", str(run), "--overwrite", "--no-progress", "--log-every", "100", "--checkpoint-every",
-              str(steps), *flags])
+    for name, dtr in (("with DTR", True), ("without DTR", False)):
+        run = out / ("pre-dtr" if dtr else "pre-plain")
+        cfg = pretrain_config(steps, batch, seed=seed, checkpoint_every=steps, log_every=100)
+        pretrain(data, cfg, run, dtr=dtr, seed=seed, overwrite=True, progress=False)
         rows[name] = evaluate(run / "run" / "mtu", data, ("t2i",), n_eval, seed=seed)["t2i"]
     return rows
 

@@ -225,7 +225,7 @@ def text_encoder_examples(encoder, batch: int, seed: int = 0, prompts: Sequence[
 
 def export_text_encoder_onnx(encoder, path: str | Path, batch: int, opset: int = MIN_OPSET, dynamic: bool = False,
                              tolerance: float | None = None, seed: int = 0) -> dict:
-    """Export ``encoder`` (a :class:`~taskfold.train.encoders.TextEncoder`) to ``path``; return its record.
+    """Export ``encoder`` (a :class:`~taskfold.upcycle.text_encoders.TextEncoder`) to ``path``; return its record.
 
     The record holds the file, any weight file, input/output names, shapes and dtypes, the
     opset, the encoder's own record (kind, max_length, dim) and the parity reached.

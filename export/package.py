@@ -221,7 +221,7 @@ def export_package(mtu_or_dir, cfg: ExportConfig, out: str | Path, overwrite: bo
     from .graph import UNetGraph, example_inputs, unet_graph_spec
 
     _check_backends(cfg.formats)
-    from taskfold.train.trainer import find_encoders
+    from taskfold.upcycle.bundle import find_encoders
 
     mtu = load_mtu(mtu_or_dir) if isinstance(mtu_or_dir, (str, Path)) else mtu_or_dir
     mtu = mtu.float().eval()
@@ -328,7 +328,7 @@ def _export_components(text_encoder, codec, mtu_dir, mtu, cfg, h, w, tmp, log) -
         scale = codec.scale_factor
         out["codec"] = export_codec_onnx(codec.eval(), tmp / "codec", h * scale, w * scale, cfg.batch,
                                          opset=cfg.opset, dynamic=cfg.dynamic)
-    from taskfold.train.trainer import find_scheduler_config
+    from taskfold.upcycle.bundle import find_scheduler_config
 
     found = find_scheduler_config(mtu_dir, mtu) if mtu is not None else None
     if found is not None:

@@ -43,7 +43,6 @@ Integrity
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,12 +52,11 @@ from taskfold.config import check_threads
 from taskfold.errors import ConfigError, PackageError
 from taskfold.tasks import TaskSpec, task_from_record
 
-from .backends import BACKENDS, ONNX, PROVIDERS, check_provider, coreml_runner, tensorrt_runner  # noqa: F401
+from .backends import ONNX, PROVIDERS, check_provider, coreml_runner, tensorrt_runner
 from .backends import backend as get_backend
 from .images import fit_image, mask_to_array, open_image, save_png, to_chw, to_rgb
 from .reader import PackageReader, WeightRecord
 from .sampler import Model, check_inputs, check_options, sample
-from .schedulers import SCHEDULERS  # noqa: F401  (the CLI's choices)
 
 UNET_INPUTS = ("sample", "timestep", "encoder_hidden_states")
 

@@ -60,52 +60,21 @@ def _upcycle_config(args):
 
 
 def _cmd_upcycle(args) -> int:
-    import torch
+    from .upcycle.convert import upcycle_to_dir
 
-    from ._io import check_output_dir
-    from .upcycle import load_base, upcycle
-    from .upcycle.checkpoint import save_mtu
-    from .upcycle.model import identity_error, identity_inputs
-
-    cfg = _upcycle_config(args)
-    check_output_dir(args.out, args.overwrite)  # fail before minutes of work
-    unet, info = load_base(args.base, seed=args.seed)
-    if info.dtr is not None:  # a DTR-trained base: its masks are part of its function
-        inherit = {"dtr": True, "dtr_timesteps": info.dtr["timesteps"], "dtr_alpha": info.dtr["alpha"],
-                   "dtr_beta": info.dtr["beta"]}
-        given = {k: v for k, v in {"dtr": args.dtr, "dtr_alpha": args.dtr_alpha, "dtr_beta": args.dtr_beta}.items()
-                 if v is not None}
-        conflict = {k: v for k, v in given.items() if v != inherit[k]}
-        if conflict:
-            from .errors import ConfigError
-
-            raise ConfigError(f"the base was trained with DTR {info.dtr}; {conflict} would change its function",
-                              hint="leave --dtr/--dtr-alpha/--dtr-beta unset to inherit the base's DTR")
-        cfg = type(cfg).from_dict(cfg.to_dict() | inherit)
-        print(f"base trained with DTR {info.dtr}: the upcycled model keeps its masks")
-    # The identity check needs the base's output; take it first, then hand the base over
-    # (no second copy of an SDXL-sized model in memory).
-    check_task = next((t.name for t in cfg.task_specs
-                       if t.in_channels(unet.config.out_channels) == unet.config.in_channels), None)
-    checkable = check_task and not cfg.dtr and (cfg.top_k or cfg.num_experts) >= cfg.num_experts
-    if checkable:
-        inputs = identity_inputs(unet)
-        with torch.no_grad():
-            reference = unet(inputs["sample"], inputs["timestep"], inputs["encoder_hidden_states"],
-                             added_cond_kwargs=inputs["added_cond_kwargs"], return_dict=False)[0]
-    model = upcycle(unet, cfg, info, copy_base=False)
-    del unet
-    if checkable:
-        err, scale = identity_error(reference, model, inputs, check_task)
-        print(f"identity check ({check_task} vs base, random input): max abs error {err:.2e} "
-              f"(output scale {scale:.2f})")
+    report = upcycle_to_dir(args.base, _upcycle_config(args), args.out, seed=args.seed, overwrite=args.overwrite,
+                            asked_dtr={"dtr": args.dtr, "dtr_alpha": args.dtr_alpha, "dtr_beta": args.dtr_beta})
+    cfg = report.config
+    if report.inherited_dtr:
+        print(f"base trained with DTR {report.inherited_dtr}: the upcycled model keeps its masks")
+    if report.identity_task:
+        print(f"identity check ({report.identity_task} vs base, random input): max abs error "
+              f"{report.identity_error:.2e} (output scale {report.output_scale:.2f})")
     else:
         print("identity check: skipped (DTR or top-k change the function at initialisation, "
               "or no task takes the base's input channels)")
-    save_mtu(model, args.out, overwrite=args.overwrite)
-    n_layers = len(model.mtu_layers())
-    print(f"wrote {args.out}: {len(model.tasks)} tasks ({', '.join(model.task_names)}), "
-          f"{n_layers} FFN layers x {cfg.num_experts} experts" + (", DTR" if cfg.dtr else ""))
+    print(f"wrote {args.out}: {len(cfg.tasks)} tasks ({', '.join(cfg.tasks)}), "
+          f"{report.layers} FFN layers x {cfg.num_experts} experts" + (", DTR" if cfg.dtr else ""))
     return 0
 
 
@@ -248,13 +217,10 @@ def _add_pretrain(sub):
 
 
 def _cmd_pretrain(args) -> int:
-    from .train.pretrain import pretrain
-    from .train.trainer import TrainConfig
+    from .train.pretrain import pretrain, pretrain_config
 
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, trainable="all",
-                      noise_schedule=args.noise_schedule,
-                      train_text_encoder=True, prompt_dropout=0.1, image_dropout=0.0,
-                      checkpoint_every=args.checkpoint_every, log_every=args.log_every, seed=args.seed)
+    cfg = pretrain_config(args.steps, args.batch_size, args.lr, args.noise_schedule, args.checkpoint_every,
+                          args.log_every, args.seed)
     pretrain(args.data, cfg, args.out, preset=args.preset, dtr=not args.no_dtr, dtr_alpha=args.dtr_alpha,
              dtr_beta=args.dtr_beta, seed=args.seed, resume=args.resume, overwrite=args.overwrite,
              progress=not args.no_progress)
@@ -403,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_data_parser(sub)
     from .runtime.cli_run import add_run_parser
-    from .runtime.evaluate import add_evaluate_parser
+    from .benchmarks.evaluate import add_evaluate_parser
 
     add_run_parser(sub)
     add_evaluate_parser(sub)

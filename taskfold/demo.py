@@ -73,7 +73,7 @@ class DemoConfig:
         for name in ("steps", "batch_size", "data_rows", "eval_rows", "bench_runs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        from .runtime.evaluate import sampling_options
+        from .benchmarks.evaluate import sampling_options
 
         sampling_options(self.strength, self.guidance, self.image_guidance, tasks=TASKS)
         if self.formats is not None and "onnx" not in self.formats.split(","):
@@ -103,7 +103,7 @@ def stages(cfg: DemoConfig) -> list[tuple[str, list[str], str]]:
         ("evaluate", ["evaluate", str(o / "package"), "--data", str(o / "data"), "--n", str(cfg.eval_rows),
                       "--seed", str(cfg.seed), *_sampling_args(cfg), "--out", str(o / "eval"), "--overwrite"],
          "eval/metrics.json"),
-        ("routers", ["inspect", str(o / "train" / "mtu"), "--json", "--heatmap", str(o / "routers.png")],
+        ("routers", ["inspect", str(o / "train" / "mtu"), "--heatmap", str(o / "routers.png")],
          "routers.png"),
         ("bench", ["bench", str(o / "package"), "--model", str(o / "train" / "mtu"), "--runs", str(cfg.bench_runs),
                    "--out", str(o / "bench"), "--overwrite"], "bench/report.json"),
@@ -125,10 +125,30 @@ def _has_coremltools() -> bool:
     return importlib.util.find_spec("coremltools") is not None
 
 
+def run_stage(argv: list[str], log_path: Path, show_progress: bool) -> int:
+    """``taskfold ARGV`` in its own process, its output to ``log_path``; the exit status.
+
+    A stage is exactly the command a user would type. Its whole output goes to the log file; the
+    demo prints only each stage's last line (with ``show_progress``, the training progress bar
+    is shown live as well).
+    """
+    import subprocess
+    import sys
+
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as f:
+        proc = subprocess.run([sys.executable, "-m", "taskfold", *argv], stdout=f,
+                              stderr=None if show_progress and argv[0] == "train" else subprocess.STDOUT)
+    return proc.returncode
+
+
+def _last_line(log_path: Path) -> str:
+    lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else ""
+
+
 def run_demo(cfg: DemoConfig, log=print) -> Path:
     """Run (or reuse) every stage; returns ``OUT/index.html``."""
-    from .cli import main
-
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {cfg.out!r} exists and is not a directory")
@@ -165,11 +185,13 @@ def run_demo(cfg: DemoConfig, log=print) -> Path:
         done[name] = {"argv": argv, "finished": False}
         write_json_atomic(record_path, done)
         start = time.perf_counter()
-        code = main(run_argv)
+        log_path = out / "logs" / f"{name}.log"
+        code = run_stage(run_argv, log_path, cfg.progress)
         if code:
-            raise DemoStageError(f"stage {name!r} failed (exit {code}): taskfold {shlex.join(run_argv)}",
-                                 hint="its error is printed above; fix it and run the demo again (finished stages "
-                                      "are reused)")
+            raise DemoStageError(f"stage {name!r} failed (exit {code}): {_last_line(log_path)}",
+                                 hint=f"its whole output is in {log_path}; fix it and run the demo again (finished "
+                                      "stages are reused)")
+        log(f"[demo] {name}: {_last_line(log_path)[:160]} ({time.perf_counter() - start:.0f} s; log {log_path})")
         done[name] = {"argv": argv, "finished": True, "seconds": round(time.perf_counter() - start, 1)}
         write_json_atomic(record_path, done)
     log(f"[demo] finished: open {out / 'index.html'}")

@@ -358,3 +358,25 @@ def load_dataset(path: str | Path, tasks=None, skip_bad_rows: bool = False,
         raise DataError(f"dataset {str(report.path)!r} has no usable {which} for task(s) "
                         f"{', '.join(report.tasks)}")
     return TaskDataset(rows, report.path)
+
+
+def dataset_prompts(data_dir: str | Path) -> list[str]:
+    """Every ``prompt`` of ``data_dir/metadata.jsonl`` (all splits and tasks; rows without one give "")."""
+    path = Path(data_dir) / METADATA
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise DataError(f"cannot read {str(path)!r}: {e.strerror or e}") from None
+    prompts = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{str(path)!r} line {i} is not JSON: {e.msg}") from None
+        prompt = row.get("prompt", "") if isinstance(row, dict) else None
+        if not isinstance(prompt, str):
+            raise DataError(f"{str(path)!r} line {i}: prompt must be a string, got {prompt!r}")
+        prompts.append(prompt)
+    return prompts

@@ -324,3 +324,15 @@ def make_shapes(out_dir: str | Path, n: int, size: int = 32, seed: int = 0, task
                 "object_sizes": OBJECT_SIZES}
         (tmp / "shapes.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return info
+
+
+def shapes_world_prompts() -> list[str]:
+    """Every prompt the shapes world (:mod:`.shapes`) can write, in a fixed order: a vocabulary that
+    covers any shapes dataset, however few rows it has."""
+    out = [""]
+    for shape in SHAPES:
+        for colour in PALETTE:
+            out += [f"a {colour} {shape}", *(f"a {size} {colour} {shape}" for size in OBJECT_SIZES),
+                    f"make the {shape} {colour}", f"remove the {colour} {shape}"]
+        out += [f"move the {shape} {d}" for d in MOVES] + [f"make the {shape} larger", f"make the {shape} smaller"]
+    return out

@@ -40,14 +40,11 @@ from torch import nn
 from taskfold._io import atomic_output_dir, check_writable, write_bytes_atomic, write_json_atomic
 from taskfold.config import Config, is_finite_number
 from taskfold.errors import CheckpointError, ConfigError, OutputExistsError
+from taskfold.upcycle.bundle import NOISE_SCHEDULES, find_encoders, find_noise_schedule, find_scheduler_config  # noqa: F401
 
 OPTIMIZER_PRESETS = {
     "sd15": {"optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0},     # paper A.2, SDv1.5
     "sdxl": {"optimizer": "adamw", "lr": 5e-5, "weight_decay": 0.01},   # paper A.2, SDXL
-}
-NOISE_SCHEDULES = {
-    "sd": {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
-    "ddpm": {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02},
 }
 CHECKPOINTS = "checkpoints"
 KEEP_CHECKPOINTS = 2
@@ -510,77 +507,12 @@ def save_mtu_run(module: TrainModule, final: Path, cfg: TrainConfig) -> None:
     save_mtu(module.mtu.eval(), final, overwrite=True, extra=lambda d: _write_components(d, module, cfg))
 
 
-def find_encoders(mtu_dir: str | Path, mtu):
-    """``(text_encoder or None, codec or None)`` saved with the model, else with its base folder.
-
-    Text encoder: ``text_encoder/`` of the MTU directory or of the base (the project's tiny
-    encoder, or a pipeline's CLIP with its ``tokenizer/``). Codec: ``codec.json`` of the MTU
-    directory or the base, else the base pipeline's ``vae/``; a 3-channel UNet without either
-    is a pixel-space model (identity codec).
-    """
-    from taskfold.train.encoders import IdentityCodec, load_codec, load_text_encoder
-
-    src = Path(mtu.base_info.source) if mtu.base_info.kind == "diffusers" else None
-    dirs = [d for d in (Path(mtu_dir), src) if d is not None and d.is_dir()]
-    text_encoder = None
-    for d in dirs:
-        te = d / "text_encoder"
-        if te.is_dir():
-            cfg_path = te / "config.json"
-            own = cfg_path.is_file() and json.loads(cfg_path.read_text()).get("kind") == "tiny"
-            flat = any((te / f).is_file() for f in ("tokenizer.json", "vocab.json"))
-            text_encoder = load_text_encoder(te if own or flat else d)
-            break
-    codec = None
-    for d in dirs:
-        if (d / "codec.json").is_file():
-            codec = load_codec(d / "codec.json")
-            break
-        if (d / "vae").is_dir():
-            codec = load_codec(d)
-            break
-    if codec is None and mtu.latent_channels == 3:
-        codec = IdentityCodec(3)
-    return text_encoder, codec
-
-
-def find_scheduler_config(mtu_dir: str | Path | None, mtu) -> tuple[dict, Path] | None:
-    """``(scheduler config, its path)`` saved with the model (``scheduler_config.json``) or its base
-    pipeline (``scheduler/scheduler_config.json``); ``None`` when neither has one (presets)."""
-    src = Path(mtu.base_info.source) if mtu.base_info.kind == "diffusers" else None
-    candidates = [Path(mtu_dir) / "scheduler_config.json"] if mtu_dir is not None else []
-    if src is not None:
-        candidates += [src / "scheduler" / "scheduler_config.json", src / "scheduler_config.json",
-                       src.parent / "scheduler" / "scheduler_config.json"]
-    for path in candidates:
-        if path.is_file():
-            return json.loads(path.read_text()), path
-    return None
-
-
-def find_noise_schedule(mtu_dir: str | Path, mtu) -> str | None:
-    """The name in :data:`NOISE_SCHEDULES` of the schedule the model (or its base) was trained with.
-
-    A schedule this trainer does not implement (other betas, another prediction type) is an error:
-    fine-tuning with a different schedule than the model learned would change what it predicts.
-    """
-    found = find_scheduler_config(mtu_dir, mtu)
-    if found is None:
-        return None
-    sc, path = found
-    if sc.get("prediction_type", "epsilon") == "epsilon":
-        for name, betas in NOISE_SCHEDULES.items():
-            if all(sc.get(k) == v for k, v in betas.items()):
-                return name
-    raise ConfigError(f"{str(path)!r} describes a noise schedule this trainer does not implement "
-                      f"({sc.get('beta_schedule')} {sc.get('beta_start')}..{sc.get('beta_end')}, "
-                      f"{sc.get('prediction_type', 'epsilon')} prediction)",
-                      hint=f"taskfold trains epsilon prediction with {', '.join(NOISE_SCHEDULES)}")
-
-
 def new_tiny_text_encoder(mtu, data_dir, seed: int = 0):
     """The project's tiny text encoder sized for ``mtu``, vocabulary = the dataset's and the shapes world's words."""
-    from taskfold.train.encoders import TinyTextEncoder, build_vocabulary, dataset_prompts, shapes_world_prompts
+    from taskfold.upcycle.text_encoders import TinyTextEncoder, build_vocabulary
+
+    from .data import dataset_prompts
+    from .shapes import shapes_world_prompts
 
     vocab = build_vocabulary(dataset_prompts(data_dir) + shapes_world_prompts())
     return TinyTextEncoder(vocab, dim=int(mtu.unet.config.cross_attention_dim), layers=2,

@@ -8,17 +8,21 @@ from taskfold.benchmarks import mtu_table
 
 
 def test_train_resumes_only_a_run_that_exists(tmp_path, monkeypatch):
+    import taskfold.train.trainer as trainer
+
     calls = []
-    monkeypatch.setattr(mtu_table, "_run", calls.append)
+    monkeypatch.setattr(trainer, "train", lambda init, data, cfg, out, resume, progress: calls.append(
+        (init, data, cfg, out, resume)))
     run = tmp_path / "run"
-    mtu_table._train(tmp_path / "init", run, ["--steps", "3"], resume=True)
+    cfg = trainer.TrainConfig(steps=3)
+    mtu_table._train(tmp_path / "init", run, tmp_path / "data", cfg, resume=True)
     run.mkdir()
-    mtu_table._train(tmp_path / "init", run, ["--steps", "3"], resume=True)  # empty folder: a fresh start
+    mtu_table._train(tmp_path / "init", run, tmp_path / "data", cfg, resume=True)  # empty folder: a fresh start
     (run / "log.jsonl").write_text("")
-    mtu_table._train(tmp_path / "init", run, ["--steps", "3"], resume=True)
-    mtu_table._train(tmp_path / "init", run, ["--steps", "3"], resume=False)
-    assert ["--resume" in c for c in calls] == [False, False, True, False]
-    assert all(c[:2] == ["train", str(tmp_path / "init")] and c[c.index("--out") + 1] == str(run) for c in calls)
+    mtu_table._train(tmp_path / "init", run, tmp_path / "data", cfg, resume=True)
+    mtu_table._train(tmp_path / "init", run, tmp_path / "data", cfg, resume=False)
+    assert [c[4] for c in calls] == [False, False, True, False]
+    assert all(c[0] == tmp_path / "init" and c[3] == run and c[2] is cfg for c in calls)
 
 
 def test_training_seconds_come_from_the_last_log_line(tmp_path):

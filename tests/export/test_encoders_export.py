@@ -9,10 +9,11 @@ import torch
 from taskfold.errors import ConfigError, ExportError, ParityError
 from taskfold.export import encoders as ex
 from taskfold.export.onnx import ort_runner
-from taskfold.train.encoders import (
-    IdentityCodec, TinyTextEncoder, build_vocabulary, load_codec, load_text_encoder, save_random_clip,
-    save_random_vae, shapes_world_prompts,
-)
+from taskfold.train.shapes import shapes_world_prompts
+from taskfold.upcycle.codecs import IdentityCodec, load_codec
+from taskfold.upcycle.text_encoders import TinyTextEncoder, build_vocabulary, load_text_encoder
+
+from .._standins import save_random_clip, save_random_vae
 
 PROMPTS = shapes_world_prompts()
 TOL = 1e-4

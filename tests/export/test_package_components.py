@@ -8,8 +8,10 @@ import pytest
 
 from taskfold.cli import main
 from taskfold.export.package import ExportConfig, export_package, verify_package
-from taskfold.train.encoders import save_random_clip, save_random_vae, shapes_world_prompts
+from taskfold.train.shapes import shapes_world_prompts
 from taskfold.upcycle import build_unet, preset_config
+
+from .._standins import save_random_clip, save_random_vae
 
 
 def _quiet(*a, **k):

@@ -30,7 +30,7 @@ def _sample(data, task):
 
 @pytest.fixture(scope="module")
 def reference(tiny_package):
-    from taskfold.train.trainer import find_encoders
+    from taskfold.upcycle.bundle import find_encoders
     from taskfold.upcycle.checkpoint import load_mtu
 
     _, _, mtu_dir, _ = tiny_package

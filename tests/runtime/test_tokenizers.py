@@ -11,9 +11,10 @@ import pytest
 
 from taskfold.errors import ConfigError, PackageError
 from taskfold.runtime.tokenizers import CLIPBPETokenizer, WordLevelTokenizer, byte_symbols, load_tokenizer
-from taskfold.train.encoders import (
-    CLIPTextEncoder, TinyTextEncoder, build_vocabulary, save_random_clip, shapes_world_prompts,
-)
+from taskfold.train.shapes import shapes_world_prompts
+from taskfold.upcycle.text_encoders import CLIPTextEncoder, TinyTextEncoder, build_vocabulary
+
+from .._standins import save_random_clip
 
 PROMPTS = shapes_world_prompts()
 ODD = [

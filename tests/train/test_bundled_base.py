@@ -18,7 +18,7 @@ from taskfold.train.data import load_dataset
 from taskfold.train.metrics import task_scores
 from taskfold.train.pipeline import generate, mtu_fn
 from taskfold.train.shapes import make_shapes
-from taskfold.train.trainer import find_encoders, find_scheduler_config
+from taskfold.upcycle.bundle import find_encoders, find_scheduler_config
 from taskfold.upcycle.checkpoint import load_mtu
 
 

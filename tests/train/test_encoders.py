@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from taskfold.errors import BaseModelError, CheckpointError, ConfigError, OutputExistsError
-from taskfold.train.encoders import (
-    CLIPTextEncoder, IdentityCodec, TinyTextEncoder, VAECodec, build_vocabulary, dataset_prompts, load_codec,
-    load_text_encoder, save_random_clip, save_random_vae, shapes_world_prompts,
-)
+from taskfold.train.data import dataset_prompts
+from taskfold.train.shapes import shapes_world_prompts
+from taskfold.upcycle.codecs import IdentityCodec, VAECodec, load_codec
+from taskfold.upcycle.text_encoders import CLIPTextEncoder, TinyTextEncoder, build_vocabulary, load_text_encoder
+
+from .._standins import save_random_clip, save_random_vae
 
 PROMPTS = shapes_world_prompts()
 

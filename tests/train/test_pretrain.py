@@ -6,7 +6,7 @@ import torch
 
 from taskfold.cli import main
 from taskfold.export.fold import DTRFoldedUNet, load_folded
-from taskfold.train.encoders import load_text_encoder
+from taskfold.upcycle.text_encoders import load_text_encoder
 from taskfold.train.shapes import make_shapes
 from taskfold.upcycle import load_base
 from taskfold.upcycle.checkpoint import load_mtu

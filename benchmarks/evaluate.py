@@ -20,7 +20,7 @@ own scales); what each task was sampled with is recorded in ``metrics.json``.
 
 Writes, atomically, ``DIR/metrics.json`` (per task: the scores, and per sample: prompt,
 image files and its own numbers) and ``DIR/<task>/<row>-{condition,mask,output,target}.png``.
-Like the ONNX runtime, this imports numpy, onnxruntime and Pillow only.
+It runs packages through the runtime (numpy, onnxruntime, Pillow) and scores with :mod:`taskfold.train.metrics`.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def parse_task_values(text, option: str):
 def sampling_options(strength, guidance, image_guidance, tasks=None) -> dict:
     """The three per-task sampling options parsed and checked (strength in (0, 1], scales
     positive; with ``tasks``, every named task among them). Keys are the CLI flags."""
-    from .schedulers import check_strength
+    from taskfold.runtime.schedulers import check_strength
 
     options = {"--strength": parse_task_values(strength, "--strength"),
                "--guidance": parse_task_values(guidance, "--guidance"),
@@ -101,8 +101,8 @@ def evaluate_package(package: str | Path, data: str | Path, out: str | Path, tas
     from taskfold.train.data import load_dataset
     from taskfold.train.metrics import task_scores
 
-    from .images import save_png
-    from .package import open_package
+    from taskfold.runtime.images import save_png
+    from taskfold.runtime.package import open_package
 
     if not isinstance(n, int) or n < 1:
         raise ConfigError(f"--n must be a positive number of rows per task, got {n!r}")
@@ -168,7 +168,8 @@ def describe_scores(task: str, scores: dict) -> str:
 
 
 def add_evaluate_parser(subparsers):
-    from .package import BACKENDS, SCHEDULERS
+    from taskfold.runtime.backends import BACKENDS
+    from taskfold.runtime.schedulers import SCHEDULERS
 
     p = subparsers.add_parser("evaluate", help="run every task of a package on held-out rows and score the images",
                               description="Generate the first N rows of a dataset split per task with the runtime "

@@ -1,26 +1,7 @@
-"""Text encoders and image codecs behind one interface, so training, export and runtime treat them alike.
+"""Text encoders behind one interface: prompts to the UNet's ``encoder_hidden_states``.
 
-Codecs map images to what the UNet denoises and back:
-
-==============  ==================================================================  ==============
-codec           ``encode(images [B, 3, H, W] in [-1, 1])``                         ``scale_factor``
-==============  ==================================================================  ==============
-identity        the images themselves (pixel-space models, the bundled tiny base)  1
-vae             ``(mode(q(z | x)) - shift_factor) * scaling_factor`` of a           ``2 ** (blocks - 1)``
-                diffusers ``AutoencoderKL`` (Stable Diffusion's latent space)
-==============  ==================================================================  ==============
-
-``decode`` inverts that and clamps to [-1, 1]. Latents are the *mode* (mean) of the VAE's
-diagonal Gaussian by default, not a sample: the same image then always gives the same
-latents (a resumed or re-sharded training run draws exactly what it drew before, latents
-can be cached, the exported encoder graph is a pure function with no noise input); the SD
-VAE's posterior standard deviation is small next to the latent scale, so little is lost.
-``encode(..., sample=True, generator=g)`` draws from the posterior instead, as the diffusers
-text-to-image training script does.
-
-Text encoders map prompts to ``[B, L, dim]`` hidden states (the UNet's
-``encoder_hidden_states``); ``tokenize`` gives int64 ``[B, L]`` ids, padded or truncated to
-``max_length``:
+``encode(prompts)`` gives ``[B, L, dim]`` hidden states; ``tokenize`` int64 ``[B, L]`` ids, padded
+or truncated to ``max_length``:
 
 * :class:`TinyTextEncoder` -- the project's own: a ``tokenizers`` WordLevel tokenizer
   (lower case; split on white space and around punctuation; ``[PAD] [UNK] [BOS] [EOS]``) and
@@ -38,16 +19,12 @@ Folders written by ``save_pretrained``::
       tokenizer.json  WordLevel      model.safetensors
       model.safetensors              tokenizer.json, tokenizer_config.json
 
-:func:`load_text_encoder` and :func:`load_codec` pick the class from what a folder holds.
-:func:`shapes_world_prompts` / :func:`dataset_prompts` give the prompts a tiny vocabulary is
-built from; :func:`save_random_clip` / :func:`save_random_vae` write random-weight SD-layout
-components (no hub is reachable: tests and demos build their own).
+:func:`load_text_encoder` picks the class from what a folder holds; :func:`build_vocabulary`
+gives a tiny encoder's words from prompts.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Sequence
@@ -59,186 +36,14 @@ from torch import nn
 from taskfold._io import atomic_output_dir, write_json_atomic
 from taskfold.errors import BaseModelError, CheckpointError, ConfigError
 
+from ._hf import quiet_hf as _quiet_hf, read_json as _read_json
+
 TINY_FORMAT_VERSION = 1
 #: Special tokens of the tiny tokenizer; their ids are their positions.
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = range(4)
 CLIP_MODEL_TYPES = ("clip_text_model", "clip")
 
-
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"cannot read {what} {str(path)!r}: {e}") from None
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{what} {str(path)!r} is not a JSON object")
-    return obj
-
-
-@contextlib.contextmanager
-def _quiet_hf():
-    """Silence the transformers / diffusers progress bars for one load or save, then restore them."""
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
-
-    t_on, d_on = tlog.is_progress_bar_enabled(), dlog.is_progress_bar_enabled()
-    tlog.disable_progress_bar()
-    dlog.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if t_on:
-            tlog.enable_progress_bar()
-        if d_on:
-            dlog.enable_progress_bar()
-
-
-# --- Codecs --------------------------------------------------------------------------------------
-
-class Codec(nn.Module):
-    """Images ``[B, 3, H, W]`` in [-1, 1] <-> what the UNet denoises ``[B, C, H / f, W / f]``.
-
-    ``kind`` is ``"identity"`` or ``"vae"``; ``scale_factor`` (f) is pixels per latent along
-    each side; ``latent_channels`` (C) the channels the UNet sees; ``scaling_factor`` (and
-    ``shift_factor``) map raw VAE latents to roughly unit variance.
-    """
-
-    kind: str = ""
-    scale_factor: int = 1
-    latent_channels: int = 3
-    scaling_factor: float = 1.0
-    shift_factor: float = 0.0
-    source: str | None = None
-
-    def encode(self, images: torch.Tensor, sample: bool = False,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        raise NotImplementedError
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.encode(images)
-
-    def latent_size(self, height: int, width: int) -> tuple[int, int]:
-        """``(h, w)`` of the latents of an ``height x width`` image; both must divide by ``scale_factor``."""
-        f = self.scale_factor
-        if height % f or width % f or height < f or width < f:
-            raise ConfigError(f"image size {height}x{width} is not a positive multiple of the {self.kind} "
-                              f"codec's scale factor {f}")
-        return height // f, width // f
-
-    def to_dict(self) -> dict:
-        """The record a package or a training run stores (``codec.json``); :func:`load_codec` reads it."""
-        return {"kind": self.kind, "scale_factor": self.scale_factor, "latent_channels": self.latent_channels,
-                "scaling_factor": self.scaling_factor, "shift_factor": self.shift_factor, "source": self.source}
-
-    def _check_images(self, images: torch.Tensor, channels: int, what: str) -> None:
-        if images.dim() != 4 or images.shape[1] != channels:
-            raise ConfigError(f"{self.kind} codec {what} expects [B, {channels}, H, W], got {list(images.shape)}")
-
-
-class IdentityCodec(Codec):
-    """The codec of pixel-space models: encode and decode return their input."""
-
-    kind = "identity"
-
-    def __init__(self, channels: int = 3):
-        super().__init__()
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise ConfigError(f"identity codec channels must be a positive integer, got {channels!r}")
-        self.latent_channels = channels
-
-    def encode(self, images, sample=False, generator=None):
-        self._check_images(images, self.latent_channels, "encode")
-        return images
-
-    def decode(self, latents):
-        self._check_images(latents, self.latent_channels, "decode")
-        return latents
-
-
-def _vae_folder(folder: Path) -> Path:
-    """The folder holding the VAE's ``config.json``: ``folder`` itself or a pipeline's ``vae/``."""
-    if not folder.is_dir():
-        raise BaseModelError(f"VAE folder {str(folder)!r} does not exist or is not a directory")
-    for cand in (folder / "vae", folder):
-        cfg = cand / "config.json"
-        if cfg.is_file() and _read_json(cfg, "VAE config").get("_class_name") == "AutoencoderKL":
-            return cand
-    raise BaseModelError(f"{str(folder)!r} holds no AutoencoderKL: expected config.json with "
-                         f"_class_name 'AutoencoderKL' there or in vae/")
-
-
-class VAECodec(Codec):
-    """A diffusers ``AutoencoderKL`` as a codec (latent-space models such as Stable Diffusion)."""
-
-    kind = "vae"
-
-    def __init__(self, vae: nn.Module, source: str | None = None):
-        super().__init__()
-        cfg = vae.config
-        self.vae = vae
-        self.scale_factor = 2 ** (len(cfg.block_out_channels) - 1)
-        self.latent_channels = int(cfg.latent_channels)
-        self.scaling_factor = float(cfg.scaling_factor)
-        self.shift_factor = float(getattr(cfg, "shift_factor", None) or 0.0)
-        self.source = source
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> "VAECodec":
-        """Load ``folder/vae`` (a pipeline) or ``folder`` (a VAE) in float32, from local files only."""
-        from diffusers import AutoencoderKL
-
-        folder = Path(folder)
-        where = _vae_folder(folder)
-        try:
-            with _quiet_hf():
-                vae = AutoencoderKL.from_pretrained(str(where), local_files_only=True, torch_dtype=torch.float32)
-        except (OSError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"cannot load the VAE in {str(where)!r}: {str(e).splitlines()[0]}") from None
-        return cls(vae.eval(), source=str(folder.resolve()))
-
-    def encode(self, images, sample=False, generator=None):
-        self._check_images(images, int(self.vae.config.in_channels), "encode")
-        dist = self.vae.encode(images).latent_dist
-        z = dist.sample(generator) if sample else dist.mode()
-        return (z - self.shift_factor) * self.scaling_factor
-
-    def decode(self, latents):
-        self._check_images(latents, self.latent_channels, "decode")
-        z = latents / self.scaling_factor + self.shift_factor
-        return self.vae.decode(z).sample.clamp(-1.0, 1.0)
-
-
-def load_codec(folder_or_record: str | Path | dict) -> Codec:
-    """A codec from a record (:meth:`Codec.to_dict`), a ``codec.json``, a VAE folder or a pipeline folder."""
-    rec = folder_or_record
-    if not isinstance(rec, dict):
-        path = Path(rec)
-        if path.is_file() and path.suffix == ".json":
-            rec = _read_json(path, "codec record")
-        elif path.is_dir() and (path / "codec.json").is_file():
-            rec = _read_json(path / "codec.json", "codec record")
-        elif path.is_dir():
-            return VAECodec.from_pretrained(path)
-        else:
-            raise BaseModelError(f"codec {str(path)!r} does not exist: expected a codec.json, a VAE folder "
-                                 f"or a pipeline folder with vae/")
-    kind = rec.get("kind")
-    if kind == "identity":
-        return IdentityCodec(rec.get("latent_channels", 3))
-    if kind == "vae":
-        if not rec.get("source"):
-            raise ConfigError("vae codec record has no 'source' folder to load the VAE from")
-        codec = VAECodec.from_pretrained(rec["source"])
-        for key in ("scale_factor", "latent_channels", "scaling_factor", "shift_factor"):
-            if key in rec and rec[key] is not None and float(rec[key]) != float(getattr(codec, key)):
-                raise ConfigError(f"codec record says {key} {rec[key]} but the VAE in {rec['source']!r} "
-                                  f"has {getattr(codec, key)}")
-        return codec
-    raise ConfigError(f"codec kind {kind!r} is not one of identity, vae")
 
 
 # --- Text encoders: the interface ------------------------------------------------------------------
@@ -309,46 +114,6 @@ def build_vocabulary(prompts: Sequence[str], min_count: int = 1) -> list[str]:
         for word, _ in pre.pre_tokenize_str(norm.normalize_str(p)):
             counts[word] = counts.get(word, 0) + 1
     return sorted(w for w, n in counts.items() if n >= min_count and w not in SPECIAL_TOKENS)
-
-
-def dataset_prompts(data_dir: str | Path) -> list[str]:
-    """Every ``prompt`` of ``data_dir/metadata.jsonl`` (all splits and tasks; rows without one give "")."""
-    from taskfold.errors import DataError
-
-    from .data import METADATA
-
-    path = Path(data_dir) / METADATA
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DataError(f"cannot read {str(path)!r}: {e.strerror or e}") from None
-    prompts = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{str(path)!r} line {i} is not JSON: {e.msg}") from None
-        prompt = row.get("prompt", "") if isinstance(row, dict) else None
-        if not isinstance(prompt, str):
-            raise DataError(f"{str(path)!r} line {i}: prompt must be a string, got {prompt!r}")
-        prompts.append(prompt)
-    return prompts
-
-
-def shapes_world_prompts() -> list[str]:
-    """Every prompt the shapes world (:mod:`.shapes`) can write, in a fixed order: a vocabulary that
-    covers any shapes dataset, however few rows it has."""
-    from .shapes import MOVES, OBJECT_SIZES, PALETTE, SHAPES
-
-    out = [""]
-    for shape in SHAPES:
-        for colour in PALETTE:
-            out += [f"a {colour} {shape}", *(f"a {size} {colour} {shape}" for size in OBJECT_SIZES),
-                    f"make the {shape} {colour}", f"remove the {colour} {shape}"]
-        out += [f"move the {shape} {d}" for d in MOVES] + [f"make the {shape} larger", f"make the {shape} smaller"]
-    return out
 
 
 def wordlevel_tokenizer(words: Sequence[str], max_length: int):
@@ -604,99 +369,3 @@ def load_text_encoder(folder: str | Path) -> TextEncoder:
                          f"a CLIP text model folder, or a pipeline folder with text_encoder/ and tokenizer/")
 
 
-# --- Random stand-ins: SD-layout components built offline (tests, demos) ---------------------------
-
-def learn_bpe_merges(prompts: Sequence[str], num_merges: int) -> list[tuple[str, str]]:
-    """Byte-level BPE merges learnt from ``prompts`` (CLIP's split, ``</w>`` word ends), most frequent pair first.
-
-    Ties go to the smaller pair, so the result depends only on the prompts. Enough to give a
-    random CLIP tokenizer multi-symbol words; not a replacement for CLIP's real merges.
-    """
-    from taskfold.runtime.tokenizers import CLIPBPETokenizer
-
-    counts: dict[tuple[str, ...], int] = {}
-    for p in prompts:
-        for w in CLIPBPETokenizer.pre_tokenize(CLIPBPETokenizer.normalize(p)):
-            key = tuple(w[:-1]) + (w[-1] + "</w>",)
-            counts[key] = counts.get(key, 0) + 1
-    merges: list[tuple[str, str]] = []
-    for _ in range(num_merges):
-        pairs: dict[tuple[str, str], int] = {}
-        for word, n in counts.items():
-            for pair in zip(word, word[1:]):
-                pairs[pair] = pairs.get(pair, 0) + n
-        if not pairs:
-            break
-        best = min(pairs, key=lambda pr: (-pairs[pr], pr))
-        merges.append(best)
-        merged: dict[tuple[str, ...], int] = {}
-        for word, n in counts.items():
-            out, i = [], 0
-            while i < len(word):
-                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
-                    out.append(word[i] + word[i + 1])
-                    i += 2
-                else:
-                    out.append(word[i])
-                    i += 1
-            merged[tuple(out)] = merged.get(tuple(out), 0) + n
-        counts = merged
-    return merges
-
-
-def save_random_clip(folder: str | Path, prompts: Sequence[str], num_merges: int = 64, hidden: int = 32,
-                     layers: int = 2, heads: int = 4, max_length: int = 16, seed: int = 0,
-                     pad_token: str = "<|endoftext|>") -> Path:
-    """Write a random-weight CLIP text encoder in SD pipeline layout: ``folder/text_encoder``, ``folder/tokenizer``.
-
-    The tokenizer folder holds ``vocab.json`` + ``merges.txt`` + ``tokenizer_config.json``
-    like an SD 1.x / 2.x pipeline (all 256 byte symbols, with and without ``</w>``, the
-    merges learnt from ``prompts``, then the two specials).
-    """
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from taskfold.runtime.tokenizers import byte_symbols
-
-    folder = Path(folder)
-    merges = learn_bpe_merges(prompts, num_merges)
-    symbols = byte_symbols()
-    tokens = symbols + [s + "</w>" for s in symbols] + [a + b for a, b in merges]
-    tokens = list(dict.fromkeys(tokens)) + ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {t: i for i, t in enumerate(tokens)}
-    tok_dir = folder / "tokenizer"
-    tok_dir.mkdir(parents=True, exist_ok=True)
-    (tok_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (tok_dir / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges),
-                                        encoding="utf-8")
-    write_json_atomic(tok_dir / "tokenizer_config.json",
-                      {"tokenizer_class": "CLIPTokenizer", "model_max_length": max_length,
-                       "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
-                       "pad_token": pad_token})
-    cfg = CLIPTextConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=hidden * 4,
-                         num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=max_length,
-                         bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
-                         pad_token_id=vocab[pad_token] if pad_token in vocab else 0)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = CLIPTextModel(cfg).eval()
-    with _quiet_hf():
-        model.save_pretrained(str(folder / "text_encoder"))
-    return folder
-
-
-def save_random_vae(folder: str | Path, block_out_channels: Sequence[int] = (8, 16), latent_channels: int = 4,
-                    seed: int = 0, scaling_factor: float = 0.18215) -> Path:
-    """Write a random-weight ``AutoencoderKL`` to ``folder/vae`` (SD pipeline layout)."""
-    from diffusers import AutoencoderKL
-
-    folder = Path(folder)
-    n = len(block_out_channels)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        vae = AutoencoderKL(block_out_channels=tuple(block_out_channels), down_block_types=("DownEncoderBlock2D",) * n,
-                            up_block_types=("UpDecoderBlock2D",) * n, latent_channels=latent_channels,
-                            norm_num_groups=min(4, min(block_out_channels)), layers_per_block=1,
-                            scaling_factor=scaling_factor)
-    with _quiet_hf():
-        vae.save_pretrained(str(folder / "vae"))
-    return folder
