@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from taskfold.config import check_threads
+from taskfold.config import Config, check_threads
 from taskfold.errors import ConfigError
 from taskfold.runtime.backends import BACKENDS, PROVIDERS
 
@@ -62,8 +62,10 @@ REPORT_SCHEMA = 1
 
 
 @dataclass(frozen=True)
-class BenchConfig:
+class BenchConfig(Config):
     """Everything ``taskfold bench`` was asked for; saved in the report."""
+
+    label = "bench config"
 
     package: str | None = None
     preset: str | None = None
@@ -116,7 +118,7 @@ class BenchConfig:
         return self.precision or ("fp16" if self.provider == "cuda" else "fp32")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self) | {"tasks": list(self.tasks), "precision": self.resolved_precision}
+        return super().to_dict() | {"precision": self.resolved_precision}
 
 
 # --- What is timed -----------------------------------------------------------------------------
@@ -222,7 +224,7 @@ class Plan:
 
     @property
     def bench_config(self) -> BenchConfig:
-        return BenchConfig(**(self.config | {"tasks": tuple(self.config["tasks"])}))
+        return BenchConfig.from_dict(self.config)
 
     def save(self, path: Path) -> Path:
         from taskfold._io import write_json_atomic

@@ -22,13 +22,13 @@ parameters and rounding rule, the export config and the tool versions.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import platform
 from dataclasses import dataclass
 from pathlib import Path
 
 from taskfold import __version__
+from taskfold.config import Config
 from taskfold._io import atomic_output_dir, sha256_file, write_json_atomic
 from taskfold.errors import ConfigError, ExportError
 from taskfold.runtime.manifest import FORMAT, MANIFEST, SCHEMA_VERSION
@@ -36,7 +36,7 @@ from taskfold.runtime.reader import verify_package  # noqa: F401  (re-exported f
 
 from taskfold.runtime.backends import BACKENDS
 
-from .parity import TOLERANCES, ParityResult, check_graph, default_timesteps, raise_on_failures
+from .parity import TOLERANCES, default_timesteps, raise_on_failures
 
 FORMATS = ("onnx", "coreml", "tensorrt", "diffusers")
 MIN_OPSET = 17
@@ -57,8 +57,10 @@ _VAE_SCALING = {"sd15": 0.18215, "sd21": 0.18215, "sdxl": 0.13025}
 
 
 @dataclass(frozen=True)
-class ExportConfig:
+class ExportConfig(Config):
     """Everything ``taskfold export`` was asked for; saved in the manifest."""
+
+    label = "export config"
 
     formats: tuple[str, ...] = ("onnx",)
     tasks: tuple[str, ...] = ("all",)
@@ -100,9 +102,6 @@ class ExportConfig:
             raise ConfigError(f"--opset {self.opset} is outside {MIN_OPSET}..{max_opset()}, the opsets taskfold "
                               "exports with this PyTorch (its TorchScript ONNX exporter)",
                               hint=f"use --opset {MIN_OPSET} (the default)")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self) | {"formats": list(self.formats), "tasks": list(self.tasks)}
 
 
 # --- What the package describes ------------------------------------------------------------
@@ -213,62 +212,26 @@ def export_package(mtu_or_dir, cfg: ExportConfig, out: str | Path, overwrite: bo
     Returns the manifest. Raises :class:`~taskfold.errors.ParityError` (and writes nothing)
     if any graph misses its tolerance.
     """
-    import torch
-
+    from taskfold.upcycle.bundle import find_encoders
     from taskfold.upcycle.checkpoint import load_mtu
 
-    from .fold import fold
-    from .graph import UNetGraph, example_inputs, unet_graph_spec
+    from .formats import EXPORTERS
 
     _check_backends(cfg.formats)
-    from taskfold.upcycle.bundle import find_encoders
-
     mtu = load_mtu(mtu_or_dir) if isinstance(mtu_or_dir, (str, Path)) else mtu_or_dir
     mtu = mtu.float().eval()
-    tasks = resolve_export_tasks(mtu, cfg.tasks)
     mtu_dir = Path(mtu_or_dir) if isinstance(mtu_or_dir, (str, Path)) else None
     text_encoder, codec_module = find_encoders(mtu_dir, mtu) if mtu_dir else (None, None)
     codec = codec_module.to_dict() if codec_module is not None else codec_record(mtu)
-    if text_encoder is not None:
-        if cfg.text_len is not None and cfg.text_len != text_encoder.max_length:
-            raise ConfigError(f"--text-len {cfg.text_len} differs from the model's text encoder, which gives "
-                              f"{text_encoder.max_length} tokens", hint="leave --text-len unset")
-        cfg = dataclasses.replace(cfg, text_len=text_encoder.max_length)
-    elif cfg.text_len is None:
-        cfg = dataclasses.replace(cfg, text_len=77)
-    h, w = sample_size(mtu, cfg, codec)
-    dtype = "float16" if cfg.precision == "fp16" else "float32"
-    specs = {t: unet_graph_spec(mtu.unet.config, mtu.task_in_channels(t), cfg.batch, h, w, cfg.text_len,
-                                dtype, cfg.dynamic) for t in tasks}
-    examples = {t: example_inputs(specs[t], cfg.batch, h, w, seed=0) for t in tasks}
-    timesteps = default_timesteps(mtu.dtr.timesteps if mtu.dtr is not None else 1000, cfg.parity_timesteps)
-    torch_dtype = torch.float16 if cfg.precision == "fp16" else torch.float32
-
-    def folded(task):
-        def make():
-            unet = fold(mtu, task)
-            return UNetGraph(unet if torch_dtype == torch.float32 else unet.to(torch_dtype)).eval()
-        return make
-
-    graphs: list[dict] = []
-    results: list[ParityResult] = []
+    cfg = _with_text_len(cfg, text_encoder)
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        if "diffusers" in cfg.formats:
-            for t in tasks:
-                fold(mtu, t).save_pretrained(tmp / "diffusers" / t, safe_serialization=True)
-                graphs.append({"task": t, "format": "diffusers", "path": f"diffusers/{t}", "precision": "fp32"})
-            log(f"diffusers: {len(tasks)} folded UNet folders")
-        if "onnx" in cfg.formats or "tensorrt" in cfg.formats:  # TensorRT builds from the ONNX graphs
-            graphs += _export_onnx(mtu, tasks, specs, examples, folded, cfg, tmp, h, w, timesteps, results, log)
-        if "coreml" in cfg.formats:
-            graphs += _export_coreml(mtu, tasks, cfg, tmp, h, w, timesteps, results, log)
-        if "tensorrt" in cfg.formats:
-            graphs += _export_tensorrt(mtu, tasks, specs, cfg, tmp, h, w, timesteps, results, log)
-        raise_on_failures(results)
-        components = _export_components(text_encoder, codec_module, mtu_dir, mtu, cfg, h, w, tmp, log)
-        if components.get("codec"):
-            codec = components["codec"]
-        manifest = _manifest(mtu, cfg, tasks, _without_paths(codec), (h, w), graphs, tmp)
+        job = _job(mtu, cfg, codec, tmp, log)
+        formats = [f for f in EXPORTERS if f in cfg.formats or (f == "onnx" and "tensorrt" in cfg.formats)]
+        graphs = [g for f in formats for g in EXPORTERS[f](job)]  # TensorRT builds from the ONNX graphs
+        raise_on_failures(job.results)
+        components = _export_components(text_encoder, codec_module, mtu_dir, mtu, cfg, job.h, job.w, tmp, log)
+        manifest = _manifest(mtu, cfg, job.tasks, _without_paths(components.get("codec") or codec), (job.h, job.w),
+                             graphs, tmp)
         manifest["text_encoder"] = _without_paths(components.get("text_encoder"))
         manifest["scheduler"] = components["scheduler"]
         write_json_atomic(tmp / MANIFEST, manifest)
@@ -276,39 +239,28 @@ def export_package(mtu_or_dir, cfg: ExportConfig, out: str | Path, overwrite: bo
     return manifest
 
 
-def _export_onnx(mtu, tasks, specs, examples, folded, cfg, tmp, h, w, timesteps, results, log) -> list[dict]:
-    from .flops import onnx_flops
-    from .onnx import export_graphs, ort_runner, to_ort_format
+def _with_text_len(cfg: ExportConfig, text_encoder) -> ExportConfig:
+    """The text length: the model's text encoder's (a different --text-len is refused), else 77."""
+    if text_encoder is not None:
+        if cfg.text_len is not None and cfg.text_len != text_encoder.max_length:
+            raise ConfigError(f"--text-len {cfg.text_len} differs from the model's text encoder, which gives "
+                              f"{text_encoder.max_length} tokens", hint="leave --text-len unset")
+        return cfg.replace(text_len=text_encoder.max_length)
+    return cfg if cfg.text_len is not None else cfg.replace(text_len=77)
 
-    exported = export_graphs({t: folded(t) for t in tasks}, specs, examples, tmp / "onnx", cfg.opset,
-                             optimize_graphs=cfg.optimize)
-    out = []
-    for t in tasks:
-        path = tmp / exported.graphs[t]
-        run = ort_runner(path)
-        res = check_graph(run, mtu, t, specs[t], cfg.batch, h, w, "onnx", cfg.precision, timesteps, cfg.parity_seed)
-        del run
-        results.append(res)
-        sizes = {"batch": cfg.batch, "height": h, "width": w}
-        shapes = {s.name: [sizes.get(d, d) for d in s.shape] for s in specs[t].inputs}
-        flops = onnx_flops(path, shapes)
-        log(f"onnx {t}: parity {res.relative_error:.1e} (tolerance {res.tolerance:.0e}), "
-            f"{flops.total / 1e9:.3f} GFLOPs")
-        out.append({"task": t, "format": "onnx", "path": exported.graphs[t], "precision": cfg.precision,
-                    "opset": cfg.opset, "external_data": exported.weights[t], "weight_index": exported.index[t],
-                    **specs[t].to_dict(),
-                    "flops": flops.to_dict(), "parity": res.to_dict() | {"provider": "CPUExecutionProvider"}})
-        if cfg.ort_mobile:
-            rel = f"ort/{t}.ort"
-            (tmp / "ort").mkdir(exist_ok=True)
-            to_ort_format(path, tmp / rel)
-            res = check_graph(ort_runner(tmp / rel), mtu, t, specs[t], cfg.batch, h, w, "onnx", cfg.precision,
-                              timesteps, cfg.parity_seed)
-            results.append(res)
-            out.append({"task": t, "format": "ort", "path": rel, "precision": cfg.precision, **specs[t].to_dict(),
-                        "flops": flops.to_dict(), "parity": res.to_dict() | {"provider": "CPUExecutionProvider"}})
-            log(f"ort {t}: parity {res.relative_error:.1e}")
-    return out
+
+def _job(mtu, cfg: ExportConfig, codec: dict, tmp: Path, log):
+    from .formats import ExportJob
+    from .graph import example_inputs, unet_graph_spec
+
+    tasks = resolve_export_tasks(mtu, cfg.tasks)
+    h, w = sample_size(mtu, cfg, codec)
+    dtype = "float16" if cfg.precision == "fp16" else "float32"
+    specs = {t: unet_graph_spec(mtu.unet.config, mtu.task_in_channels(t), cfg.batch, h, w, cfg.text_len,
+                                dtype, cfg.dynamic) for t in tasks}
+    examples = {t: example_inputs(specs[t], cfg.batch, h, w, seed=0) for t in tasks}
+    timesteps = default_timesteps(mtu.dtr.timesteps if mtu.dtr is not None else 1000, cfg.parity_timesteps)
+    return ExportJob(mtu, cfg, tasks, tmp, h, w, specs, examples, timesteps, log)
 
 
 def _export_components(text_encoder, codec, mtu_dir, mtu, cfg, h, w, tmp, log) -> dict:
@@ -338,105 +290,6 @@ def _export_components(text_encoder, codec, mtu_dir, mtu, cfg, h, w, tmp, log) -
         out["scheduler"] = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
                             "beta_end": 0.012, "prediction_type": "epsilon",
                             "source": "Stable Diffusion's schedule (the model has no scheduler_config.json)"}
-    return out
-
-
-def _export_coreml(mtu, tasks, cfg, tmp, h, w, timesteps, results, log) -> list[dict]:
-    """ML Programs through torch.export; parity where Core ML runs (macOS), structure everywhere."""
-    import sys
-
-    import torch
-
-    from . import coreml
-    from .fold import base_twin, fold
-    from .graph import UNetGraph, example_inputs, unet_graph_spec
-
-    def spec_of(channels):  # Core ML graphs are static and keep float32 inputs/outputs
-        return unet_graph_spec(mtu.unet.config, channels, cfg.batch, h, w, cfg.text_len, "float32", False)
-
-    # The reference for the structural check: the base architecture, converted the same way, carrying
-    # the first task's folded weights (so coremltools' constant folding treats both graphs alike).
-    base = base_twin(fold(mtu, tasks[0]), mtu.latent_channels)
-    spec0 = spec_of(mtu.latent_channels)
-    with torch.no_grad():
-        ref_model = coreml.convert(UNetGraph(base).eval(), spec0, example_inputs(spec0, cfg.batch, h, w),
-                                   None, precision=cfg.coreml_precision)
-    reference_ops = coreml.op_histogram(ref_model)
-    del base, ref_model
-    out, paths = [], {}
-    on_mac = sys.platform == "darwin"
-    for t in tasks:
-        spec = spec_of(mtu.task_in_channels(t))
-        rel = f"coreml/{t}.mlpackage"
-        model = coreml.convert(UNetGraph(fold(mtu, t)).eval(), spec, example_inputs(spec, cfg.batch, h, w),
-                               None, precision=cfg.coreml_precision)
-        problems = coreml.structural_problems(model, spec, reference_ops)
-        if problems:
-            from taskfold.errors import ParityError
-
-            raise ParityError(f"CoreML graph of task {t!r} fails the structural check: " + "; ".join(problems))
-        if cfg.palettize:
-            model = coreml.palettize(model, cfg.palettize)
-        coreml.save(model, tmp / rel)
-        paths[t] = tmp / rel
-        entry = {"task": t, "format": "coreml", "path": rel, "precision": cfg.coreml_precision,
-                 "palettize_bits": cfg.palettize, **spec.to_dict()}
-        if on_mac:
-            res = check_graph(lambda x, p=tmp / rel: coreml.predict(p, x), mtu, t, spec, cfg.batch, h, w, "coreml",
-                              cfg.coreml_precision, timesteps, cfg.parity_seed,
-                              tolerance=0.1 if cfg.palettize else None)
-            results.append(res)
-            entry["parity"] = res.to_dict() | {"compute_units": "cpu_only"}
-        else:
-            entry["parity"] = {"status": "structural", "checked_on": sys.platform,
-                               "checks": "inputs/outputs as declared; op histogram == converted base UNet",
-                               "reference_ops": sum(reference_ops.values()), "problems": []}
-        out.append(entry)
-        log(f"coreml {t}: {'parity ' + format(results[-1].relative_error, '.1e') if on_mac else 'structure ok'}")
-    if cfg.coreml_multifunction:
-        coreml.save_multifunction(paths, tmp / "coreml" / "tasks.mlpackage", default_function=tasks[0])
-        for t, p in paths.items():
-            import shutil
-
-            shutil.rmtree(p)
-        for e in out:
-            e["path"], e["function"] = "coreml/tasks.mlpackage", e["task"]
-        log(f"coreml: one multifunction package with {len(paths)} functions")
-    return out
-
-
-def _export_tensorrt(mtu, tasks, specs, cfg, tmp, h, w, timesteps, results, log) -> list[dict]:
-    """Engines built from the package's ONNX graphs (fp16 unless fp32 was asked for)."""
-    from . import tensorrt as trt_export
-
-    out = []
-    (tmp / "tensorrt").mkdir(exist_ok=True)
-    cache = tmp / "tensorrt" / "timing.cache"
-    engines: dict[int, str] = {}
-    precision = "fp16" if cfg.precision == "fp16" else "fp32"
-    for t in tasks:
-        onnx_path = tmp / "onnx" / f"{t}.onnx"
-        channels = mtu.task_in_channels(t)
-        if cfg.trt_refit:  # one refittable engine per input width; each task refits it at load time
-            rel = f"tensorrt/refit-{channels}ch.plan"
-            if channels not in engines:
-                trt_export.build_engine(onnx_path, tmp / rel, specs[t], fp16=True, timing_cache_path=cache, refit=True)
-                engines[channels] = rel
-            refit_rel = f"tensorrt/{t}.plan"
-            trt_export.refit_engine(tmp / rel, onnx_path, tmp / refit_rel)
-            run_path = tmp / refit_rel
-            entry = {"task": t, "format": "tensorrt", "path": refit_rel, "refittable_engine": rel,
-                     "refit_from": f"onnx/{t}.onnx"}
-        else:
-            rel = f"tensorrt/{t}.plan"
-            trt_export.build_engine(onnx_path, tmp / rel, specs[t], fp16=True, timing_cache_path=cache)
-            run_path = tmp / rel
-            entry = {"task": t, "format": "tensorrt", "path": rel}
-        res = check_graph(trt_export.engine_runner(run_path), mtu, t, specs[t], cfg.batch, h, w, "tensorrt", "fp16",
-                          timesteps, cfg.parity_seed)
-        results.append(res)
-        out.append(entry | {"precision": precision, **specs[t].to_dict(), "parity": res.to_dict()})
-        log(f"tensorrt {t}: parity {res.relative_error:.1e}")
     return out
 
 

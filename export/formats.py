@@ -1,0 +1,211 @@
+"""One exporter per format, each a function of an :class:`ExportJob` returning the manifest's graph entries.
+
+:data:`EXPORTERS` is the export side of the backend registry (:mod:`taskfold.runtime.backends`):
+``taskfold export --formats`` runs the exporters it names, in this order (TensorRT builds its
+engines from the ONNX graphs, so ``onnx`` runs first whenever ``tensorrt`` is asked for). Every
+graph an exporter writes goes through :meth:`ExportJob.gate` (the parity gate, DESIGN.md
+invariant 8) or, where its backend cannot run here, a stated structural check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .parity import ParityResult, check_graph
+
+
+@dataclass
+class ExportJob:
+    """What every exporter of one package works from: the model, config, tasks, shapes and the output folder."""
+
+    mtu: object
+    cfg: object            # ExportConfig
+    tasks: list[str]
+    tmp: Path              # the package being written
+    h: int                 # UNet sample height and width
+    w: int
+    specs: dict            # task -> GraphSpec
+    examples: dict         # task -> example inputs
+    timesteps: list[float]
+    log: Callable[[str], None] = print
+    results: list[ParityResult] = field(default_factory=list)
+
+    def gate(self, run, task: str, backend: str, precision: str, spec=None, tolerance=None) -> ParityResult:
+        """The parity gate for one graph (``run(inputs) -> output``) against the MTU model; recorded."""
+        res = check_graph(run, self.mtu, task, spec or self.specs[task], self.cfg.batch, self.h, self.w, backend,
+                          precision, self.timesteps, self.cfg.parity_seed, tolerance=tolerance)
+        self.results.append(res)
+        return res
+
+    def folded_module(self, task: str):
+        """A maker of the task's folded UNet as a graph module at the export precision."""
+        import torch
+
+        from .fold import fold
+        from .graph import UNetGraph
+
+        def make():
+            unet = fold(self.mtu, task)
+            return UNetGraph(unet if self.cfg.precision == "fp32" else unet.to(torch.float16)).eval()
+        return make
+
+
+def export_diffusers(job: ExportJob) -> list[dict]:
+    """Each task's folded UNet as a diffusers folder (``save_pretrained``)."""
+    from .fold import fold
+
+    out = []
+    for t in job.tasks:
+        fold(job.mtu, t).save_pretrained(job.tmp / "diffusers" / t, safe_serialization=True)
+        out.append({"task": t, "format": "diffusers", "path": f"diffusers/{t}", "precision": "fp32"})
+    job.log(f"diffusers: {len(job.tasks)} folded UNet folders")
+    return out
+
+
+def export_onnx(job: ExportJob) -> list[dict]:
+    """One ONNX graph per task, the backbone stored once (:mod:`.onnx`); FLOPs counted; ``.ort`` too if asked."""
+    from .flops import onnx_flops
+    from .onnx import export_graphs, ort_runner, to_ort_format
+
+    cfg = job.cfg
+    exported = export_graphs({t: job.folded_module(t) for t in job.tasks}, job.specs, job.examples, job.tmp / "onnx",
+                             cfg.opset, optimize_graphs=cfg.optimize)
+    sizes = {"batch": cfg.batch, "height": job.h, "width": job.w}
+    out = []
+    for t in job.tasks:
+        path = job.tmp / exported.graphs[t]
+        res = job.gate(ort_runner(path), t, "onnx", cfg.precision)
+        flops = onnx_flops(path, {s.name: [sizes.get(d, d) for d in s.shape] for s in job.specs[t].inputs})
+        job.log(f"onnx {t}: parity {res.relative_error:.1e} (tolerance {res.tolerance:.0e}), "
+                f"{flops.total / 1e9:.3f} GFLOPs")
+        common = {"task": t, "precision": cfg.precision, **job.specs[t].to_dict(), "flops": flops.to_dict()}
+        out.append(common | {"format": "onnx", "path": exported.graphs[t], "opset": cfg.opset,
+                             "external_data": exported.weights[t], "weight_index": exported.index[t],
+                             "parity": res.to_dict() | {"provider": "CPUExecutionProvider"}})
+        if cfg.ort_mobile:
+            rel = f"ort/{t}.ort"
+            (job.tmp / "ort").mkdir(exist_ok=True)
+            to_ort_format(path, job.tmp / rel)
+            res = job.gate(ort_runner(job.tmp / rel), t, "onnx", cfg.precision)
+            out.append(common | {"format": "ort", "path": rel,
+                                 "parity": res.to_dict() | {"provider": "CPUExecutionProvider"}})
+            job.log(f"ort {t}: parity {res.relative_error:.1e}")
+    return out
+
+
+def export_coreml(job: ExportJob) -> list[dict]:
+    """ML Programs through torch.export; parity where Core ML runs (macOS), structure everywhere."""
+    import shutil
+    import sys
+
+    from . import coreml
+
+    cfg = job.cfg
+    reference_ops = _coreml_reference_ops(job)
+    out, paths = [], {}
+    on_mac = sys.platform == "darwin"
+    for t in job.tasks:
+        spec, model = _coreml_convert(job, t)
+        problems = coreml.structural_problems(model, spec, reference_ops)
+        if problems:
+            from taskfold.errors import ParityError
+
+            raise ParityError(f"CoreML graph of task {t!r} fails the structural check: " + "; ".join(problems))
+        if cfg.palettize:
+            model = coreml.palettize(model, cfg.palettize)
+        rel = f"coreml/{t}.mlpackage"
+        coreml.save(model, job.tmp / rel)
+        paths[t] = job.tmp / rel
+        entry = {"task": t, "format": "coreml", "path": rel, "precision": cfg.coreml_precision,
+                 "palettize_bits": cfg.palettize, **spec.to_dict()}
+        if on_mac:
+            res = job.gate(lambda x, p=job.tmp / rel: coreml.predict(p, x), t, "coreml", cfg.coreml_precision,
+                           spec=spec, tolerance=0.1 if cfg.palettize else None)
+            entry["parity"] = res.to_dict() | {"compute_units": "cpu_only"}
+        else:
+            entry["parity"] = {"status": "structural", "checked_on": sys.platform,
+                               "checks": "inputs/outputs as declared; op histogram == converted base UNet",
+                               "reference_ops": sum(reference_ops.values()), "problems": []}
+        out.append(entry)
+        job.log(f"coreml {t}: " + (f"parity {job.results[-1].relative_error:.1e}" if on_mac else "structure ok"))
+    if cfg.coreml_multifunction:
+        coreml.save_multifunction(paths, job.tmp / "coreml" / "tasks.mlpackage", default_function=job.tasks[0])
+        for p in paths.values():
+            shutil.rmtree(p)
+        for e in out:
+            e["path"], e["function"] = "coreml/tasks.mlpackage", e["task"]
+        job.log(f"coreml: one multifunction package with {len(paths)} functions")
+    return out
+
+
+def _coreml_spec(job: ExportJob, channels: int):
+    """Core ML graphs are static and keep float32 inputs/outputs."""
+    from .graph import unet_graph_spec
+
+    return unet_graph_spec(job.mtu.unet.config, channels, job.cfg.batch, job.h, job.w, job.cfg.text_len, "float32",
+                           False)
+
+
+def _coreml_convert(job: ExportJob, task: str | None, module=None):
+    """``(spec, ML program)`` of a task's folded UNet (or of ``module`` with the base's channels)."""
+    import torch
+
+    from . import coreml
+    from .fold import fold
+    from .graph import UNetGraph, example_inputs
+
+    spec = _coreml_spec(job, job.mtu.latent_channels if task is None else job.mtu.task_in_channels(task))
+    graph = UNetGraph(module if module is not None else fold(job.mtu, task)).eval()
+    with torch.no_grad():
+        model = coreml.convert(graph, spec, example_inputs(spec, job.cfg.batch, job.h, job.w), None,
+                               precision=job.cfg.coreml_precision)
+    return spec, model
+
+
+def _coreml_reference_ops(job: ExportJob):
+    """The op histogram of the structural check's reference: the base architecture, converted the same
+    way, carrying the first task's folded weights (so coremltools' constant folding treats both alike)."""
+    from . import coreml
+    from .fold import base_twin, fold
+
+    base = base_twin(fold(job.mtu, job.tasks[0]), job.mtu.latent_channels)
+    return coreml.op_histogram(_coreml_convert(job, None, module=base)[1])
+
+
+def export_tensorrt(job: ExportJob) -> list[dict]:
+    """Engines built from the package's ONNX graphs (fp16 unless fp32 was asked for); with ``trt_refit``
+    one refittable engine per input width, refit with each task's weights."""
+    from . import tensorrt as trt_export
+
+    out = []
+    (job.tmp / "tensorrt").mkdir(exist_ok=True)
+    cache = job.tmp / "tensorrt" / "timing.cache"
+    engines: dict[int, str] = {}
+    precision = "fp16" if job.cfg.precision == "fp16" else "fp32"
+    for t in job.tasks:
+        onnx_path = job.tmp / "onnx" / f"{t}.onnx"
+        channels = job.mtu.task_in_channels(t)
+        rel = f"tensorrt/{t}.plan"
+        if job.cfg.trt_refit:
+            engine = f"tensorrt/refit-{channels}ch.plan"
+            if channels not in engines:
+                trt_export.build_engine(onnx_path, job.tmp / engine, job.specs[t], fp16=True, timing_cache_path=cache,
+                                        refit=True)
+                engines[channels] = engine
+            trt_export.refit_engine(job.tmp / engine, onnx_path, job.tmp / rel)
+            entry = {"task": t, "format": "tensorrt", "path": rel, "refittable_engine": engine,
+                     "refit_from": f"onnx/{t}.onnx"}
+        else:
+            trt_export.build_engine(onnx_path, job.tmp / rel, job.specs[t], fp16=True, timing_cache_path=cache)
+            entry = {"task": t, "format": "tensorrt", "path": rel}
+        res = job.gate(trt_export.engine_runner(job.tmp / rel), t, "tensorrt", "fp16")
+        out.append(entry | {"precision": precision, **job.specs[t].to_dict(), "parity": res.to_dict()})
+        job.log(f"tensorrt {t}: parity {res.relative_error:.1e}")
+    return out
+
+
+#: format -> exporter, in the order they run.
+EXPORTERS: dict[str, Callable[[ExportJob], list[dict]]] = {
+    "diffusers": export_diffusers, "onnx": export_onnx, "coreml": export_coreml, "tensorrt": export_tensorrt}
