@@ -11,6 +11,7 @@ import json
 import os
 import sys
 
+from .config import from_args, option
 from .errors import TaskfoldError
 
 
@@ -20,7 +21,13 @@ def _csv(value: str) -> list[str]:
 
 # --- upcycle -----------------------------------------------------------------------------
 
+UPCYCLE_FIELDS = ("tasks", "num_experts", "expert_width", "top_k", "router_hidden", "task_embedding_dim", "norm_mode",
+                  "blocks", "dtr", "dtr_alpha", "dtr_beta", "seed")
+
+
 def _add_upcycle(sub):
+    from .upcycle import UpcycleConfig as U
+
     p = sub.add_parser("upcycle", help="turn a base UNet into a multi-task (MTU/DTR) model",
                        description="Split every FFN into N experts with a task router, add per-task norms "
                                    "and conv_in (MTU), optionally DTR channel masks; save config.json + "
@@ -28,19 +35,20 @@ def _add_upcycle(sub):
     p.add_argument("--base", required=True,
                    help="diffusers pipeline/UNet folder, single-file .safetensors, or preset:NAME "
                         "(tiny, sd15, sd21, sdxl, sd15-narrow, sd21-narrow, sdxl-narrow)")
-    p.add_argument("--seed", type=int, default=0, help="seed for preset weights and router init (default 0)")
+    option(p, U, "seed", help="seed for preset weights and router init")
     p.add_argument("--config", help="JSON file with UpcycleConfig fields (e.g. custom_tasks); flags override it")
-    p.add_argument("--tasks", type=_csv, help="comma-separated tasks (default t2i,edit,sr,inpaint)")
-    p.add_argument("--experts", type=int, help="experts per FFN layer, N (default 4)")
-    p.add_argument("--expert-width", type=int, help="hidden width of one expert (default FFN width / N)")
-    p.add_argument("--top-k", type=int, help="route each task to its k best experts (default all)")
-    p.add_argument("--router-hidden", type=int, help="router MLP hidden size (default 64)")
-    p.add_argument("--task-dim", type=int, help="task embedding size (default 64)")
-    p.add_argument("--norms", choices=["task", "task-expert"], help="task norms per task (default) or per (task, expert)")
-    p.add_argument("--blocks", type=_csv, help="fnmatch patterns of transformer blocks to upcycle (default '*')")
-    p.add_argument("--dtr", action="store_true", default=None, help="add Denoising Task Routing masks")
-    p.add_argument("--dtr-alpha", type=float, help="DTR window shift exponent (default 4)")
-    p.add_argument("--dtr-beta", type=float, help="DTR active channel ratio (default 0.8)")
+    option(p, U, "tasks", help="comma-separated tasks", unset=True)
+    option(p, U, "num_experts", "--experts", help="experts per FFN layer, N", unset=True)
+    option(p, U, "expert_width", help="hidden width of one expert (unset: FFN width / N)", unset=True)
+    option(p, U, "top_k", help="route each task to its k best experts (unset: all)", unset=True)
+    option(p, U, "router_hidden", help="router MLP hidden size", unset=True)
+    option(p, U, "task_embedding_dim", "--task-dim", help="task embedding size", unset=True)
+    option(p, U, "norm_mode", "--norms", choices=["task", "task-expert"], unset=True,
+           help="task norms per task or per (task, expert)")
+    option(p, U, "blocks", help="fnmatch patterns of transformer blocks to upcycle", unset=True)
+    option(p, U, "dtr", action="store_true", help="add Denoising Task Routing masks", unset=True)
+    option(p, U, "dtr_alpha", help="DTR window shift exponent", unset=True)
+    option(p, U, "dtr_beta", help="DTR active channel ratio", unset=True)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=_cmd_upcycle)
@@ -49,14 +57,12 @@ def _add_upcycle(sub):
 def _upcycle_config(args):
     from .upcycle import UpcycleConfig
 
-    flags = {"tasks": args.tasks, "num_experts": args.experts, "expert_width": args.expert_width,
-             "top_k": args.top_k, "router_hidden": args.router_hidden, "task_embedding_dim": args.task_dim,
-             "norm_mode": args.norms.replace("-", "_") if args.norms else None, "blocks": args.blocks,
-             "dtr": args.dtr, "dtr_alpha": args.dtr_alpha, "dtr_beta": args.dtr_beta, "seed": args.seed}
-    flags = {k: v for k, v in flags.items() if v is not None}
+    if args.norm_mode:
+        args.norm_mode = args.norm_mode.replace("-", "_")
+    given = {n: getattr(args, n) for n in UPCYCLE_FIELDS if getattr(args, n) is not None}
     if args.config:
-        return UpcycleConfig.from_json_file(args.config, **flags)
-    return UpcycleConfig.from_dict(flags)
+        return UpcycleConfig.from_json_file(args.config, **given)
+    return UpcycleConfig.from_dict(given)
 
 
 def _cmd_upcycle(args) -> int:
@@ -143,7 +149,14 @@ def _task_weights(value: str) -> dict:
     return out
 
 
+TRAIN_FIELDS = ("steps", "batch_size", "optimizer", "lr", "weight_decay", "task_weights", "grad_accum",
+                "mixed_precision", "prompt_dropout", "image_dropout", "trainable", "train_text_encoder",
+                "noise_schedule", "snr_gamma", "checkpoint_every", "log_every", "seed")
+
+
 def _add_train(sub):
+    from .train.trainer import TrainConfig as T
+
     p = sub.add_parser("train", help="fine-tune an MTU model on several tasks at once (CPU or accelerate launch)",
                        description="Multi-task fine-tuning (paper Eq. 2). Runs as is on one CPU, or under "
                                    "`accelerate launch` on several processes/GPUs.")
@@ -151,24 +164,25 @@ def _add_train(sub):
     p.add_argument("--data", required=True, help="dataset folder with metadata.jsonl (see `taskfold data check`)")
     p.add_argument("--steps", type=int, required=True, help="optimiser steps")
     p.add_argument("--out", required=True, help="run directory: checkpoints/, log.jsonl, mtu/ (the trained model)")
-    p.add_argument("--batch-size", type=int, help="samples per process per micro-step (default 8)")
     p.add_argument("--preset", choices=["sd15", "sdxl"], help="optimiser preset: sd15 = Adam 1e-4, sdxl = AdamW 5e-5 wd 0.01")
-    p.add_argument("--optimizer", choices=["adam", "adamw"])
-    p.add_argument("--lr", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--task-weights", type=_task_weights, help="task sampling weights, e.g. t2i=1,edit=2 (default equal)")
-    p.add_argument("--grad-accum", type=int, help="micro-steps per optimiser step (default 1)")
-    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
-    p.add_argument("--prompt-dropout", type=float, help="probability of dropping the prompt (default 0.05)")
-    p.add_argument("--image-dropout", type=float, help="probability of dropping the condition image(s) (default 0.05)")
-    p.add_argument("--trainable", choices=["mtu", "all"], help="MTU components only (default) or everything")
-    p.add_argument("--train-text-encoder", action="store_true", default=None, help="also train the text encoder")
-    p.add_argument("--noise-schedule", choices=["sd", "ddpm"],
-                   help="sd = scaled_linear, ddpm = linear (default: the model's own, else sd)")
-    p.add_argument("--snr-gamma", type=float, help="Min-SNR-gamma loss weighting, e.g. 5 (default: plain MSE)")
-    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 100)")
-    p.add_argument("--log-every", type=int, help="steps between log.jsonl records (default 10)")
-    p.add_argument("--seed", type=int)
+    option(p, T, "batch_size", help="samples per process per micro-step", unset=True)
+    option(p, T, "optimizer", choices=["adam", "adamw"], help="optimiser", unset=True)
+    option(p, T, "lr", help="learning rate", unset=True)
+    option(p, T, "weight_decay", help="weight decay", unset=True)
+    option(p, T, "task_weights", type=_task_weights, unset=True,
+           help="task sampling weights, e.g. t2i=1,edit=2 (unset: equal)")
+    option(p, T, "grad_accum", help="micro-steps per optimiser step", unset=True)
+    option(p, T, "mixed_precision", choices=["no", "fp16", "bf16"], help="autocast precision", unset=True)
+    option(p, T, "prompt_dropout", help="probability of dropping the prompt", unset=True)
+    option(p, T, "image_dropout", help="probability of dropping the condition image(s)", unset=True)
+    option(p, T, "trainable", choices=["mtu", "all"], help="MTU components only, or everything", unset=True)
+    option(p, T, "train_text_encoder", action="store_true", help="also train the text encoder", unset=True)
+    option(p, T, "noise_schedule", choices=["sd", "ddpm"], unset=True,
+           help="sd = scaled_linear, ddpm = linear (unset: the model's own, else sd)")
+    option(p, T, "snr_gamma", help="Min-SNR-gamma loss weighting, e.g. 5 (unset: plain MSE)", unset=True)
+    option(p, T, "checkpoint_every", help="steps between checkpoints", unset=True)
+    option(p, T, "log_every", help="steps between log.jsonl records", unset=True)
+    option(p, T, "seed", help="seed of the batch plan and the fresh text encoder", unset=True)
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--skip-bad-rows", action="store_true", help="train on the good rows of a dataset with bad ones")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -178,13 +192,7 @@ def _add_train(sub):
 def _cmd_train(args) -> int:
     from .train.trainer import TrainConfig, train
 
-    cfg = TrainConfig.with_preset(
-        args.preset, steps=args.steps, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-        weight_decay=args.weight_decay, task_weights=args.task_weights, grad_accum=args.grad_accum,
-        mixed_precision=args.mixed_precision, prompt_dropout=args.prompt_dropout, image_dropout=args.image_dropout,
-        trainable=args.trainable, train_text_encoder=args.train_text_encoder, noise_schedule=args.noise_schedule,
-        snr_gamma=args.snr_gamma,
-        checkpoint_every=args.checkpoint_every, log_every=args.log_every, seed=args.seed)
+    cfg = TrainConfig.with_preset(args.preset, **{n: getattr(args, n) for n in TRAIN_FIELDS})
     train(args.model, args.data, cfg, args.out, resume=args.resume, skip_bad_rows=args.skip_bad_rows,
           progress=not args.no_progress)
     return 0
@@ -229,30 +237,36 @@ def _cmd_pretrain(args) -> int:
 
 # --- export / verify ---------------------------------------------------------------------
 
+EXPORT_FIELDS = ("formats", "tasks", "precision", "batch", "height", "width", "text_len", "dynamic", "opset", "optimize",
+                 "ort_mobile", "coreml_precision", "coreml_multifunction", "palettize", "trt_refit", "parity_timesteps")
+
+
 def _add_export(sub):
+    from .export.package import ExportConfig as E
+
     p = sub.add_parser("export", help="fold each task and export one graph per task into a package",
                        description="Fold every task of an MTU model into a plain UNet and export it (ONNX with "
                                    "the backbone stored once, CoreML, TensorRT, diffusers folders). Every graph "
                                    "must pass the parity gate against the MTU model, or nothing is written.")
     p.add_argument("model", help="MTU model directory (from `taskfold upcycle` or `taskfold train`)")
-    p.add_argument("--formats", type=_csv, default=["onnx"], help="onnx,coreml,tensorrt,diffusers (default onnx)")
-    p.add_argument("--tasks", type=_csv, default=["all"], help="tasks to export, or 'all' (default)")
-    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="ONNX/TensorRT precision")
-    p.add_argument("--batch", type=int, default=1, help="batch size of the graphs (default 1)")
-    p.add_argument("--height", type=int, help="image height in pixels (default: the UNet's sample size x codec scale)")
-    p.add_argument("--width", type=int, help="image width in pixels (default as --height)")
-    p.add_argument("--text-len", type=int, help="text tokens of encoder_hidden_states (default: the model's text "
-                                                "encoder's length, else 77)")
-    p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width (default static)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    p.add_argument("--optimize", action="store_true", help="ONNX Runtime transformer optimiser (UNet fusions)")
-    p.add_argument("--ort-mobile", action="store_true", help="also write each graph in ONNX Runtime's .ort format")
-    p.add_argument("--coreml-precision", choices=["fp32", "fp16"], default="fp16", help="CoreML compute precision")
-    p.add_argument("--coreml-multifunction", action="store_true",
-                   help="one .mlpackage with a function per task, backbone deduplicated")
-    p.add_argument("--palettize", type=int, metavar="BITS", help="palettize CoreML weights to BITS bits")
-    p.add_argument("--trt-refit", action="store_true", help="one refittable TensorRT engine plus per-task refits")
-    p.add_argument("--parity-timesteps", type=int, default=4, help="timesteps the parity gate checks (default 4 + 1 fractional)")
+    option(p, E, "formats", help="comma-separated: onnx, coreml, tensorrt, diffusers")
+    option(p, E, "tasks", help="tasks to export, or 'all'")
+    option(p, E, "precision", choices=["fp32", "fp16"], help="ONNX/TensorRT precision")
+    option(p, E, "batch", help="batch size of the graphs")
+    option(p, E, "height", help="image height in pixels (unset: the UNet's sample size x codec scale)")
+    option(p, E, "width", help="image width in pixels (unset: as --height)")
+    option(p, E, "text_len", help="text tokens of encoder_hidden_states (unset: the model's text encoder's "
+                                  "length, else 77)")
+    option(p, E, "dynamic", action="store_true", help="dynamic batch, height and width (unset: static)")
+    option(p, E, "opset", help="ONNX opset")
+    option(p, E, "optimize", action="store_true", help="ONNX Runtime transformer optimiser (UNet fusions)")
+    option(p, E, "ort_mobile", action="store_true", help="also write each graph in ONNX Runtime's .ort format")
+    option(p, E, "coreml_precision", choices=["fp32", "fp16"], help="CoreML compute precision")
+    option(p, E, "coreml_multifunction", action="store_true",
+           help="one .mlpackage with a function per task, backbone deduplicated")
+    option(p, E, "palettize", metavar="BITS", help="palettize CoreML weights to BITS bits")
+    option(p, E, "trt_refit", action="store_true", help="one refittable TensorRT engine plus per-task refits")
+    option(p, E, "parity_timesteps", help="timesteps the parity gate checks (+ 1 fractional)")
     p.add_argument("--out", required=True, help="package directory")
     p.add_argument("--overwrite", action="store_true", help="replace an existing package")
     p.set_defaults(func=_cmd_export)
@@ -262,11 +276,7 @@ def _cmd_export(args) -> int:
     from ._io import check_output_dir
     from .export.package import ExportConfig, export_package
 
-    cfg = ExportConfig(formats=tuple(args.formats), tasks=tuple(args.tasks), precision=args.precision,
-                       batch=args.batch, height=args.height, width=args.width, text_len=args.text_len,
-                       dynamic=args.dynamic, opset=args.opset, optimize=args.optimize, ort_mobile=args.ort_mobile,
-                       coreml_precision=args.coreml_precision, coreml_multifunction=args.coreml_multifunction,
-                       palettize=args.palettize, trt_refit=args.trt_refit, parity_timesteps=args.parity_timesteps)
+    cfg = from_args(ExportConfig, args, EXPORT_FIELDS)
     check_output_dir(args.out, args.overwrite)
     export_package(args.model, cfg, args.out, overwrite=args.overwrite)
     return 0
@@ -296,36 +306,42 @@ def _cmd_verify(args) -> int:
 
 # --- bench ---------------------------------------------------------------------------------
 
+BENCH_FIELDS = ("package", "preset", "model", "tasks", "experts", "backend", "provider", "precision", "runs", "warmup",
+                "height", "width", "batch", "threads", "parity_timesteps", "seed", "keep_graphs")
+
+
 def _add_bench(sub):
+    from .benchmarks.bench import BenchConfig as B
+    from .runtime.backends import BACKENDS, PROVIDERS
+
     p = sub.add_parser("bench", help="measure FLOPs and latency: base UNet vs each folded task graph vs unfolded",
                        description="Time, interleaved in one process, the base UNet graph, every folded task graph, "
                                    "the unfolded multi-task graph and PyTorch eager on the same shapes; count each "
                                    "graph's FLOPs; write report.json, report.md and latency.png.")
     p.add_argument("package", nargs="?", help="package directory from `taskfold export` (or use --preset)")
-    p.add_argument("--preset", help="upcycle and export a preset with random weights first: sd15, sd21, sdxl, tiny, "
-                                    "tiny-pixel, sd15-narrow, ...")
-    p.add_argument("--model", help="with PKG: the MTU directory it was exported from (real weights for the "
-                                   "reference graphs; default: random weights of the same architecture)")
-    p.add_argument("--tasks", type=_csv, default=["all"], help="tasks to time (default: all; t2i,edit,sr,inpaint "
-                                                                "for a preset)")
-    p.add_argument("--experts", type=int, default=4, help="experts per FFN layer for a preset (default 4)")
-    p.add_argument("--backend", choices=["onnx", "tensorrt", "coreml"], default="onnx")
-    p.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--precision", choices=["fp32", "fp16"], help="preset export precision (default fp32 on cpu, "
-                                                                 "fp16 on cuda)")
-    p.add_argument("--runs", type=int, default=10, help="interleaved rounds (default 10)")
-    p.add_argument("--warmup", type=int, default=1, help="warm-up rounds before timing (default 1)")
-    p.add_argument("--height", type=int, help="preset image height in pixels (default: the model's native size)")
-    p.add_argument("--width", type=int, help="preset image width in pixels (default as --height)")
-    p.add_argument("--batch", type=int, default=1, help="preset batch size (default 1)")
+    option(p, B, "preset", help="upcycle and export a preset with random weights first: sd15, sd21, sdxl, tiny, "
+                                "tiny-pixel, sd15-narrow, ...")
+    option(p, B, "model", help="with PKG: the MTU directory it was exported from (real weights for the "
+                               "reference graphs; unset: random weights of the same architecture)")
+    option(p, B, "tasks", help="tasks to time ('all': the package's, or t2i,edit,sr,inpaint for a preset)")
+    option(p, B, "experts", help="experts per FFN layer for a preset")
+    option(p, B, "backend", choices=list(BACKENDS), help="graphs to time")
+    option(p, B, "provider", choices=list(PROVIDERS), help="ONNX Runtime device")
+    option(p, B, "precision", choices=["fp32", "fp16"], help="preset export precision (unset: fp32 on cpu, fp16 on "
+                                                             "cuda)")
+    option(p, B, "runs", help="interleaved rounds")
+    option(p, B, "warmup", help="warm-up rounds before timing")
+    option(p, B, "height", help="preset image height in pixels (unset: the model's native size)")
+    option(p, B, "width", help="preset image width in pixels (unset: as --height)")
+    option(p, B, "batch", help="preset batch size")
     p.add_argument("--no-eager", action="store_true", help="skip the PyTorch eager rows")
     p.add_argument("--no-unfolded", action="store_true", help="skip the unfolded multi-task graph")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: one per core)")
+    option(p, B, "threads", help="ONNX Runtime intra-op threads (unset: one per core)")
     p.add_argument("--no-share-weights", action="store_true",
                    help="each ONNX Runtime session loads (and pre-packs) its own weights")
-    p.add_argument("--parity-timesteps", type=int, default=2, help="timesteps of the parity gate (default 2 + 1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--keep-graphs", action="store_true", help="keep the exported graphs under OUT/graphs")
+    option(p, B, "parity_timesteps", help="timesteps of the parity gate (+ 1 fractional)")
+    option(p, B, "seed", help="seed of the preset's random weights")
+    option(p, B, "keep_graphs", action="store_true", help="keep the exported graphs under OUT/graphs")
     p.add_argument("--out", required=True, help="report directory")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_bench)
@@ -336,12 +352,8 @@ def _cmd_bench(args) -> int:
 
     from .benchmarks.bench import BenchConfig, run_bench
 
-    cfg = BenchConfig(package=args.package, preset=args.preset, model=args.model, tasks=tuple(args.tasks),
-                      experts=args.experts, backend=args.backend, provider=args.provider, precision=args.precision,
-                      runs=args.runs, warmup=args.warmup, height=args.height, width=args.width, batch=args.batch,
-                      eager=not args.no_eager, unfolded=not args.no_unfolded, threads=args.threads,
-                      share_weights=not args.no_share_weights, parity_timesteps=args.parity_timesteps,
-                      seed=args.seed, keep_graphs=args.keep_graphs)
+    cfg = from_args(BenchConfig, args, BENCH_FIELDS, eager=not args.no_eager, unfolded=not args.no_unfolded,
+                    share_weights=not args.no_share_weights)
     command = "taskfold " + " ".join(shlex.quote(a) for a in args.argv)
     run_bench(cfg, args.out, overwrite=args.overwrite, command=command)
     return 0

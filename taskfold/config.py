@@ -170,4 +170,40 @@ def help_default(cls, name: str, text: str) -> str:
     d = default_of(cls, name)
     if isinstance(d, tuple):
         d = ",".join(map(str, d))
-    return f"{text} (default {d})" if d is not None else text
+    return f"{text} (default {d})" if d is not None and not isinstance(d, bool) else text
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _arg_type(tp):
+    """The argparse ``type`` for a field annotation (``tuple[str, ...]`` -> comma-separated)."""
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in get_args(tp) if a is not type(None)]
+        return _arg_type(inner[0]) if len(inner) == 1 else str
+    if origin is tuple:
+        return _csv
+    return tp if tp in (int, float, str) else str
+
+
+def option(parser, cls, name: str, *flags: str, help: str, unset: bool = False, **kw):
+    """An option for field ``name`` of config ``cls``: its type from the annotation, its help ending in the
+    field's default. ``unset``: the option's own default is ``None`` (the config, a preset or a file decides),
+    but the help still shows the field's default."""
+    if kw.get("action") != "store_true":
+        kw.setdefault("type", _arg_type(cls.field_types()[name]))
+    if not unset:
+        d = default_of(cls, name)
+        kw.setdefault("default", list(d) if isinstance(d, tuple) else d)
+    elif kw.get("action") == "store_true":
+        kw.setdefault("default", None)
+    parser.add_argument(*(flags or (f"--{name.replace('_', '-')}",)), dest=name,
+                        help=help_default(cls, name, help), **kw)
+
+
+def from_args(cls, args, names, **fixed):
+    """The config ``cls`` from the options of ``names`` that were given (``None`` = keep the field's default)."""
+    given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    return cls.from_dict(given | fixed)
