@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from taskfold.runtime.backends import COREML
+
 from .parity import ParityResult, check_graph
 
 
@@ -105,7 +107,7 @@ def export_coreml(job: ExportJob) -> list[dict]:
     cfg = job.cfg
     reference_ops = _coreml_reference_ops(job)
     out, paths = [], {}
-    on_mac = sys.platform == "darwin"
+    on_mac = COREML.can_run_here()  # Core ML predicts on macOS only; elsewhere the structural check
     for t in job.tasks:
         spec, model = _coreml_convert(job, t)
         problems = coreml.structural_problems(model, spec, reference_ops)

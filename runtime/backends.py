@@ -69,11 +69,9 @@ class Backend:
         except TaskfoldError:
             return False
         if self.needs_gpu:
-            try:
-                import torch
-            except ImportError:
-                return False
-            return torch.cuda.is_available()
+            from .tensorrt_runner import cuda_available
+
+            return cuda_available()
         return True
 
     def tolerance(self, precision: str) -> float:

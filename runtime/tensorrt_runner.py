@@ -14,6 +14,15 @@ from taskfold.errors import ExportError
 from .backends import TENSORRT
 
 
+def cuda_available() -> bool:
+    """Whether a CUDA GPU is here for the engines (seen through PyTorch, which holds their buffers)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
 def engine_runner(engine_path: str | Path):
     """A function ``inputs -> first output`` (numpy in, numpy out) over a TensorRT engine on the GPU.
 
