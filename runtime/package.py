@@ -320,14 +320,18 @@ class Package:
         """UNet samples to images ``[B, 3, H, W]`` in [-1, 1] (clipped)."""
         return np.clip(self._codec("vae_decoder", latents), -1.0, 1.0)
 
+    def _batch_array(self, a: np.ndarray, channels: int, what: str, values: str) -> np.ndarray:
+        """``[C, H, W]`` or ``[B, C, H, W]`` at the package's image size, as float32 ``[B, C, H, W]``."""
+        b = a[None] if a.ndim == 3 else a
+        if b.ndim != 4 or b.shape[1] != channels or b.shape[2:] != self.image_size:
+            raise ConfigError(f"{what} has shape {list(a.shape)}; expected [B, {channels}, "
+                              f"{self.image_size[0]}, {self.image_size[1]}]{values}")
+        return b.astype(np.float32)
+
     def load_condition(self, task: str, image, resize: bool = False) -> np.ndarray:
         """A condition image (path, PIL image or ``[3, H, W]``/``[B, 3, H, W]`` array) as ``[B, 3, H, W]``."""
         if isinstance(image, np.ndarray):
-            a = image[None] if image.ndim == 3 else image
-            if a.ndim != 4 or a.shape[1] != 3 or a.shape[2:] != self.image_size:
-                raise ConfigError(f"condition array has shape {list(image.shape)}; expected [B, 3, "
-                                  f"{self.image_size[0]}, {self.image_size[1]}] in [-1, 1]")
-            return a.astype(np.float32)
+            return self._batch_array(image, 3, "condition array", " in [-1, 1]")
         im = open_image(image, "condition image") if isinstance(image, (str, Path)) else image
         h, w = self.image_size
         scale = self.spec(task).condition_scale
@@ -338,11 +342,7 @@ class Package:
     def load_mask(self, mask, resize: bool = False) -> np.ndarray:
         """A mask (path, PIL image or ``[1, H, W]``/``[B, 1, H, W]`` array of 0/1) as ``[B, 1, H, W]``."""
         if isinstance(mask, np.ndarray):
-            a = mask[None] if mask.ndim == 3 else mask
-            if a.ndim != 4 or a.shape[1] != 1 or a.shape[2:] != self.image_size:
-                raise ConfigError(f"mask array has shape {list(mask.shape)}; expected [B, 1, "
-                                  f"{self.image_size[0]}, {self.image_size[1]}]")
-            return a.astype(np.float32)
+            return self._batch_array(mask, 1, "mask array", "")
         im = open_image(mask, "mask") if isinstance(mask, (str, Path)) else mask
         h, w = self.image_size
         return mask_to_array(fit_image(im, (w, h), "mask", resize=resize))[None]
