@@ -49,11 +49,15 @@ def _dims(value_info) -> list:
             for d in value_info.type.tensor_type.shape.dim]
 
 
-def onnx_flops(model, input_shapes: dict[str, list[int]] | None = None) -> FlopCount:
+def onnx_flops(model, input_shapes: dict[str, list[int]] | None = None,
+               elementwise_inputs: frozenset[str] = frozenset()) -> FlopCount:
     """FLOPs of one run of the ONNX graph ``model`` (a path or ``ModelProto``).
 
     ``input_shapes`` fixes dynamic axes (``{"sample": [1, 4, 64, 64], ...}``); a graph with
     static shapes needs none. Weights are not loaded: shape inference needs only the dims.
+    ``elementwise_inputs``: also count, as ``by_op["Mul (elementwise)"]`` and *outside* ``total``,
+    one FLOP per output element of every ``Mul`` reading one of these tensors (the adapters
+    layout's per-task FFN scales), so that extra is reported on its own.
     """
     import onnx
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
@@ -65,8 +69,10 @@ def onnx_flops(model, input_shapes: dict[str, list[int]] | None = None) -> FlopC
     # Weights stored outside the graph become inputs of the same shape: shape inference
     # needs their dims, never their values (those it needs are small and stay inline).
     external = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    inputs = {i.name for i in model.graph.input}
     for t in external:
-        model.graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+        if t.name not in inputs:
+            model.graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
         model.graph.initializer.remove(t)
     for inp in model.graph.input:
         if input_shapes and inp.name in input_shapes:
@@ -83,7 +89,10 @@ def onnx_flops(model, input_shapes: dict[str, list[int]] | None = None) -> FlopC
     shapes.update({t.name: list(t.dims) for t in g.initializer})
     by_op: Counter = Counter()
     nodes = 0
+    extra = 0
     for node in g.node:
+        if node.op_type == "Mul" and elementwise_inputs & set(node.input):
+            extra += math.prod(shapes.get(node.output[0]) or [0])
         if node.op_type not in COUNTED_OPS:
             continue
         if node.op_type == "Einsum" and len(node.input) != 2:
@@ -95,8 +104,11 @@ def onnx_flops(model, input_shapes: dict[str, list[int]] | None = None) -> FlopC
             raise ValueError(f"shape of {node.op_type} node {node.name!r} is not known "
                              f"(inputs {a}, {b}, output {out}); pass input_shapes for dynamic axes")
         by_op[node.op_type] += _node_flops(node, a, b, out)
-    return FlopCount(int(sum(by_op.values())), dict(by_op), nodes,
-                     "onnx graph: Conv/ConvTranspose/MatMul/Gemm/Einsum")
+    total = int(sum(by_op.values()))
+    if elementwise_inputs:
+        by_op["Mul (elementwise)"] = int(extra)
+    return FlopCount(total, dict(by_op), nodes, "onnx graph: Conv/ConvTranspose/MatMul/Gemm/Einsum"
+                     + (" (+ the elementwise Muls listed apart)" if elementwise_inputs else ""))
 
 
 def _node_flops(node, a, b, out) -> int:

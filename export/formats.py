@@ -97,6 +97,89 @@ def export_onnx(job: ExportJob) -> list[dict]:
     return out
 
 
+def export_onnx_adapters(job: ExportJob) -> list[dict]:
+    """The adapters layout (:mod:`.adapters`): one shared UNet graph and one ONNX Runtime adapter per task.
+
+    Every task is gated with its adapter active, exactly as the graphs layout's task graphs are.
+    """
+    import numpy as np
+    import torch
+
+    from taskfold._io import sha256_file
+
+    from .adapters import (ADAPTER_SUFFIX, GRAPH_NAME, AdapterUNetGraph, adapter_graph_spec, backbone_id,
+                           task_tensor_names, task_tensors, widest, write_adapter)
+    from .flops import onnx_flops
+    from .graph import example_inputs
+    from .onnx import export_graphs
+
+    cfg, mtu = job.cfg, job.mtu
+    dtype = "float16" if cfg.precision == "fp16" else "float32"
+    np_dtype = np.float16 if dtype == "float16" else np.float32
+    spec = adapter_graph_spec(mtu, cfg.batch, job.h, job.w, cfg.text_len, dtype, cfg.dynamic)
+    values = {t: {k: v.numpy().astype(np_dtype) for k, v in task_tensors(mtu, t).items()} for t in job.tasks}
+    first = job.tasks[0]
+    example = example_inputs(spec, cfg.batch, job.h, job.w, seed=0)
+    example.update({k: torch.from_numpy(v) for k, v in values[first].items()})
+
+    def make():
+        g = AdapterUNetGraph(mtu)
+        return g if dtype == "float32" else g.half()
+    exported = export_graphs({GRAPH_NAME: make}, {GRAPH_NAME: spec}, {GRAPH_NAME: example}, job.tmp / "onnx",
+                             cfg.opset, optimize_graphs=cfg.optimize, input_defaults={GRAPH_NAME: values[first]})
+    rel = exported.graphs[GRAPH_NAME]
+    backbone = backbone_id(sha256_file(job.tmp / rel))
+    (job.tmp / "adapters").mkdir()
+    names = task_tensor_names(mtu)
+    sizes = {"batch": cfg.batch, "height": job.h, "width": job.w}
+    flops = onnx_flops(job.tmp / rel, {s.name: [sizes.get(d, d) for d in s.shape] for s in spec.inputs[:3]},
+                       elementwise_inputs=frozenset(n for n in names if n.endswith(".scale")))
+    unet_io = _unet_io(spec)
+    out = []
+    for t in job.tasks:
+        adapter = f"adapters/{t}{ADAPTER_SUFFIX}"
+        write_adapter(values[t], job.tmp / adapter, backbone)
+        res = job.gate(_adapter_runner(job.tmp / rel, job.tmp / adapter, widest(mtu)), t, "onnx", cfg.precision)
+        job.log(f"onnx (adapters) {t}: parity {res.relative_error:.1e} (tolerance {res.tolerance:.0e}), "
+                f"adapter {(job.tmp / adapter).stat().st_size / 1024:.0f} KiB")
+        out.append({"task": t, "format": "onnx", "layout": "adapters", "path": rel, "adapter": adapter,
+                    "backbone_id": backbone, "precision": cfg.precision, "opset": cfg.opset,
+                    "external_data": exported.weights[GRAPH_NAME], "weight_index": exported.index[GRAPH_NAME],
+                    **unet_io, "task_channels": mtu.task_in_channels(t),
+                    "task_tensors": [{"name": n, "shape": list(values[t][n].shape), "dtype": dtype} for n in names],
+                    "flops": flops.to_dict(), "parity": res.to_dict() | {"provider": "CPUExecutionProvider",
+                                                                         "adapter_active": True}})
+    return out
+
+
+def _unet_io(spec) -> dict:
+    """The manifest's ``inputs``/``outputs`` of the shared graph: the UNet's (the task tensors are listed apart)."""
+    d = spec.to_dict()
+    return {"inputs": d["inputs"][:3], "outputs": d["outputs"]}
+
+
+def _adapter_runner(graph, adapter, channels: int):
+    """``inputs -> output`` of the shared graph with ``adapter`` active, the sample zero-padded to ``channels``."""
+    import numpy as np
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(graph), opts, providers=["CPUExecutionProvider"])
+    lora = ort.LoraAdapter()
+    lora.Load(str(adapter))
+    run_options = ort.RunOptions()
+    run_options.add_active_adapter(lora)
+
+    def run(inputs):
+        x = inputs["sample"]
+        pad = np.zeros((x.shape[0], channels - x.shape[1], *x.shape[2:]), x.dtype)
+        feed = dict(inputs, sample=np.concatenate([x, pad], 1))
+        return sess.run(None, feed, run_options)[0]
+    run.keep = (sess, lora)
+    return run
+
+
 def export_coreml(job: ExportJob) -> list[dict]:
     """ML Programs through torch.export; parity where Core ML runs (macOS), structure everywhere."""
     import shutil
@@ -208,6 +291,13 @@ def export_tensorrt(job: ExportJob) -> list[dict]:
     return out
 
 
+def export_onnx_layouts(job: ExportJob) -> list[dict]:
+    """ONNX in each asked-for layout: one folded graph per task (``graphs``), or one shared graph and an
+    adapter per task (``adapters``)."""
+    out = export_onnx(job) if "graphs" in job.cfg.layout or "tensorrt" in job.cfg.formats else []
+    return out + (export_onnx_adapters(job) if "adapters" in job.cfg.layout else [])
+
+
 #: format -> exporter, in the order they run.
 EXPORTERS: dict[str, Callable[[ExportJob], list[dict]]] = {
-    "diffusers": export_diffusers, "onnx": export_onnx, "coreml": export_coreml, "tensorrt": export_tensorrt}
+    "diffusers": export_diffusers, "onnx": export_onnx_layouts, "coreml": export_coreml, "tensorrt": export_tensorrt}

@@ -39,6 +39,8 @@ from taskfold.runtime.backends import BACKENDS
 from .parity import TOLERANCES, default_timesteps, raise_on_failures
 
 FORMATS = ("onnx", "coreml", "tensorrt", "diffusers")
+#: How the ONNX tasks of a package are laid out (taskfold.export.adapters).
+LAYOUTS = ("graphs", "adapters")
 MIN_OPSET = 17
 
 
@@ -63,6 +65,7 @@ class ExportConfig(Config):
     label = "export config"
 
     formats: tuple[str, ...] = ("onnx",)
+    layout: tuple[str, ...] = ("graphs",)
     tasks: tuple[str, ...] = ("all",)
     precision: str = "fp32"
     batch: int = 1
@@ -83,6 +86,11 @@ class ExportConfig(Config):
     def __post_init__(self):
         object.__setattr__(self, "formats", tuple(self.formats))
         object.__setattr__(self, "tasks", tuple(self.tasks))
+        object.__setattr__(self, "layout", tuple(self.layout))
+        if not self.layout or any(x not in LAYOUTS for x in self.layout) or len(set(self.layout)) != len(self.layout):
+            raise ConfigError(f"--layout {','.join(self.layout) or '(none)'} is not one or both of "
+                              f"{', '.join(LAYOUTS)}", hint="graphs: one folded graph per task; adapters: one shared "
+                                                            "graph and an ONNX Runtime adapter per task")
         bad = [f for f in self.formats if f not in FORMATS]
         if bad or not self.formats:
             raise ConfigError(f"unknown export format(s) {bad or '(none)'}; choose from {', '.join(FORMATS)}")

@@ -181,9 +181,12 @@ COMPONENT_GRAPH = Obj({"file": NAME, "inputs": ListOf(TENSOR, 1)}, {"weights": L
 TASK = Obj({"inputs": ListOf(one_of(*INPUT_PARTS), 1), "uses_text": BOOL, "guidance": one_of(*GUIDANCE_KINDS),
             "guidance_scale": NUM, "in_channels": POS},
            {"name": STR, "image_guidance_scale": Opt(NUM), "graphs": DictOf(PATH)})
+LAYOUTS = ("graphs", "adapters")
 GRAPH = Obj({"task": STR, "format": STR, "path": PATH},
             {"precision": STR, "external_data": ListOf(PATH), "weight_index": Opt(PATH), "inputs": ListOf(TENSOR, 1),
-             "outputs": ListOf(TENSOR, 1), "function": STR, "refittable_engine": PATH, "refit_from": PATH})
+             "outputs": ListOf(TENSOR, 1), "function": STR, "refittable_engine": PATH, "refit_from": PATH,
+             "layout": one_of(*LAYOUTS), "adapter": PATH, "backbone_id": NONNEG, "task_channels": POS,
+             "task_tensors": ListOf(TENSOR)})
 MANIFEST_SCHEMA = Obj({
     "format": STR,
     "schema_version": INT,
@@ -246,6 +249,9 @@ def validate_manifest(doc: Any) -> dict:
                                f"({', '.join(doc['tasks'])})", hint="re-export the package")
         if g["format"] != "diffusers":  # graphs a runtime runs declare their inputs and outputs
             Obj({"inputs": ListOf(TENSOR, 1), "outputs": ListOf(TENSOR, 1)})(g, f"manifest.graphs[{i}]")
+        if g.get("layout") == "adapters":  # and a shared graph's task says which adapter and backbone it is
+            Obj({"adapter": PATH, "backbone_id": NONNEG, "task_channels": POS, "task_tensors": ListOf(TENSOR, 1)})(
+                g, f"manifest.graphs[{i}]")
     for name, t in doc["tasks"].items():
         if t["inputs"][0] != "noisy":
             raise PackageError(f"manifest: tasks[{name!r}].inputs must start with 'noisy', got {t['inputs']}",

@@ -132,6 +132,33 @@ def ort_session(path: Path, *, providers: list[str], threads: int | None = None,
                            hint="`taskfold verify PKG` checks the package's files") from None
 
 
+def load_adapter(ort, path: Path, graph: dict, reader: PackageReader):
+    """An ONNX Runtime adapter of the shared graph, checked against the manifest before it is used.
+
+    It must belong to this package's backbone (its ``model_version`` is the backbone id the
+    manifest records) and hold exactly the task tensors the graph takes, with their shapes and
+    dtypes; anything else is one :class:`PackageError`.
+    """
+    where = f"adapter {path.name}"
+    try:
+        fmt = ort.AdapterFormat.read_adapter(str(path))
+        params = {k: v.numpy() for k, v in fmt.get_parameters().items()}
+        owner = fmt.get_model_version()
+    except Exception as e:  # ORT's own exception types for a file that is not an adapter
+        raise reader._fail(f"{where} is not an ONNX Runtime adapter ({str(e).splitlines()[0][:200]})") from None
+    if owner != graph["backbone_id"]:
+        raise reader._fail(f"{where} belongs to another backbone (id {owner}; this package's is "
+                           f"{graph['backbone_id']}): an adapter from another package")
+    want = {t["name"]: (tuple(t["shape"]), t["dtype"]) for t in graph["task_tensors"]}
+    got = {k: (tuple(v.shape), v.dtype.name) for k, v in params.items()}
+    if got != want:
+        diff = sorted(set(got) ^ set(want)) or [k for k in want if got[k] != want[k]]
+        raise reader._fail(f"{where} does not hold the graph's task tensors (first difference: {diff[0]!r})")
+    adapter = ort.LoraAdapter()
+    adapter.Load(str(path))
+    return adapter
+
+
 class UNetCall:
     """``call(sample, timestep, encoder_hidden_states) -> noise`` for one task (numpy in and out).
 
@@ -172,7 +199,7 @@ class Package:
     """An exported taskfold package opened for inference. See the module docstring."""
 
     def __init__(self, path: str | Path, *, backend: str = "onnx", provider: str = "cpu", verify: bool = True,
-                 share_weights: bool = True, threads: int | None = None):
+                 share_weights: bool = True, threads: int | None = None, layout: str | None = None):
         self.path = Path(path)
         self._reader = PackageReader(self.path, verify=verify)
         self.manifest = self._reader.manifest
@@ -189,6 +216,13 @@ class Package:
             raise ConfigError(f"package {str(self.path)!r} has no {backend} graphs (it has: "
                               f"{', '.join(sorted(formats)) or 'none'})",
                               hint=f"re-export with `taskfold export --format {backend}`")
+        layouts = sorted({g.get("layout", "graphs") for g in self.manifest["graphs"] if g["format"] == backend})
+        if layout is None:  # the package's own layout; with both, the adapters one (see the README)
+            layout = "adapters" if "adapters" in layouts else layouts[0]
+        if layout not in layouts:
+            raise ConfigError(f"package {str(self.path)!r} has no {backend} graphs in the {layout!r} layout (it has "
+                              f"{', '.join(layouts)})", hint="re-export with `taskfold export --layout " + layout + "`")
+        self.layout = layout
         self._sessions: dict[str, object] = {}
         self._weights = WeightStore()
         self._tokenizer = None
@@ -221,7 +255,7 @@ class Package:
     def graph(self, task: str) -> dict:
         self.task(task)
         for g in self.manifest["graphs"]:
-            if g["task"] == task and g["format"] == self.backend:
+            if g["task"] == task and g["format"] == self.backend and g.get("layout", "graphs") == self.layout:
                 return g
         raise ConfigError(f"package {str(self.path)!r} has no {self.backend} graph for task {task!r}",
                           hint=f"re-export with `taskfold export --format {self.backend} --tasks {task}`")
@@ -248,7 +282,9 @@ class Package:
         batch = _Batching(g["inputs"][0]["shape"][0] if isinstance(g["inputs"][0]["shape"][0], int) else None)
         dtype = np.dtype(g["inputs"][0]["dtype"])
         self._checked(self._reader.graph_files(g))
-        if self.backend == "onnx":
+        if self.backend == "onnx" and self.layout == "adapters":
+            call, keep = self._adapter_call(g, dtype)
+        elif self.backend == "onnx":
             weights = self._reader.weight_records(g["weight_index"], g["path"]) \
                 if self.share_weights and g.get("weight_index") else None
             store = self._weights if weights else None
@@ -271,6 +307,27 @@ class Package:
             keep = (run,)
         self._sessions[task] = UNetCall(call, batch, keep)
         return self._sessions[task]
+
+    def _adapter_call(self, g: dict, dtype):
+        """The shared graph's one session (fully optimised, pre-packed) with this task's adapter active."""
+        ort = ONNX.check_installed()
+        key = ("backbone", g["path"])
+        if key not in self._sessions:
+            self._sessions[key] = ort_session(self._reader.path(g["path"]), providers=self._providers,
+                                              threads=self.threads)
+        sess = self._sessions[key]
+        adapter = load_adapter(ort, self._reader.path(g["adapter"]), g, self._reader)
+        run_options = ort.RunOptions()
+        run_options.add_active_adapter(adapter)
+        out_name = sess.get_outputs()[0].name
+        channels = int(g["inputs"][0]["shape"][1])
+
+        def call(x, t, h):
+            if x.shape[1] < channels:  # a narrower task: its conv_in weight is zero on the padding
+                x = np.concatenate([x, np.zeros((x.shape[0], channels - x.shape[1], *x.shape[2:]), x.dtype)], 1)
+            return sess.run([out_name], {"sample": x.astype(dtype), "timestep": t.astype(np.float32),
+                                         "encoder_hidden_states": h.astype(dtype)}, run_options)[0].astype(np.float32)
+        return call, (sess, adapter, run_options)
 
     def _component(self, key: str, folder: str, rec: dict):
         if key not in self._sessions:

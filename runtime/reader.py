@@ -284,7 +284,7 @@ class PackageReader:
                 for f in self.onnx_files(r, where) if r.endswith(".onnx") else [r]:
                     self.path(f, where)
                     _add(files, f)
-        for extra in graph.get("external_data", []):
+        for extra in graph.get("external_data", []) + ([graph["adapter"]] if graph.get("adapter") else []):
             self.path(extra, where)
             _add(files, extra)
         if graph.get("weight_index"):

@@ -237,7 +237,7 @@ def _cmd_pretrain(args) -> int:
 
 # --- export / verify ---------------------------------------------------------------------
 
-EXPORT_FIELDS = ("formats", "tasks", "precision", "batch", "height", "width", "text_len", "dynamic", "opset", "optimize",
+EXPORT_FIELDS = ("formats", "layout", "tasks", "precision", "batch", "height", "width", "text_len", "dynamic", "opset", "optimize",
                  "ort_mobile", "coreml_precision", "coreml_multifunction", "palettize", "trt_refit", "parity_timesteps")
 
 
@@ -250,6 +250,8 @@ def _add_export(sub):
                                    "must pass the parity gate against the MTU model, or nothing is written.")
     p.add_argument("model", help="MTU model directory (from `taskfold upcycle` or `taskfold train`)")
     option(p, E, "formats", help="comma-separated: onnx, coreml, tensorrt, diffusers")
+    option(p, E, "layout", help="ONNX: graphs (one folded graph per task), adapters (one shared graph + an "
+                                "ONNX Runtime adapter per task), or graphs,adapters")
     option(p, E, "tasks", help="tasks to export, or 'all'")
     option(p, E, "precision", choices=["fp32", "fp16"], help="ONNX/TensorRT precision")
     option(p, E, "batch", help="batch size of the graphs")
