@@ -138,6 +138,7 @@ class Contender:
     graph_bytes: int | None = None
     parity: dict | None = None
     memory_added: int | None = None
+    elementwise_flops: int | None = None  # the adapters layout's per-task FFN scales (not in ``flops``)
     times: list[float] = field(default_factory=list)
     keep: object = None  # what the call needs alive (e.g. the mapped weights behind a session)
 
@@ -258,7 +259,8 @@ def prepare(cfg: BenchConfig, work: Path, log=print) -> Plan:
         say(f"preset:{cfg.preset} upcycled for {', '.join(tasks)} with {cfg.experts} experts "
             f"({time.perf_counter() - start:.0f} s)")
         formats = {"onnx": ("onnx",), "tensorrt": ("onnx",), "coreml": ("coreml",)}[cfg.backend]
-        export_cfg = ExportConfig(formats=formats, precision=cfg.resolved_precision, batch=cfg.batch,
+        layouts = ("graphs", "adapters") if cfg.backend == "onnx" and mtu.config.norm_mode == "task" else ("graphs",)
+        export_cfg = ExportConfig(formats=formats, layout=layouts, precision=cfg.resolved_precision, batch=cfg.batch,
                                   height=cfg.height, width=cfg.width, parity_timesteps=cfg.parity_timesteps)
         pkg = work / "package"
         export_package(mtu, export_cfg, pkg, log=say)
@@ -447,9 +449,11 @@ def measure_group(plan_path: Path, group: str, out_path: Path, log=print) -> dic
         contenders.append(c)
     say(f"{GROUPS.get(group, group)}: {', '.join(c.name for c in contenders)} open")
     measure(contenders, cfg.runs, cfg.warmup, say)
+    switch = C.switch_costs(contenders, cfg.runs) if group != "eager" else None
     fields = ("name", "role", "engine", "flops", "flops_method", "conv_in_flops", "task", "graph_bytes", "parity",
-              "memory_added", "times")
+              "memory_added", "elementwise_flops", "times")
     result = {"contenders": [{k: getattr(c, k) for k in fields} for c in contenders], "matmul_peaks": peaks,
+              "switch": switch,
               "peak_rss_bytes": machine.peak_rss_bytes(), "threads": {"torch": torch.get_num_threads()}}
     write_json_atomic(out_path, result)
     return result
@@ -488,10 +492,12 @@ def summarize(contenders: list[dict], peak_gflops: float | None) -> list[dict]:
     same process, in the same rounds).
     """
     base = next(c for c in contenders if c["role"] == "base")
+    plain = next((c for c in contenders if c["role"] == "base-plain"), None)
     eager_base = next((c for c in contenders if c["role"] == "eager-base"), None)
     rows = []
     for c in contenders:
-        ref = eager_base if c["role"].startswith("eager") else base
+        # folded graphs against the base opened the same way; the shared graph against what a user would run
+        ref = eager_base if c["role"].startswith("eager") else plain if c["role"] == "adapters" and plain else base
         lat = _stats(c["times"])
         paired = [t / tb for t, tb in zip(c["times"], ref["times"])]
         gflops = c["flops"] / lat["median"] / 1e9 if c["flops"] else None
@@ -503,10 +509,13 @@ def summarize(contenders: list[dict], peak_gflops: float | None) -> list[dict]:
             if ref["flops"] else None,
             "latency_s": lat, "times_s": c["times"],
             "ratio_to_reference": _stats(paired) | {"of_medians": lat["median"] / _stats(ref["times"])["median"]},
+            "ratio_to_plain_base": _stats([t / tb for t, tb in zip(c["times"], plain["times"])])
+            if plain and not c["role"].startswith("eager") else None,
             "achieved_gflops": gflops,
             "x_matmul_floor": (lat["median"] / (c["flops"] / (peak_gflops * 1e9))) if peak_gflops and c["flops"]
             else None,
             "memory_added_bytes": c["memory_added"], "graph_bytes": c["graph_bytes"], "parity": c["parity"],
+            "elementwise_flops": c.get("elementwise_flops"),
         })
     return rows
 
@@ -560,6 +569,7 @@ def run_bench(cfg: BenchConfig, out: str | Path, overwrite: bool = False, log=pr
             "seconds": {"prepare": round(t_prep, 1), "measure": round(t_measure, 1),
                         "total": round(time.perf_counter() - t0, 1)},
             "rows": rows,
+            "task_switch": next((m["switch"] for m in measured if m.get("switch")), None),
         }
         write_json_atomic(tmp / "report.json", report)
         write_bytes_atomic(tmp / "report.md", markdown(report).encode())

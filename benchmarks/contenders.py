@@ -57,15 +57,30 @@ def _graph_items(plan: Plan) -> list[dict]:
               "weights": ref["weights"], "spec": _spec(ref["spec"]), "parity": plan.parity.get("base"),
               "conv_in": conv_in_flops(config, latent, b, h, w)}]
     items[0]["feeds"] = [_numpy_inputs(items[0]["spec"], b, h, w)]
-    graphs = {g["task"]: g for g in plan.manifest["graphs"] if g["format"] == "onnx"}
+    items.append(dict(items[0], name="base (plain ORT)", role="base-plain"))
+    graphs = {g["task"]: g for g in plan.manifest["graphs"] if g["format"] == "onnx"
+              and g.get("layout", "graphs") == "graphs"}
     for task in plan.tasks:
-        g = graphs[task]
+        g = graphs.get(task)
+        if g is None:
+            continue
         channels = plan.manifest["tasks"][task]["in_channels"]
         spec = unet_graph_spec(config, channels, b, h, w, s["text_len"], g["inputs"][0]["dtype"])
         items.append({"name": task, "role": "folded", "task": task, "root": Path(plan.package), "path": g["path"],
                       "index": g.get("weight_index"), "weights": g.get("external_data", []), "spec": spec,
                       "parity": g.get("parity"), "conv_in": conv_in_flops(config, channels, b, h, w),
                       "feeds": [_numpy_inputs(spec, b, h, w)]})
+    shared = {g["task"]: g for g in plan.manifest["graphs"] if g.get("layout") == "adapters"}
+    for task in plan.tasks:
+        if task in shared:
+            g = shared[task]
+            spec = unet_graph_spec(config, g["task_channels"], b, h, w, s["text_len"], g["inputs"][0]["dtype"])
+            items.append({"name": f"{task} (adapter)", "role": "adapters", "task": task, "root": Path(plan.package),
+                          "path": g["path"], "index": g.get("weight_index"), "adapter": g["adapter"],
+                          "weights": g.get("external_data", []) + [g["adapter"]], "spec": spec,
+                          "parity": g.get("parity"), "feeds": [_numpy_inputs(spec, b, h, w)],
+                          "conv_in": conv_in_flops(config, g["inputs"][0]["shape"][1], b, h, w),
+                          "channels": g["inputs"][0]["shape"][1]})
     if "unfolded" in plan.reference_graphs:
         ref = plan.reference_graphs["unfolded"]
         spec = _spec(ref["spec"])
@@ -85,11 +100,11 @@ def _graph_items(plan: Plan) -> list[dict]:
     return items
 
 
-def _onnx_caller(sess, feed: dict, provider: str):
+def _onnx_caller(sess, feed: dict, provider: str, run_options=None):
     """``call()`` running ``sess`` once on ``feed``; on CUDA the inputs stay on the GPU (I/O binding)."""
     if provider != "cuda":
         out = [sess.get_outputs()[0].name]
-        return lambda: sess.run(out, feed)
+        return lambda: sess.run(out, feed, run_options)
     import onnxruntime as ort
 
     binding = sess.io_binding()
@@ -101,7 +116,7 @@ def _onnx_caller(sess, feed: dict, provider: str):
     binding.bind_output(sess.get_outputs()[0].name, "cuda")
 
     def call():
-        sess.run_with_iobinding(binding)
+        sess.run_with_iobinding(binding, run_options)
         binding.synchronize_outputs()
     call.keep = keep  # the device inputs live as long as the call
     return call
@@ -112,32 +127,91 @@ def _cycle(calls):
 
 
 def onnx_contenders(cfg: BenchConfig, plan: Plan) -> list[Contender]:
-    """The base, folded and unfolded graphs in ONNX Runtime, opened as the runtime opens them."""
+    """The base, folded, shared-graph (adapters) and unfolded graphs in ONNX Runtime, opened as the runtime opens
+    them, and the base graph opened plainly (``ORT_ENABLE_ALL``, pre-packed: what a user exporting it alone gets)."""
     from taskfold.export.flops import onnx_flops
-    from taskfold.runtime.package import WeightStore, ort_session
+    from taskfold.runtime.package import WeightStore, load_adapter, ort_session
     from taskfold.runtime.reader import PackageReader, local_weight_records
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cfg.provider == "cuda" \
         else ["CPUExecutionProvider"]
     stores: dict[Path, object] = {}
+    shared: dict[str, object] = {}
     package = PackageReader(plan.package, verify=False)  # verified when the plan was made
     out = []
     for it in _graph_items(plan):
-        store = stores.setdefault(it["root"], WeightStore()) if cfg.share_weights else None
-        if it["role"] == "folded":  # the package's own graph: through the package reader
-            path = package.path(it["path"])
-            weights = package.weight_records(it["index"], it["path"]) if store is not None and it["index"] else None
-        else:  # a reference graph this bench exported itself
-            path = it["root"] / it["path"]
-            weights = local_weight_records(it["root"], it["index"], it["path"]) if store is not None else None
-        sess = ort_session(path, providers=providers, threads=cfg.threads, weights=weights, store=store)
+        store = stores.setdefault(it["root"], WeightStore()) if cfg.share_weights and it["role"] in (
+            "base", "folded", "unfolded") else None
+        run_options = adapter = None
+        if it["role"] == "adapters":  # one session for every task, each call with its task's adapter
+            g = next(g for g in plan.manifest["graphs"] if g.get("adapter") == it["adapter"])
+            if it["path"] not in shared:
+                shared[it["path"]] = ort_session(package.path(it["path"]), providers=providers, threads=cfg.threads)
+            sess = shared[it["path"]]
+            import onnxruntime as ort
+
+            adapter = load_adapter(ort, package.path(it["adapter"]), g, package)
+            feeds = [_padded(f, it["channels"]) for f in it["feeds"]]
+            if cfg.provider == "cuda":  # I/O binding ignores active adapters: bind the task tensors as inputs
+                values = {k: v.numpy() for k, v in
+                          ort.AdapterFormat.read_adapter(str(package.path(it["adapter"]))).get_parameters().items()}
+                feeds = [dict(f, **values) for f in feeds]
+            else:
+                run_options = ort.RunOptions()
+                run_options.add_active_adapter(adapter)
+        else:
+            if it["role"] == "folded":  # the package's own graph: through the package reader
+                path = package.path(it["path"])
+                weights = package.weight_records(it["index"], it["path"]) if store is not None and it["index"] \
+                    else None
+            else:  # a reference graph this bench exported itself
+                path = it["root"] / it["path"]
+                weights = local_weight_records(it["root"], it["index"], it["path"]) if store is not None else None
+            sess = ort_session(path, providers=providers, threads=cfg.threads, weights=weights, store=store)
+            feeds = it["feeds"]
         c = Contender(it["name"], it["role"], f"onnxruntime {cfg.provider}",
-                      _cycle([_onnx_caller(sess, f, cfg.provider) for f in it["feeds"]]),
+                      _cycle([_onnx_caller(sess, f, cfg.provider, run_options) for f in feeds]),
                       onnx_flops(it["root"] / it["path"]).total, "onnx graph", it["conv_in"], task=it["task"],
                       graph_bytes=_file_bytes(it["root"], [it["path"], *it["weights"]]), parity=it["parity"])
-        c.keep = stores  # sessions read the mapped weights in place: the stores must outlive them
+        # sessions read the mapped weights in place, run options point at their adapter: all must outlive the call
+        c.keep = (stores, sess, run_options, adapter)
+        if it["role"] == "adapters":
+            g = next(g for g in plan.manifest["graphs"] if g.get("adapter") == it["adapter"])
+            c.elementwise_flops = g["flops"]["by_op"].get("Mul (elementwise)")
         out.append(c)
     return out
+
+
+def _padded(feed: dict, channels: int) -> dict:
+    x = feed["sample"]
+    pad = np.zeros((x.shape[0], channels - x.shape[1], *x.shape[2:]), x.dtype)
+    return dict(feed, sample=np.concatenate([x, pad], 1))
+
+
+def switch_costs(contenders: list[Contender], rounds: int) -> dict | None:
+    """The shared graph's call time right after a task switch against a repeated call of the same task.
+
+    Per round: call task A once (untimed), time A again (repeated), then time B (after a switch),
+    cycling A, B through the tasks. Medians in seconds.
+    """
+    adapters = [c for c in contenders if c.role == "adapters"]
+    if len(adapters) < 2:
+        return None
+    import time
+
+    repeated, switched = [], []
+    for r in range(max(rounds, 3)):
+        a, b = adapters[r % len(adapters)], adapters[(r + 1) % len(adapters)]
+        a.call(0)
+        t = time.perf_counter()
+        a.call(0)
+        repeated.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        b.call(0)
+        switched.append(time.perf_counter() - t)
+    return {"repeated_s": float(np.median(repeated)), "after_switch_s": float(np.median(switched)),
+            "ratio": float(np.median(np.asarray(switched) / np.asarray(repeated))), "rounds": len(repeated),
+            "repeated_times_s": repeated, "after_switch_times_s": switched}
 
 
 def tensorrt_contenders(cfg: BenchConfig, plan: Plan) -> list[Contender]:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from .machine import one_line
 
-ROLE_LABEL = {"base": "base UNet", "folded": "folded task", "unfolded": "unfolded multi-task",
+ROLE_LABEL = {"base": "base UNet", "base-plain": "base UNet, plain ORT_ENABLE_ALL session", "folded": "folded task",
+              "adapters": "shared graph + task adapter", "unfolded": "unfolded multi-task",
               "eager-base": "base UNet", "eager-unfolded": "unfolded multi-task (MTU)"}
 
 
@@ -37,6 +38,11 @@ def _label(row: dict) -> str:
     return row["name"] if row["role"] != "folded" else f"{row['name']} (folded)"
 
 
+def _vs_plain(row: dict) -> str:
+    r = row.get("ratio_to_plain_base")
+    return "–" if not r else f"{r['median']:.3f}"
+
+
 def findings(report: dict) -> list[str]:
     """The sentences a reader comes for: iso-FLOP, iso-latency, the unfolded cost, the floor."""
     rows = report["rows"]
@@ -49,6 +55,24 @@ def findings(report: dict) -> list[str]:
         out.append(f"Folded task graphs count {min(fr):.6f}–{max(fr):.6f} × the base UNet's FLOPs (conv_in aside; "
                    f"{min(r['flop_ratio'] for r in folded):.6f}–{max(r['flop_ratio'] for r in folded):.6f} with it) "
                    f"and take {min(lr):.3f}–{max(lr):.3f} × its time (median of per-round ratios).")
+    shared = [r for r in rows if r["role"] == "adapters"]
+    if shared:
+        lr = [r["ratio_to_reference"]["median"] for r in shared]
+        fr = [r["flop_ratio"] for r in shared]
+        out.append(f"Adapters layout: every task through one shared graph and session takes {min(lr):.3f}–"
+                   f"{max(lr):.3f} × the time of the base UNet in a plain ONNX Runtime session (ORT_ENABLE_ALL, "
+                   f"pre-packed), for {min(fr):.6f}–{max(fr):.6f} × its FLOPs (the sample padded to the widest "
+                   "task's conv_in; the per-task FFN scales are counted apart, in the FLOPs table's notes).")
+        if folded:
+            gr = [r["ratio_to_plain_base"]["median"] for r in folded if r.get("ratio_to_plain_base")]
+            if gr:
+                out.append(f"Graphs layout in the same run: the folded task graphs take {min(gr):.3f}–{max(gr):.3f} "
+                           "× the plain base session's time.")
+    sw = report.get("task_switch")
+    if sw:
+        out.append(f"Switching task in the shared session: the first call after a switch takes "
+                   f"{sw['after_switch_s'] * 1e3:,.1f} ms against {sw['repeated_s'] * 1e3:,.1f} ms for a repeated "
+                   f"call (median of {sw['rounds']} pairs; ratio {sw['ratio']:.3f}); no session is opened.")
     unf = next((r for r in rows if r["role"] == "unfolded"), None)
     if unf:
         m = unf["ratio_to_reference"]["median"]
@@ -94,16 +118,24 @@ def markdown(report: dict) -> str:
         lines.append(f"| {_label(r)} | {ROLE_LABEL[r['role']]} | {_g(r['flops'])} | {_ratio(r['flop_ratio'], 6)} | "
                      f"{_ratio(r['flop_ratio_conv_in_aside'], 6)} | {r['conv_in_flops'] / 1e6:,.1f} | "
                      f"{r['flops_method']} | {perr} |")
+    shared = next((r for r in rows if r["role"] == "adapters" and r.get("elementwise_flops")), None)
+    if shared:
+        base = next(r for r in rows if r["role"] == "base")
+        e = shared["elementwise_flops"]
+        lines += ["", f"The shared graph (adapters layout) also multiplies every FFN's hidden units by the task's "
+                      f"scales: {e / 1e6:,.1f} MFLOPs per call, {e / base['flops'] * 100:.4f} % of the base's count "
+                      f"(with them: {(shared['flops'] + e) / base['flops']:.6f} × the base). Its conv_in takes the "
+                      "widest task's channels for every task (the conv_in column)."]
     lines += ["", "## Latency per UNet call", "",
-              "| graph | engine | median (ms) | p10 | p90 | ratio to base: median [p10, p90] | GFLOP/s | "
-              "× matmul floor | memory added (MiB) | on disk (MB) |",
-              "|---|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+              "| graph | engine | median (ms) | p10 | p90 | ratio to its reference: median [p10, p90] | "
+              "ratio to plain base | GFLOP/s | × matmul floor | memory added (MiB) | on disk (MB) |",
+              "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         lat, rr = r["latency_s"], r["ratio_to_reference"]
         ratio = "1 (reference)" if r["name"] == r["reference"] else \
-            f"{rr['median']:.3f} [{rr['p10']:.3f}, {rr['p90']:.3f}]"
+            f"{rr['median']:.3f} [{rr['p10']:.3f}, {rr['p90']:.3f}] ({r['reference']})"
         lines.append(f"| {_label(r)} | {r['engine']} | {lat['median'] * 1e3:,.1f} | {lat['p10'] * 1e3:,.1f} | "
-                     f"{lat['p90'] * 1e3:,.1f} | {ratio} | "
+                     f"{lat['p90'] * 1e3:,.1f} | {ratio} | {_vs_plain(r)} | "
                      f"{'–' if r['achieved_gflops'] is None else format(r['achieved_gflops'], ',.1f')} | "
                      f"{_ratio(r['x_matmul_floor'], 2)} | {_mib(r['memory_added_bytes'])} | {_mb(r['graph_bytes'])} |")
     peaks = "; ".join(f"{p['engine']} {p['n']}³ {p['dtype']}: {p['best_gflops']:,.1f} GFLOP/s best, "
@@ -144,7 +176,8 @@ def plot_latency(report: dict, path: str | Path) -> Path:
     med = [r["latency_s"]["median"] * 1e3 for r in rows]
     lo = [m - r["latency_s"]["p10"] * 1e3 for m, r in zip(med, rows)]
     hi = [r["latency_s"]["p90"] * 1e3 - m for m, r in zip(med, rows)]
-    colours = {"base": "#4c72b0", "folded": "#55a868", "unfolded": "#c44e52", "eager-base": "#8172b2",
+    colours = {"base": "#4c72b0", "base-plain": "#64b5cd", "folded": "#55a868", "adapters": "#ccb974",
+               "unfolded": "#c44e52", "eager-base": "#8172b2",
                "eager-unfolded": "#937860"}
     fig, ax = plt.subplots(figsize=(8, 0.55 * len(rows) + 1.6), dpi=110)
     y = list(range(len(rows)))[::-1]
