@@ -409,7 +409,9 @@ class Package:
     def model(self, task: str) -> Model:
         """What :func:`~taskfold.runtime.sampler.sample` drives for ``task``: its graph and the package's
         text encoder and codec."""
-        return Model(self.unet(task), self.encode_text, self.encode_images, self.decode)
+        shape0 = self.graph(task)["inputs"][0]["shape"][0]
+        return Model(self.unet(task), self.encode_text, self.encode_images, self.decode,
+                     max_batch=shape0 if isinstance(shape0, int) else None)
 
     def generate(self, task: str, prompt: str | list[str] = "", *, image=None, mask=None, steps: int = 20,
                  scheduler: str = "ddim", guidance_scale: float | None = None,

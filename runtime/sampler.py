@@ -49,6 +49,9 @@ class Model:
     encode_text: Callable[[list[str]], Array]
     encode_images: Callable[[Array], Array]
     decode: Callable[[Array], Array]
+    #: the most samples one ``unet`` call takes at once (``None``: any): when a step's guidance
+    #: evaluations fit, they run as one batched call instead of one call each.
+    max_batch: int | None = 1
 
 
 def nearest(mask: Array, size: tuple[int, int]) -> Array:
@@ -137,12 +140,15 @@ def sample(model: Model, spec: TaskSpec, prompts: list[str], *, scheduler_config
     for i in range(start, len(sched.timesteps)):
         xin = sched.scale_model_input(x, i)
         ts = np.full((b,), float(sched.timesteps[i]), dtype=np.float32)
-        outs = []
-        for cond in G.guidance_batches(spec.guidance):
-            sample_in = xin if image_parts is None else \
-                np.concatenate([xin, image_parts if cond.image else np.zeros_like(image_parts)], 1)
-            states = text if cond.text or spec.guidance == "none" else empty
-            outs.append(np.asarray(model.unet(sample_in, ts, states), np.float32))
+        evals = [(xin if image_parts is None else
+                  np.concatenate([xin, image_parts if c.image else np.zeros_like(image_parts)], 1),
+                  text if c.text or spec.guidance == "none" else empty) for c in G.guidance_batches(spec.guidance)]
+        if len(evals) > 1 and (model.max_batch is None or model.max_batch >= b * len(evals)):
+            out = model.unet(np.concatenate([e[0] for e in evals]), np.tile(ts, len(evals)),
+                             np.concatenate([e[1] for e in evals]))
+            outs = np.split(np.asarray(out, np.float32), len(evals))
+        else:
+            outs = [np.asarray(model.unet(x_in, ts, states), np.float32) for x_in, states in evals]
         eps = G.combine(spec.guidance, outs, text_scale=s_text, image_scale=s_img if s_img is not None else 1.0)
         x = sched.step(eps.astype(np.float32), i, x)
     return model.decode(x)
