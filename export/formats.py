@@ -180,6 +180,79 @@ def _adapter_runner(graph, adapter, channels: int):
     return run
 
 
+def export_coreml_layouts(job: ExportJob) -> list[dict]:
+    """CoreML in each asked-for layout: per-task ML programs (``graphs``), and/or one multifunction package of
+    the shared-graph form (``adapters``: one function per task, the experts stored once)."""
+    out = export_coreml(job) if "graphs" in job.cfg.layout else []
+    return out + (export_coreml_adapters(job) if "adapters" in job.cfg.layout else [])
+
+
+def export_coreml_adapters(job: ExportJob) -> list[dict]:
+    """The adapters layout for Core ML: each task's shared-graph form (its task tensors constant) converted and
+    saved as one function of ``coreml/shared.mlpackage``; constants equal across functions — every expert,
+    the whole backbone — are stored once. Each function passes the structural check against the first one;
+    parity where Core ML runs (macOS)."""
+    import shutil
+    import sys
+    import tempfile
+
+    from . import coreml
+    from .adapters import AdapterUNetGraph, widest
+
+    cfg, mtu = job.cfg, job.mtu
+    spec = _coreml_spec(job, widest(mtu))
+    scratch = Path(tempfile.mkdtemp(prefix=".coreml-adapters-", dir=job.tmp))
+    paths, out, reference_ops = {}, [], None
+    on_mac = COREML.can_run_here()
+    try:
+        for t in job.tasks:
+            _, model = _coreml_convert(job, None, module=None, graph=AdapterUNetGraph(mtu, fixed=t), spec=spec)
+            ops = coreml.op_histogram(model)
+            reference_ops = reference_ops or ops
+            problems = coreml.structural_problems(model, spec, reference_ops)
+            if problems:
+                from taskfold.errors import ParityError
+
+                raise ParityError(f"CoreML shared-graph function of task {t!r} differs from the first task's: "
+                                  + "; ".join(problems))
+            if cfg.palettize:
+                model = coreml.palettize(model, cfg.palettize)
+            paths[t] = scratch / f"{t}.mlpackage"
+            coreml.save(model, paths[t])
+        rel = "coreml/shared.mlpackage"
+        coreml.save_multifunction(paths, job.tmp / rel, default_function=job.tasks[0])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    for t in job.tasks:
+        entry = {"task": t, "format": "coreml", "layout": "adapters", "path": rel, "function": t,
+                 "task_channels": mtu.task_in_channels(t), "precision": cfg.coreml_precision,
+                 "palettize_bits": cfg.palettize, **spec.to_dict()}
+        if on_mac:
+            res = job.gate(_padded_runner(lambda x, p=job.tmp / rel, f=t: coreml.predict(p, x, f), widest(mtu)), t,
+                           "coreml", cfg.coreml_precision, spec=_coreml_spec(job, mtu.task_in_channels(t)),
+                           tolerance=0.1 if cfg.palettize else None)
+            entry["parity"] = res.to_dict() | {"compute_units": "cpu_only"}
+        else:
+            entry["parity"] = {"status": "structural", "checked_on": sys.platform,
+                               "checks": "inputs/outputs as declared; op histogram == the first task's function",
+                               "reference_ops": sum(reference_ops.values()), "problems": []}
+        out.append(entry)
+    job.log(f"coreml (adapters): one package, {len(job.tasks)} functions, "
+            f"{coreml.package_bytes(job.tmp / rel) / 1e6:.1f} MB")
+    return out
+
+
+def _padded_runner(run, channels: int):
+    """``run`` fed the sample zero-padded to ``channels`` (a task narrower than the shared graph)."""
+    import numpy as np
+
+    def call(inputs):
+        x = inputs["sample"]
+        pad = np.zeros((x.shape[0], channels - x.shape[1], *x.shape[2:]), x.dtype)
+        return run(dict(inputs, sample=np.concatenate([x, pad], 1)))
+    return call
+
+
 def export_coreml(job: ExportJob) -> list[dict]:
     """ML Programs through torch.export; parity where Core ML runs (macOS), structure everywhere."""
     import shutil
@@ -233,16 +306,20 @@ def _coreml_spec(job: ExportJob, channels: int):
                            False)
 
 
-def _coreml_convert(job: ExportJob, task: str | None, module=None):
-    """``(spec, ML program)`` of a task's folded UNet (or of ``module`` with the base's channels)."""
+def _coreml_convert(job: ExportJob, task: str | None, module=None, graph=None, spec=None):
+    """``(spec, ML program)`` of a task's folded UNet (or of ``module`` with the base's channels, or of a
+    ready ``graph`` module with its ``spec``)."""
     import torch
 
     from . import coreml
     from .fold import fold
     from .graph import UNetGraph, example_inputs
 
-    spec = _coreml_spec(job, job.mtu.latent_channels if task is None else job.mtu.task_in_channels(task))
-    graph = UNetGraph(module if module is not None else fold(job.mtu, task)).eval()
+    if spec is None:
+        spec = _coreml_spec(job, job.mtu.latent_channels if task is None else job.mtu.task_in_channels(task))
+    if graph is None:
+        graph = UNetGraph(module if module is not None else fold(job.mtu, task))
+    graph = graph.eval()
     with torch.no_grad():
         model = coreml.convert(graph, spec, example_inputs(spec, job.cfg.batch, job.h, job.w), None,
                                precision=job.cfg.coreml_precision)
@@ -300,4 +377,5 @@ def export_onnx_layouts(job: ExportJob) -> list[dict]:
 
 #: format -> exporter, in the order they run.
 EXPORTERS: dict[str, Callable[[ExportJob], list[dict]]] = {
-    "diffusers": export_diffusers, "onnx": export_onnx_layouts, "coreml": export_coreml, "tensorrt": export_tensorrt}
+    "diffusers": export_diffusers, "onnx": export_onnx_layouts, "coreml": export_coreml_layouts,
+    "tensorrt": export_tensorrt}

@@ -249,7 +249,7 @@ def validate_manifest(doc: Any) -> dict:
                                f"({', '.join(doc['tasks'])})", hint="re-export the package")
         if g["format"] != "diffusers":  # graphs a runtime runs declare their inputs and outputs
             Obj({"inputs": ListOf(TENSOR, 1), "outputs": ListOf(TENSOR, 1)})(g, f"manifest.graphs[{i}]")
-        if g.get("layout") == "adapters":  # and a shared graph's task says which adapter and backbone it is
+        if g.get("layout") == "adapters" and g["format"] == "onnx":  # which adapter and backbone a task is
             Obj({"adapter": PATH, "backbone_id": NONNEG, "task_channels": POS, "task_tensors": ListOf(TENSOR, 1)})(
                 g, f"manifest.graphs[{i}]")
     for name, t in doc["tasks"].items():

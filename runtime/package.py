@@ -300,8 +300,11 @@ class Package:
             run = coreml_runner(self._reader.directory(g["path"]), g.get("function")) \
                 if self.backend == "coreml" else tensorrt_runner(self._reader.path(g["path"]))
             io_dtype = np.float32 if self.backend == "coreml" else dtype
+            width = int(g["inputs"][0]["shape"][1])
 
             def call(x, t, h):
+                if x.shape[1] < width:  # the shared-graph form: padded to the widest task
+                    x = np.concatenate([x, np.zeros((x.shape[0], width - x.shape[1], *x.shape[2:]), x.dtype)], 1)
                 return np.asarray(run({"sample": x.astype(io_dtype), "timestep": t.astype(np.float32),
                                        "encoder_hidden_states": h.astype(io_dtype)}), np.float32)
             keep = (run,)
