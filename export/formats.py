@@ -336,6 +336,54 @@ def _coreml_reference_ops(job: ExportJob):
     return coreml.op_histogram(_coreml_convert(job, None, module=base)[1])
 
 
+def export_tensorrt_layouts(job: ExportJob) -> list[dict]:
+    """TensorRT in each asked-for layout: an engine per task (``graphs``), and/or one engine of the shared graph
+    whose task tensors are engine inputs (``adapters``)."""
+    out = export_tensorrt(job) if "graphs" in job.cfg.layout else []
+    return out + (export_tensorrt_adapters(job) if "adapters" in job.cfg.layout else [])
+
+
+def export_tensorrt_adapters(job: ExportJob) -> list[dict]:
+    """One engine from the shared graph, its task tensors network inputs (the graph's initializer defaults are
+    dropped in the copy TensorRT parses), fed per call from the task's ONNX Runtime adapter file."""
+    import onnx
+
+    from taskfold.runtime.tensorrt_runner import adapter_feed
+
+    from . import tensorrt as trt_export
+    from .adapters import GRAPH_NAME, adapter_graph_spec, task_tensor_names, widest
+
+    cfg, mtu = job.cfg, job.mtu
+    shared = job.tmp / "onnx" / f"{GRAPH_NAME}.onnx"
+    names = set(task_tensor_names(mtu))
+    model = onnx.load(str(shared), load_external_data=False)
+    keep = [t for t in model.graph.initializer if t.name not in names]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    stripped = shared.with_name(f".{GRAPH_NAME}.tensorrt.onnx")  # beside its external data
+    onnx.save_model(model, str(stripped))
+    rel = "tensorrt/shared.plan"
+    (job.tmp / "tensorrt").mkdir(exist_ok=True)
+    spec = adapter_graph_spec(mtu, cfg.batch, job.h, job.w, cfg.text_len, "float32", False)
+    try:
+        trt_export.build_engine(stripped, job.tmp / rel, spec, fp16=True,
+                                timing_cache_path=job.tmp / "tensorrt" / "timing.cache")
+    finally:
+        stripped.unlink(missing_ok=True)
+    precision = "fp16" if cfg.precision == "fp16" else "fp32"
+    out = []
+    for t in job.tasks:
+        adapter = job.tmp / "adapters" / f"{t}.onnx_adapter"
+        run = trt_export.engine_runner(job.tmp / rel)
+        values = adapter_feed(adapter)
+        res = job.gate(_padded_runner(lambda x, v=values: run(dict(x, **v)), widest(mtu)), t, "tensorrt", "fp16")
+        out.append({"task": t, "format": "tensorrt", "layout": "adapters", "path": rel,
+                    "adapter": f"adapters/{t}.onnx_adapter", "task_channels": mtu.task_in_channels(t),
+                    "precision": precision, **_unet_io(spec), "parity": res.to_dict()})
+        job.log(f"tensorrt (adapters) {t}: parity {res.relative_error:.1e}")
+    return out
+
+
 def export_tensorrt(job: ExportJob) -> list[dict]:
     """Engines built from the package's ONNX graphs (fp16 unless fp32 was asked for); with ``trt_refit``
     one refittable engine per input width, refit with each task's weights."""
@@ -371,11 +419,11 @@ def export_tensorrt(job: ExportJob) -> list[dict]:
 def export_onnx_layouts(job: ExportJob) -> list[dict]:
     """ONNX in each asked-for layout: one folded graph per task (``graphs``), or one shared graph and an
     adapter per task (``adapters``)."""
-    out = export_onnx(job) if "graphs" in job.cfg.layout or "tensorrt" in job.cfg.formats else []
+    out = export_onnx(job) if "graphs" in job.cfg.layout else []  # TensorRT builds from these graphs too
     return out + (export_onnx_adapters(job) if "adapters" in job.cfg.layout else [])
 
 
 #: format -> exporter, in the order they run.
 EXPORTERS: dict[str, Callable[[ExportJob], list[dict]]] = {
     "diffusers": export_diffusers, "onnx": export_onnx_layouts, "coreml": export_coreml_layouts,
-    "tensorrt": export_tensorrt}
+    "tensorrt": export_tensorrt_layouts}

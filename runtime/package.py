@@ -301,12 +301,17 @@ class Package:
                 if self.backend == "coreml" else tensorrt_runner(self._reader.path(g["path"]))
             io_dtype = np.float32 if self.backend == "coreml" else dtype
             width = int(g["inputs"][0]["shape"][1])
+            extra = {}
+            if self.backend == "tensorrt" and g.get("adapter"):  # the shared engine takes the task tensors as inputs
+                from .tensorrt_runner import adapter_feed
+
+                extra = adapter_feed(self._reader.path(g["adapter"]))
 
             def call(x, t, h):
                 if x.shape[1] < width:  # the shared-graph form: padded to the widest task
                     x = np.concatenate([x, np.zeros((x.shape[0], width - x.shape[1], *x.shape[2:]), x.dtype)], 1)
                 return np.asarray(run({"sample": x.astype(io_dtype), "timestep": t.astype(np.float32),
-                                       "encoder_hidden_states": h.astype(io_dtype)}), np.float32)
+                                       "encoder_hidden_states": h.astype(io_dtype), **extra}), np.float32)
             keep = (run,)
         self._sessions[task] = UNetCall(call, batch, keep)
         return self._sessions[task]

@@ -179,3 +179,26 @@ def test_an_adapter_from_another_package_or_of_other_tensors_is_refused(both, ti
     with pytest.raises(PackageError, match="is not an ONNX Runtime adapter"):
         open_package(copy, layout="adapters").unet("inpaint")
     assert backbone_id("f" * 64) == 0x7FFFFFFF
+
+
+def test_the_shared_graph_uses_only_operators_tensorrt_parses(both):
+    import onnx
+
+    from taskfold.export.tensorrt import onnx_ops_unsupported_by_tensorrt
+
+    _, pkg, _ = both
+    model = onnx.load(str(pkg / "onnx" / "unet.onnx"), load_external_data=False)
+    assert onnx_ops_unsupported_by_tensorrt(model) == []
+
+
+@pytest.mark.tensorrt
+def test_tensorrt_shared_engine_passes_the_gate_for_every_task(tiny_base, tmp_path):
+    base, info = tiny_base
+    mtu = trained_like(upcycle(base, UpcycleConfig(tasks=("t2i", "edit", "sr")), info)).eval()
+    manifest = export_package(mtu, ExportConfig(formats=("tensorrt",), layout=("adapters",)), tmp_path / "pkg",
+                              log=_quiet)
+    trt = [g for g in manifest["graphs"] if g["format"] == "tensorrt"]
+    assert [g["path"] for g in trt] == ["tensorrt/shared.plan"] * 3
+    assert all(g["parity"]["status"] == "passed" for g in trt)
+    p = open_package(tmp_path / "pkg", backend="tensorrt")
+    assert p.layout == "adapters"
