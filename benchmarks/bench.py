@@ -375,7 +375,10 @@ def _unfolded_feed(inputs: dict, widest: int, task_index: int) -> dict:
 
 # --- Measuring (one process per group) -----------------------------------------------------------
 
-GROUPS = {"onnx": "the exported graphs", "eager": "PyTorch eager"}
+GROUPS = {"onnx": "the exported graphs", "onnx-adapters": "the adapters layout", "eager": "PyTorch eager"}
+#: which graphs each ONNX group opens: the shared graph apart from the per-task graphs (an SD-sized set
+#: of both does not fit a small machine), each group with the plain base session as a reference.
+ONNX_GROUPS = {"onnx": ("base", "base-plain", "folded", "unfolded"), "onnx-adapters": ("base-plain", "adapters")}
 
 
 def _memory_now(provider: str) -> int | None:
@@ -431,7 +434,7 @@ def measure_group(plan_path: Path, group: str, out_path: Path, log=print) -> dic
         makers = C.eager_contenders(cfg, plan, base, mtu)
         peaks = [machine.torch_matmul_peak(device="cuda" if cfg.provider == "cuda" else "cpu")]
     elif cfg.backend == "onnx":
-        makers = C.onnx_contenders(cfg, plan)
+        makers = C.onnx_contenders(cfg, plan, ONNX_GROUPS[group])
         peaks = [machine.ort_matmul_peak(threads=cfg.threads, provider=cfg.provider)]
     elif cfg.backend == "tensorrt":
         makers = C.tensorrt_contenders(cfg, plan)
@@ -452,7 +455,8 @@ def measure_group(plan_path: Path, group: str, out_path: Path, log=print) -> dic
     switch = C.switch_costs(contenders, cfg.runs) if group != "eager" else None
     fields = ("name", "role", "engine", "flops", "flops_method", "conv_in_flops", "task", "graph_bytes", "parity",
               "memory_added", "elementwise_flops", "times")
-    result = {"contenders": [{k: getattr(c, k) for k in fields} for c in contenders], "matmul_peaks": peaks,
+    result = {"contenders": [{k: getattr(c, k) for k in fields} | {"group": group} for c in contenders],
+              "matmul_peaks": peaks,
               "switch": switch,
               "peak_rss_bytes": machine.peak_rss_bytes(), "threads": {"torch": torch.get_num_threads()}}
     write_json_atomic(out_path, result)
@@ -491,13 +495,15 @@ def summarize(contenders: list[dict], peak_gflops: float | None) -> list[dict]:
     Graphs are set against the base graph, eager modules against the eager base (timed in the
     same process, in the same rounds).
     """
-    base = next(c for c in contenders if c["role"] == "base")
-    plain = next((c for c in contenders if c["role"] == "base-plain"), None)
+    base = next((c for c in contenders if c["role"] == "base"), None)
+    plains = {c.get("group"): c for c in contenders if c["role"] == "base-plain"}
     eager_base = next((c for c in contenders if c["role"] == "eager-base"), None)
     rows = []
     for c in contenders:
+        plain = plains.get(c.get("group"))  # paired ratios only within one measuring process
         # folded graphs against the base opened the same way; the shared graph against what a user would run
-        ref = eager_base if c["role"].startswith("eager") else plain if c["role"] == "adapters" and plain else base
+        ref = eager_base if c["role"].startswith("eager") else plain if c["role"] == "adapters" or base is None \
+            else base
         lat = _stats(c["times"])
         paired = [t / tb for t, tb in zip(c["times"], ref["times"])]
         gflops = c["flops"] / lat["median"] / 1e9 if c["flops"] else None
@@ -541,7 +547,12 @@ def run_bench(cfg: BenchConfig, out: str | Path, overwrite: bool = False, log=pr
         gc.collect()
         t_prep = time.perf_counter() - t0
         plan = Plan.load(plan_path)
-        measured = [_run_group(plan_path, "onnx" if cfg.backend == "onnx" else cfg.backend, say)]
+        groups = [cfg.backend]
+        if cfg.backend == "onnx" and any(g.get("layout") == "adapters" for g in plan.manifest["graphs"]):
+            has_graphs = any(g.get("layout", "graphs") == "graphs" and g["format"] == "onnx"
+                             for g in plan.manifest["graphs"])
+            groups = (["onnx"] if has_graphs else []) + ["onnx-adapters"]
+        measured = [_run_group(plan_path, g, say) for g in groups]
         if cfg.eager:
             measured.append(_run_group(plan_path, "eager", say))
         t_measure = time.perf_counter() - t0 - t_prep

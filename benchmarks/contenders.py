@@ -126,7 +126,8 @@ def _cycle(calls):
     return lambda r: calls[r % len(calls)]()
 
 
-def onnx_contenders(cfg: BenchConfig, plan: Plan) -> list[Contender]:
+def onnx_contenders(cfg: BenchConfig, plan: Plan, roles=("base", "base-plain", "folded", "adapters", "unfolded"),
+                    ) -> list[Contender]:
     """The base, folded, shared-graph (adapters) and unfolded graphs in ONNX Runtime, opened as the runtime opens
     them, and the base graph opened plainly (``ORT_ENABLE_ALL``, pre-packed: what a user exporting it alone gets)."""
     from taskfold.export.flops import onnx_flops
@@ -139,7 +140,7 @@ def onnx_contenders(cfg: BenchConfig, plan: Plan) -> list[Contender]:
     shared: dict[str, object] = {}
     package = PackageReader(plan.package, verify=False)  # verified when the plan was made
     out = []
-    for it in _graph_items(plan):
+    for it in [it for it in _graph_items(plan) if it["role"] in roles]:
         store = stores.setdefault(it["root"], WeightStore()) if cfg.share_weights and it["role"] in (
             "base", "folded", "unfolded") else None
         run_options = adapter = None
@@ -169,7 +170,8 @@ def onnx_contenders(cfg: BenchConfig, plan: Plan) -> list[Contender]:
                 weights = local_weight_records(it["root"], it["index"], it["path"]) if store is not None else None
             sess = ort_session(path, providers=providers, threads=cfg.threads, weights=weights, store=store)
             feeds = it["feeds"]
-        c = Contender(it["name"], it["role"], f"onnxruntime {cfg.provider}",
+        name = it["name"] + (", adapters process" if it["role"] == "base-plain" and "folded" not in roles else "")
+        c = Contender(name, it["role"], f"onnxruntime {cfg.provider}",
                       _cycle([_onnx_caller(sess, f, cfg.provider, run_options) for f in feeds]),
                       onnx_flops(it["root"] / it["path"]).total, "onnx graph", it["conv_in"], task=it["task"],
                       graph_bytes=_file_bytes(it["root"], [it["path"], *it["weights"]]), parity=it["parity"])

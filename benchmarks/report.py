@@ -46,7 +46,7 @@ def _vs_plain(row: dict) -> str:
 def findings(report: dict) -> list[str]:
     """The sentences a reader comes for: iso-FLOP, iso-latency, the unfolded cost, the floor."""
     rows = report["rows"]
-    base = next(r for r in rows if r["role"] == "base")
+    base = next(r for r in rows if r["role"] in ("base", "base-plain"))
     folded = [r for r in rows if r["role"] == "folded"]
     out = []
     if folded:
@@ -120,7 +120,7 @@ def markdown(report: dict) -> str:
                      f"{r['flops_method']} | {perr} |")
     shared = next((r for r in rows if r["role"] == "adapters" and r.get("elementwise_flops")), None)
     if shared:
-        base = next(r for r in rows if r["role"] == "base")
+        base = next(r for r in rows if r["role"] in ("base", "base-plain"))
         e = shared["elementwise_flops"]
         lines += ["", f"The shared graph (adapters layout) also multiplies every FFN's hidden units by the task's "
                       f"scales: {e / 1e6:,.1f} MFLOPs per call, {e / base['flops'] * 100:.4f} % of the base's count "
