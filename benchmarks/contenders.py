@@ -170,7 +170,8 @@ def onnx_contenders(cfg: BenchConfig, plan: Plan, roles=("base", "base-plain", "
                 weights = local_weight_records(it["root"], it["index"], it["path"]) if store is not None else None
             sess = ort_session(path, providers=providers, threads=cfg.threads, weights=weights, store=store)
             feeds = it["feeds"]
-        name = it["name"] + (", adapters process" if it["role"] == "base-plain" and "folded" not in roles else "")
+        name = "base (plain ORT, adapters process)" if it["role"] == "base-plain" and "folded" not in roles \
+            else it["name"]
         c = Contender(name, it["role"], f"onnxruntime {cfg.provider}",
                       _cycle([_onnx_caller(sess, f, cfg.provider, run_options) for f in feeds]),
                       onnx_flops(it["root"] / it["path"]).total, "onnx graph", it["conv_in"], task=it["task"],

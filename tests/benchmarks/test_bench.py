@@ -24,7 +24,9 @@ def preset_report(tmp_path_factory):
 def test_preset_report_has_every_contender_and_files(preset_report):
     out, report = preset_report
     names = [r["name"] for r in report["rows"]]
-    assert names == ["base", "t2i", "edit", "sr", "inpaint", "unfolded", "eager base", "eager unfolded"]
+    assert names == ["base", "base (plain ORT)", "t2i", "edit", "sr", "inpaint", "unfolded",
+                     "base (plain ORT, adapters process)", "t2i (adapter)", "edit (adapter)", "sr (adapter)",
+                     "inpaint (adapter)", "eager base", "eager unfolded"]
     assert (out / "latency.png").read_bytes()[:8] == PNG_MAGIC
     assert (out / "latency.png").stat().st_size > 5000
     assert (out / "report.md").read_text() == markdown(report)
@@ -50,6 +52,24 @@ def test_folded_graphs_are_iso_flop_and_ratios_come_from_the_times(preset_report
     unf = rows["unfolded"]
     assert unf["flops"] > base["flops"] and unf["parity"]["relative_error"] < 1e-4
     assert rows["eager unfolded"]["reference"] == "eager base"
+
+
+def test_adapters_rows_are_set_against_the_plain_base_of_their_own_process(preset_report):
+    _, report = preset_report
+    rows = {r["name"]: r for r in report["rows"]}
+    plain = rows["base (plain ORT, adapters process)"]
+    assert plain["flops"] == rows["base"]["flops"]
+    for task in ("t2i", "edit", "sr", "inpaint"):
+        r = rows[f"{task} (adapter)"]
+        assert r["reference"] == plain["name"]
+        paired = [t / b for t, b in zip(r["times_s"], plain["times_s"])]
+        assert r["ratio_to_reference"]["median"] == pytest.approx(float(np.median(paired)), rel=1e-12)
+        assert r["flops"] - plain["flops"] == r["conv_in_flops"] - plain["conv_in_flops"] > 0  # padded conv_in
+        assert r["elementwise_flops"] > 0 and r["parity"]["relative_error"] < 1e-4
+    sw = report["task_switch"]
+    assert sw["rounds"] >= 3 and sw["after_switch_s"] > 0 and sw["repeated_s"] > 0
+    assert sw["ratio"] == pytest.approx(float(np.median(np.asarray(sw["after_switch_times_s"]) /
+                                                        np.asarray(sw["repeated_times_s"]))))
 
 
 def test_package_with_its_model(tiny_package, tmp_path):
