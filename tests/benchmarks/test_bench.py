@@ -77,7 +77,7 @@ def test_package_with_its_model(tiny_package, tmp_path):
     report = run_bench(BenchConfig(package=str(pkg), model=str(mtu_dir), tasks=("edit", "inpaint-mask"), runs=2,
                                    eager=False, parity_timesteps=1), tmp_path / "b", log=None)
     rows = {r["name"]: r for r in report["rows"]}
-    assert list(rows) == ["base", "edit", "inpaint-mask", "unfolded"]
+    assert list(rows) == ["base", "base (plain ORT)", "edit", "inpaint-mask", "unfolded"]  # a graphs-layout package
     assert rows["inpaint-mask"]["flop_ratio_conv_in_aside"] == pytest.approx(1.0, abs=1e-12)
     assert "own" in report["source"]["reference_weights"]
     manifest = json.loads((pkg / "manifest.json").read_text())
