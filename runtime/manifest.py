@@ -202,7 +202,8 @@ MANIFEST_SCHEMA = Obj({
 }, {
     "dtr": Opt(Obj({"timesteps": POS, "alpha": NUM, "beta": NUM})),
     "text_encoder": Opt(Obj({"graph": Obj({"file": NAME, "inputs": ListOf(TENSOR, 1),
-                                           "tokenizer": Obj({"files": ListOf(NAME, 1), "max_length": POS})},
+                                           "tokenizer": Obj({"files": ListOf(NAME, 1), "max_length": POS},
+                                                                        {"pad_id": NONNEG})},
                                           {"weights": ListOf(NAME)})})),
     "model": Obj({}, {"unet_config": Opt(Obj({})), "upcycle": Opt(Obj({}))}),
 })

@@ -362,7 +362,8 @@ class Package:
             tok = te["graph"]["tokenizer"]
             files = {rel.split("/", 1)[1]: self._reader.read_bytes(rel, "text_encoder.graph.tokenizer")
                      for rel in self._reader.tokenizer_files()}
-            self._tokenizer = tokenizer_from_files(files, max_length=tok["max_length"], where=f"{self.path}/text_encoder")
+            self._tokenizer = tokenizer_from_files(files, max_length=tok["max_length"], pad_id=tok.get("pad_id"),
+                                                   where=f"{self.path}/text_encoder")
         ONNX.check_installed()
         encoder = self._component("text_encoder", "text_encoder", te["graph"])
         return encoder(self._tokenizer(list(prompts)).astype(np.int64)).astype(np.float32)

@@ -1,9 +1,16 @@
-"""Sampling schedulers in numpy: DDIM and Euler, step for step equal to diffusers'.
+"""Sampling schedulers in numpy, step for step equal to diffusers'.
 
 The runtime feeds an exported UNet graph and turns its outputs into the next latent
-without torch. Two samplers are implemented, each matching its diffusers counterpart
-(``DDIMScheduler``, ``EulerDiscreteScheduler``) for the options listed in
-:class:`SchedulerConfig`; ``tests/runtime/test_schedulers.py`` holds the parity check.
+without torch. Each sampler matches its diffusers counterpart for the options listed in
+:class:`SchedulerConfig`; ``tests/runtime/test_schedulers.py`` holds the parity checks:
+
+=================  =========================================================================
+``ddim``           ``DDIMScheduler``
+``euler``          ``EulerDiscreteScheduler``
+``euler-a``        ``EulerAncestralDiscreteScheduler`` (noise added every step)
+``dpmpp-2m``       ``DPMSolverMultistepScheduler`` (DPM-Solver++, second order, midpoint)
+``dpmpp-2m-karras``  the same with ``use_karras_sigmas=True`` (Karras et al. 2022, rho 7)
+=================  =========================================================================
 
 Common interface (:func:`make_scheduler` builds one)::
 
@@ -39,14 +46,15 @@ import numpy as np
 
 from taskfold.errors import ConfigError
 
-SCHEDULERS = ("ddim", "euler")
+SCHEDULERS = ("ddim", "euler", "euler-a", "dpmpp-2m", "dpmpp-2m-karras")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 TIMESTEP_SPACINGS = ("leading", "linspace", "trailing")
 
 #: Spacing used when the config names none, per scheduler: the diffusers class defaults,
 #: which is what ``from_config`` gives for SD1.5's ``scheduler_config.json`` (no such key).
-DEFAULT_SPACING = {"ddim": "leading", "euler": "linspace"}
+DEFAULT_SPACING = {"ddim": "leading", "euler": "linspace", "euler-a": "linspace", "dpmpp-2m": "linspace",
+                   "dpmpp-2m-karras": "linspace"}
 
 
 def _one_of(key: str, value, allowed) -> None:
@@ -218,6 +226,9 @@ class Scheduler(Protocol):
 
     def add_noise(self, x0: np.ndarray, noise: np.ndarray, t) -> np.ndarray: ...
 
+    def add_noise_at(self, x0: np.ndarray, noise: np.ndarray, i: int) -> np.ndarray:
+        """Forward diffusion to the noise level of step ``i`` (where img2img starts)."""
+
 
 def _check_index(i: int, n: int) -> int:
     if not 0 <= i < n:
@@ -299,6 +310,9 @@ class DDIMScheduler:
         abar = _per_sample(self.alphas_cumprod[t.astype(np.int64)], x0.ndim)
         return (np.sqrt(abar) * _f32(x0) + np.sqrt(1 - abar) * _f32(noise)).astype(x0.dtype)
 
+    def add_noise_at(self, x0: np.ndarray, noise: np.ndarray, i: int) -> np.ndarray:
+        return self.add_noise(x0, noise, self.timesteps[_check_index(i, self.num_inference_steps)])
+
 
 class EulerScheduler:
     """Euler's method on the probability-flow ODE in sigma space (Karras et al. 2022, Alg. 2
@@ -361,6 +375,158 @@ class EulerScheduler:
         sigma = _per_sample(self._sigma_at(np.asarray(t, dtype=np.float64)), x0.ndim)
         return (_f32(x0) + _f32(noise) * sigma).astype(x0.dtype)
 
+    def add_noise_at(self, x0: np.ndarray, noise: np.ndarray, i: int) -> np.ndarray:
+        return self.add_noise(x0, noise, self.timesteps[_check_index(i, self.num_inference_steps)])
+
+
+class EulerAncestralScheduler(EulerScheduler):
+    """Euler ancestral, as diffusers' ``EulerAncestralDiscreteScheduler``: each step goes to
+    ``sigma_down`` with Euler's update and adds fresh noise of ``sigma_up``, where
+
+        sigma_up = sqrt(sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2),  sigma_down = sqrt(sigma_next^2 - sigma_up^2)
+
+    The noise is ``noise`` if given (parity tests pass diffusers' draw), else
+    ``generator.standard_normal`` — the sampler's own seeded numpy stream.
+    """
+
+    name = "euler-a"
+
+    def step(self, model_output: np.ndarray, i: int, x: np.ndarray,
+             generator: np.random.Generator | None = None, noise: np.ndarray | None = None) -> np.ndarray:
+        i = _check_index(i, self.num_inference_steps)
+        sigma, sigma_next = self.sigmas[i], self.sigmas[i + 1]
+        dtype, x, out = x.dtype, _f32(x), _f32(model_output)
+        if self.config.prediction_type == "epsilon":
+            x0 = x - sigma * out
+        elif self.config.prediction_type == "v_prediction":
+            x0 = out * (-sigma / (sigma * sigma + 1) ** np.float32(0.5)) + x / (sigma * sigma + 1)
+        else:
+            raise ConfigError("euler-a does not implement prediction_type 'sample' (diffusers does not either)")
+        sigma_up = (sigma_next ** 2 * (sigma ** 2 - sigma_next ** 2) / sigma ** 2) ** np.float32(0.5)
+        sigma_down = (sigma_next ** 2 - sigma_up ** 2) ** np.float32(0.5)
+        x_prev = x + (x - x0) / sigma * (sigma_down - sigma)
+        if noise is None:
+            generator = generator if generator is not None else np.random.default_rng()
+            noise = generator.standard_normal(x.shape, dtype=np.float32)
+        return (x_prev + _f32(noise) * sigma_up).astype(dtype)
+
+
+class DPMSolverPP2MScheduler:
+    """DPM-Solver++ (Lu et al. 2022), multistep, second order with the midpoint rule, as diffusers'
+    ``DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2)`` with its defaults
+    (``lower_order_final``, ``final_sigmas_type="zero"``). In log-SNR ``lambda = log(alpha / sigma)``
+    with ``h = lambda_next - lambda`` and ``D0 = x0_i``, ``D1 = (x0_i - x0_{i-1}) / r``,
+    ``r = (lambda - lambda_prev) / h``::
+
+        x_next = (sigma_next / sigma) x - alpha_next (e^-h - 1) (D0 + D1 / 2)
+
+    The first step and the last (which goes to sigma 0) are first order (``D1 = 0``). ``karras``:
+    sigmas spaced as Karras et al. 2022 (rho 7) between the schedule's extremes, the timesteps fed
+    to the UNet the rounded inverse of each sigma. The solver keeps the previous ``x0``: one
+    instance per sampling run, steps in order.
+    """
+
+    init_noise_sigma = 1.0
+
+    def __init__(self, config: SchedulerConfig, num_inference_steps: int, *, eta: float = 0.0,
+                 karras: bool = False):
+        if eta != 0.0:
+            raise ConfigError(f"eta {eta!r} is a DDIM option; DPM-Solver++ 2M is deterministic (eta 0)")
+        T = config.num_train_timesteps
+        if not isinstance(num_inference_steps, (int, np.integer)) or isinstance(num_inference_steps, bool) \
+                or not 1 <= num_inference_steps <= T:
+            raise ConfigError(f"num_inference_steps {num_inference_steps!r} must be an integer in [1, {T}]")
+        self.config, self.karras = config, karras
+        self.name = "dpmpp-2m-karras" if karras else "dpmpp-2m"
+        self.spacing = config.timestep_spacing or DEFAULT_SPACING[self.name]
+        n = self.num_inference_steps = int(num_inference_steps)
+        abar = alphas_cumprod(config)
+        train_sigmas = np.sqrt((1 - abar) / abar)  # float32 [T]
+        if self.spacing == "linspace":
+            steps = np.linspace(0, T - 1, n + 1).round()[::-1][:-1].astype(np.int64)
+        elif self.spacing == "leading":
+            steps = (np.arange(0, n + 1) * (T // (n + 1))).round()[::-1][:-1].astype(np.int64) + config.steps_offset
+        else:
+            steps = np.arange(T, 0, -T / n).round().astype(np.int64) - 1
+        if karras:
+            log_sigmas = np.log(train_sigmas)
+            sigma_min, sigma_max = float(train_sigmas[0]), float(train_sigmas[-1])
+            ramp = np.linspace(0, 1, n)
+            sigmas = (sigma_max ** (1 / 7.0) + ramp * (sigma_min ** (1 / 7.0) - sigma_max ** (1 / 7.0))) ** 7.0
+            steps = self._sigma_to_t(sigmas, log_sigmas)
+            if config.beta_schedule != "squaredcos_cap_v2":
+                steps = steps.round()
+            steps = steps.astype(np.int64)
+        else:
+            sigmas = np.interp(steps, np.arange(T), train_sigmas)
+        self.sigmas = np.concatenate([sigmas, [0.0]]).astype(np.float32)
+        self._steps = steps
+        self.timesteps = steps.astype(np.float32)
+        self._x0_prev: np.ndarray | None = None
+        self._last = -1
+
+    @staticmethod
+    def _sigma_to_t(sigma: np.ndarray, log_sigmas: np.ndarray) -> np.ndarray:
+        """Fractional training timestep of each sigma: linear in log-sigma between neighbours."""
+        log_sigma = np.log(np.maximum(sigma, 1e-10))
+        dists = log_sigma - log_sigmas[:, np.newaxis]
+        low = np.cumsum(dists >= 0, axis=0).argmax(axis=0).clip(max=log_sigmas.shape[0] - 2)
+        lo, hi = log_sigmas[low], log_sigmas[low + 1]
+        w = np.clip((lo - log_sigma) / (lo - hi), 0, 1)
+        return ((1 - w) * low + w * (low + 1)).reshape(sigma.shape)
+
+    @staticmethod
+    def _alpha_sigma(sigma: np.float32) -> tuple[np.float32, np.float32]:
+        alpha = np.float32(1) / (sigma * sigma + np.float32(1)) ** np.float32(0.5)
+        return alpha, sigma * alpha
+
+    def _lambda(self, alpha, sigma):
+        with np.errstate(divide="ignore"):
+            return np.log(alpha) - np.log(sigma)
+
+    def scale_model_input(self, x: np.ndarray, i: int) -> np.ndarray:
+        """DPM-Solver feeds the latent unscaled."""
+        _check_index(i, self.num_inference_steps)
+        return x
+
+    def step(self, model_output: np.ndarray, i: int, x: np.ndarray,
+             generator: np.random.Generator | None = None) -> np.ndarray:
+        i = _check_index(i, self.num_inference_steps)
+        if i != self._last + 1 and self._x0_prev is not None:
+            raise ConfigError(f"DPM-Solver++ steps run in order: step {i} after step {self._last}")
+        dtype, x, out = x.dtype, _f32(x), _f32(model_output)
+        alpha_s, sigma_s = self._alpha_sigma(self.sigmas[i])
+        kind = self.config.prediction_type
+        x0 = (x - sigma_s * out) / alpha_s if kind == "epsilon" else \
+            alpha_s * x - sigma_s * out if kind == "v_prediction" else out
+        if self.config.clip_sample:
+            x0 = np.clip(x0, np.float32(-1), np.float32(1))
+        alpha_t, sigma_t = self._alpha_sigma(self.sigmas[i + 1])
+        h = self._lambda(alpha_t, sigma_t) - self._lambda(alpha_s, sigma_s)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            first = self._x0_prev is None or i == self.num_inference_steps - 1
+            if first:
+                x_next = (sigma_t / sigma_s) * x - (alpha_t * (np.exp(-h) - np.float32(1))) * x0
+            else:
+                alpha_p, sigma_p = self._alpha_sigma(self.sigmas[i - 1])
+                r0 = (self._lambda(alpha_s, sigma_s) - self._lambda(alpha_p, sigma_p)) / h
+                d0, d1 = x0, (np.float32(1) / r0) * (x0 - self._x0_prev)
+                x_next = ((sigma_t / sigma_s) * x - (alpha_t * (np.exp(-h) - np.float32(1))) * d0
+                          - np.float32(0.5) * (alpha_t * (np.exp(-h) - np.float32(1))) * d1)
+        self._x0_prev, self._last = x0, i
+        return x_next.astype(dtype)
+
+    def add_noise_at(self, x0: np.ndarray, noise: np.ndarray, i: int) -> np.ndarray:
+        """``alpha_i x0 + sigma_i noise`` at step ``i``'s sigma (diffusers' ``add_noise`` from the begin index)."""
+        alpha, sigma = self._alpha_sigma(self.sigmas[_check_index(i, self.num_inference_steps)])
+        return (alpha * _f32(x0) + sigma * _f32(noise)).astype(x0.dtype)
+
+    def add_noise(self, x0: np.ndarray, noise: np.ndarray, t) -> np.ndarray:
+        hits = np.nonzero(self.timesteps == np.float32(t))[0]
+        if not len(hits):
+            raise ConfigError(f"timestep {t!r} is not one of this schedule's {self.timesteps.tolist()}")
+        return self.add_noise_at(x0, noise, int(hits[1] if len(hits) > 1 else hits[0]))
+
 
 def _f32(a: np.ndarray) -> np.ndarray:
     return np.asarray(a, dtype=np.float32)
@@ -382,7 +548,9 @@ def _x0_and_eps(kind: str, model_output: np.ndarray, x: np.ndarray, abar_t: np.f
     return out, (x - a * out) / b
 
 
-SCHEDULER_CLASSES = {"ddim": DDIMScheduler, "euler": EulerScheduler}
+SCHEDULER_CLASSES = {"ddim": DDIMScheduler, "euler": EulerScheduler, "euler-a": EulerAncestralScheduler,
+                     "dpmpp-2m": DPMSolverPP2MScheduler,
+                     "dpmpp-2m-karras": lambda c, n, eta=0.0: DPMSolverPP2MScheduler(c, n, eta=eta, karras=True)}
 
 
 def check_strength(strength) -> float:
@@ -416,12 +584,12 @@ def start_latents(scheduler: Scheduler, noise: np.ndarray, init: np.ndarray | No
         raise ConfigError(f"the image to start from encodes to {tuple(init.shape)}, the sampler's latents are "
                           f"{tuple(noise.shape)}", hint="give the condition image at the output size")
     start = n - run
-    return scheduler.add_noise(init.astype(noise.dtype), noise, scheduler.timesteps[start]), start
+    return scheduler.add_noise_at(init.astype(noise.dtype), noise, start), start
 
 
 def make_scheduler(name: str, config: SchedulerConfig, num_inference_steps: int, *,
                    eta: float = 0.0) -> Scheduler:
-    """Build the ``name`` sampler (``"ddim"`` or ``"euler"``) for ``num_inference_steps``
+    """Build the ``name`` sampler (one of :data:`SCHEDULERS`) for ``num_inference_steps``
     steps. ``eta`` is DDIM's noise weight (0: deterministic)."""
     _one_of("scheduler", name, SCHEDULERS)
     return SCHEDULER_CLASSES[name](config, num_inference_steps, eta=eta)

@@ -18,41 +18,36 @@ from taskfold.upcycle._hf import quiet_hf as _quiet_hf
 # --- Random stand-ins: SD-layout components built offline (tests, demos) ---------------------------
 
 def learn_bpe_merges(prompts: Sequence[str], num_merges: int) -> list[tuple[str, str]]:
-    """Byte-level BPE merges learnt from ``prompts`` (CLIP's split, ``</w>`` word ends), most frequent pair first.
+    """Byte-level BPE merges learnt from ``prompts`` with ``tokenizers``' trainer (CLIP's split and normalisation,
+    ``</w>`` word ends). Enough to give a random CLIP tokenizer multi-symbol words; not CLIP's real merges."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
 
-    Ties go to the smaller pair, so the result depends only on the prompts. Enough to give a
-    random CLIP tokenizer multi-symbol words; not a replacement for CLIP's real merges.
-    """
-    from taskfold.runtime.tokenizers import CLIPBPETokenizer
+    tok = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "),
+                                           normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
+                             behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(vocab_size=len(alphabet) * 2 + num_merges, initial_alphabet=alphabet,
+                                  end_of_word_suffix="</w>", show_progress=False, min_frequency=1)
+    tok.train_from_iterator(list(prompts), trainer)
+    merges = json.loads(tok.to_str())["model"]["merges"]
+    return [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in merges][:num_merges]
 
-    counts: dict[tuple[str, ...], int] = {}
-    for p in prompts:
-        for w in CLIPBPETokenizer.pre_tokenize(CLIPBPETokenizer.normalize(p)):
-            key = tuple(w[:-1]) + (w[-1] + "</w>",)
-            counts[key] = counts.get(key, 0) + 1
-    merges: list[tuple[str, str]] = []
-    for _ in range(num_merges):
-        pairs: dict[tuple[str, str], int] = {}
-        for word, n in counts.items():
-            for pair in zip(word, word[1:]):
-                pairs[pair] = pairs.get(pair, 0) + n
-        if not pairs:
-            break
-        best = min(pairs, key=lambda pr: (-pairs[pr], pr))
-        merges.append(best)
-        merged: dict[tuple[str, ...], int] = {}
-        for word, n in counts.items():
-            out, i = [], 0
-            while i < len(word):
-                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
-                    out.append(word[i] + word[i + 1])
-                    i += 2
-                else:
-                    out.append(word[i])
-                    i += 1
-            merged[tuple(out)] = merged.get(tuple(out), 0) + n
-        counts = merged
-    return merges
+
+def byte_symbols() -> list[str]:
+    """The 256 printable symbols byte-level BPE stands for bytes with (GPT-2's table), in byte order."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    out, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(256 + extra)
+            extra += 1
+    return [out[b] for b in range(256)]
 
 
 def save_random_clip(folder: str | Path, prompts: Sequence[str], num_merges: int = 64, hidden: int = 32,
@@ -65,8 +60,6 @@ def save_random_clip(folder: str | Path, prompts: Sequence[str], num_merges: int
     merges learnt from ``prompts``, then the two specials).
     """
     from transformers import CLIPTextConfig, CLIPTextModel
-
-    from taskfold.runtime.tokenizers import byte_symbols
 
     folder = Path(folder)
     merges = learn_bpe_merges(prompts, num_merges)

@@ -348,3 +348,97 @@ def test_img2img_needs_an_image_of_the_latent_shape():
         start_latents(sched, noise(5), None, 0.5)
     with pytest.raises(ConfigError, match=re.escape("encodes to (2, 4, 4, 4)")):
         start_latents(sched, noise(5), noise(4)[:, :, :4, :4], 0.5)
+
+
+# --- DPM-Solver++ 2M (Karras) and Euler ancestral ------------------------------------------------
+
+
+def reference_more(name: str, cfg: SchedulerConfig, spacing: str):
+    kwargs = dict(num_train_timesteps=cfg.num_train_timesteps, beta_start=cfg.beta_start, beta_end=cfg.beta_end,
+                  beta_schedule=cfg.beta_schedule, prediction_type=cfg.prediction_type,
+                  steps_offset=cfg.steps_offset, timestep_spacing=spacing)
+    if name == "euler-a":
+        return diffusers.EulerAncestralDiscreteScheduler(**kwargs)
+    return diffusers.DPMSolverMultistepScheduler(**kwargs, algorithm_type="dpmsolver++", solver_order=2,
+                                                 use_karras_sigmas=name == "dpmpp-2m-karras")
+
+
+def _torch_noise(seed):
+    """The draws diffusers' ancestral step takes from a CPU generator (``randn_tensor``), as numpy."""
+    g = torch.Generator().manual_seed(seed)
+    return lambda: torch.randn(SHAPE, generator=g, dtype=torch.float32).numpy()
+
+
+def run_more(name, sched, x_T, noise_source=None):
+    x = x_T * np.float32(sched.init_noise_sigma)
+    out = [x]
+    for i, t in enumerate(sched.timesteps):
+        eps = fake_unet(sched.scale_model_input(x, i), float(t))
+        x = sched.step(eps, i, x, noise=noise_source()) if name == "euler-a" else sched.step(eps, i, x)
+        out.append(x)
+    return out
+
+
+def run_diffusers_more(name, ref, steps, x_T, seed=0):
+    ref.set_timesteps(steps)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.from_numpy(x_T) * ref.init_noise_sigma
+    out = [x.numpy()]
+    for t in ref.timesteps:
+        eps = torch.from_numpy(fake_unet(ref.scale_model_input(x, t).numpy(), float(t)))
+        x = ref.step(eps, t, x, generator=g).prev_sample if name == "euler-a" else ref.step(eps, t, x).prev_sample
+        out.append(x.numpy())
+    return out
+
+
+@pytest.mark.parametrize("steps", [1, 2, 8, 20, 30])
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("name", ["euler-a", "dpmpp-2m", "dpmpp-2m-karras"])
+def test_new_samplers_match_diffusers_at_every_step(name, prediction_type, spacing, steps):
+    cfg = SchedulerConfig(prediction_type=prediction_type, timestep_spacing=spacing)
+    ours = make_scheduler(name, cfg, steps)
+    ref = reference_more(name, cfg, spacing)
+    ref.set_timesteps(steps)
+    np.testing.assert_array_equal(ours.timesteps, ref.timesteps.numpy().astype(np.float32))
+    np.testing.assert_allclose(ours.sigmas, ref.sigmas.numpy(), rtol=2e-7, atol=0)
+    theirs = run_diffusers_more(name, ref, steps, noise())
+    errors = max_errors(run_more(name, ours, noise(), _torch_noise(0)), theirs)
+    tolerances = np.array([max(ATOL, 4 * np.spacing(np.abs(x).max())) for x in theirs])
+    worst = np.argmax(errors / tolerances)
+    assert errors[worst] <= tolerances[worst], f"step {worst}: {errors[worst]:.2e} > {tolerances[worst]:.2e}"
+
+
+def test_euler_ancestral_adds_noise_and_dpm_runs_its_steps_in_order():
+    cfg = SchedulerConfig()
+    ea = make_scheduler("euler-a", cfg, 10)
+    a = run_more("euler-a", ea, noise(), _torch_noise(0))[-1]
+    b = run_more("euler-a", make_scheduler("euler-a", cfg, 10), noise(), _torch_noise(1))[-1]
+    assert np.abs(a - b).max() > 0.1  # fresh noise every step
+    seeded = [make_scheduler("euler-a", cfg, 10).step(noise(), 0, noise(), generator=np.random.default_rng(3))
+              for _ in range(2)]
+    np.testing.assert_array_equal(*seeded)  # the sampler's own numpy stream is seeded
+    dpm = make_scheduler("dpmpp-2m", cfg, 10)
+    dpm.step(noise(), 0, noise())
+    with pytest.raises(ConfigError, match="steps run in order: step 5 after step 0"):
+        dpm.step(noise(), 5, noise())
+
+
+@pytest.mark.parametrize("strength", [0.3, 0.75])
+@pytest.mark.parametrize("name", ["dpmpp-2m", "dpmpp-2m-karras", "euler-a"])
+def test_new_samplers_img2img_start_matches_diffusers(name, strength):
+    from types import SimpleNamespace
+
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    cfg, steps = SchedulerConfig(), 20
+    ours, ref = make_scheduler(name, cfg, steps), reference_more(name, cfg, DEFAULT_SPACING[name])
+    ref.set_timesteps(steps)
+    timesteps, run = StableDiffusionImg2ImgPipeline.get_timesteps(SimpleNamespace(scheduler=ref), steps, strength,
+                                                                  "cpu")
+    init, eps = noise(4), noise(5)
+    x, start = start_latents(ours, eps, init, strength)
+    assert start == steps - run
+    np.testing.assert_array_equal(ours.timesteps[start:], timesteps.numpy().astype(np.float32))
+    x_ref = ref.add_noise(torch.from_numpy(init), torch.from_numpy(eps), timesteps[:1])
+    np.testing.assert_allclose(x, x_ref.numpy(), rtol=0, atol=2e-6)
