@@ -145,7 +145,9 @@ class AdapterUNetGraph(nn.Module):
         check_adapters_layout(mtu)
         self.names = task_tensor_names(mtu)
         self._inputs = _TaskInputs()
-        model = copy.deepcopy(mtu)
+        # a copy of the module tree that shares every tensor with ``mtu`` (no second SD-sized backbone)
+        memo = {id(t): t for t in list(mtu.parameters()) + list(mtu.buffers())}
+        model = copy.deepcopy(mtu, memo)
         for i, (name, layer) in enumerate(model.mtu_layers()):
             parent, leaf = name.rsplit(".", 1)
             setattr(model.get_submodule(parent), leaf, ScaledFeedForward(layer, i, self._inputs))
