@@ -253,6 +253,7 @@ def prepare(cfg: BenchConfig, work: Path, log=print) -> Plan:
     start = time.perf_counter()
     if cfg.preset is not None:
         from taskfold.export.package import ExportConfig, export_package
+        from taskfold.upcycle import load_base
 
         base, mtu, weights = build_models(cfg)
         tasks = preset_tasks(cfg)
@@ -263,7 +264,9 @@ def prepare(cfg: BenchConfig, work: Path, log=print) -> Plan:
         export_cfg = ExportConfig(formats=formats, layout=layouts, precision=cfg.resolved_precision, batch=cfg.batch,
                                   height=cfg.height, width=cfg.width, parity_timesteps=cfg.parity_timesteps)
         pkg = work / "package"
+        del base  # not held through the export (an SD-sized export peaks near 20 GB): rebuilt from its seed below
         export_package(mtu, export_cfg, pkg, log=say)
+        base = load_base(f"preset:{cfg.preset}", seed=cfg.seed)[0]
         source = {"kind": "preset", "preset": cfg.preset, "seed": cfg.seed, "experts": cfg.experts,
                   "weights": weights}
     else:

@@ -46,7 +46,8 @@ INDEX_FORMAT = "taskfold-weight-index"
 
 def trace(module: torch.nn.Module, spec: GraphSpec, example: dict[str, torch.Tensor], path: Path,
           opset: int = MIN_OPSET):
-    """Trace ``module`` to ``path`` (weights may land in files beside it) and return the loaded ModelProto."""
+    """Trace ``module`` to ``path`` (weights may land in files beside it) and return its ModelProto, external
+    weights not loaded."""
     import onnx
 
     if opset < MIN_OPSET:
@@ -57,7 +58,7 @@ def trace(module: torch.nn.Module, spec: GraphSpec, example: dict[str, torch.Ten
         torch.onnx.export(module.eval(), args, str(path), input_names=spec.input_names,
                           output_names=spec.output_names, opset_version=opset,
                           dynamic_axes=spec.dynamic_axes() or None, do_constant_folding=True, dynamo=False)
-    return onnx.load(str(path), load_external_data=True)
+    return onnx.load(str(path), load_external_data=False)  # the weights stay in their files
 
 
 def optimize(path: Path, out: Path, spec: GraphSpec) -> None:
@@ -78,9 +79,16 @@ def optimize(path: Path, out: Path, spec: GraphSpec) -> None:
     opt.save_model_to_file(str(out), use_external_data_format=True)
 
 
-def _tensor_bytes(t) -> bytes:
-    from onnx import numpy_helper
+def _tensor_bytes(t, base_dir: Path | None = None) -> bytes:
+    """An initializer's bytes: inline, or read from its external-data file under ``base_dir`` (so a graph
+    need not be loaded with every weight in memory)."""
+    from onnx import TensorProto, numpy_helper
 
+    if t.data_location == TensorProto.EXTERNAL:
+        info = {e.key: e.value for e in t.external_data}
+        with open(Path(base_dir) / info["location"], "rb") as f:
+            f.seek(int(info.get("offset", 0)))
+            return f.read(int(info["length"])) if "length" in info else f.read()
     if t.HasField("raw_data") and t.raw_data:
         return t.raw_data
     return np.ascontiguousarray(numpy_helper.to_array(t)).tobytes()
@@ -114,13 +122,17 @@ class WeightPool:
         self.pool_path = Path(self.scratch) / "pool.bin"
         self._pool = open(self.pool_path, "wb")
 
-    def add_graph(self, name: str, model) -> None:
+    def add_graph(self, name: str, model, base_dir: Path | None = None) -> None:
         from onnx import TensorProto
 
         gi = len(self.graphs)
         for ii, t in enumerate(model.graph.initializer):
-            data = _tensor_bytes(t)
+            data = _tensor_bytes(t, base_dir)  # weights stream from the exporter's files to the pool
             if len(data) < EXTERNAL_MIN_BYTES:
+                if t.data_location == TensorProto.EXTERNAL:  # small: back into the graph
+                    del t.external_data[:]
+                    t.data_location = TensorProto.DEFAULT
+                    t.raw_data = data
                 continue
             h = hashlib.sha256(data)
             h.update(f"|{t.data_type}|{list(t.dims)}".encode())
@@ -211,15 +223,15 @@ def export_graphs(modules: dict, spec_of: dict[str, GraphSpec], example_of: dict
             model = trace(module, spec_of[name], example_of[name], path, opset)
             del module
             if optimize_graphs:
-                optimize(path, work / "opt.onnx", spec_of[name])
                 import onnx
 
-                model = onnx.load(str(work / "opt.onnx"), load_external_data=True)
+                optimize(path, work / "opt.onnx", spec_of[name])
+                model = onnx.load(str(work / "opt.onnx"), load_external_data=False)
             if input_defaults and name in input_defaults:
                 from .adapters import with_task_defaults
 
                 with_task_defaults(model, input_defaults[name])
-            pool.add_graph(name, model)
+            pool.add_graph(name, model, base_dir=work)
             shutil.rmtree(work)
         weights = pool.finalize(out_dir)
     finally:
