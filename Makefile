@@ -18,7 +18,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "torch==$(TORCH_VERSION)" $(PIP_TORCH_FLAGS)
-	$(PY) -m pip install -q -e ".[dev,coreml]"
+	$(PY) -m pip install -q -e ".[toolchain,dev,coreml]"
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -184,13 +184,14 @@ def build_models(cfg: BenchConfig, manifest: dict | None = None):
     base_dtr = model_cfg["base"].get("dtr")
     if cfg.model:
         mtu = load_mtu(cfg.model).eval()
-        if mtu.config.to_dict() != model_cfg["upcycle"]:
-            differ = sorted(k for k, v in mtu.config.to_dict().items() if model_cfg["upcycle"].get(k) != v)
+        stored = UpcycleConfig.from_stored(model_cfg["upcycle"]).to_dict()
+        if mtu.config.to_dict() != stored:
+            differ = sorted(k for k, v in mtu.config.to_dict().items() if stored.get(k) != v)
             raise ConfigError(f"--model {cfg.model!r} is not the model this package was exported from: its upcycle "
                               f"config differs in {', '.join(differ)}", hint="give the MTU directory that was exported")
         weights = f"the MTU model's own ({cfg.model}); base graph: random weights of the same architecture"
     else:
-        up = UpcycleConfig.from_dict(model_cfg["upcycle"])
+        up = UpcycleConfig.from_stored(model_cfg["upcycle"])
         info = BaseInfo(source=model_cfg["base"]["source"], kind=model_cfg["base"]["kind"], dtr=base_dtr)
         mtu = upcycle(build_unet(model_cfg["unet_config"], seed=cfg.seed), up, info, copy_base=False).eval()
         spread_routers(mtu, cfg.seed)

@@ -87,7 +87,7 @@ def _graph_items(plan: Plan) -> list[dict]:
         widest = spec.inputs[0].shape[1]
         from taskfold.upcycle import UpcycleConfig
 
-        every_task = [t.in_channels(latent) for t in UpcycleConfig.from_dict(plan.manifest["model"]["upcycle"]).task_specs]
+        every_task = [t.in_channels(latent) for t in UpcycleConfig.from_stored(plan.manifest["model"]["upcycle"]).task_specs]
         feeds = []
         for task in plan.tasks:  # each round drives the graph with the next task
             tspec = unet_graph_spec(config, plan.manifest["tasks"][task]["in_channels"], b, h, w, s["text_len"],

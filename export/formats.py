@@ -33,6 +33,10 @@ class ExportJob:
     timesteps: list[float]
     log: Callable[[str], None] = print
     results: list[ParityResult] = field(default_factory=list)
+    #: what sits beside the model (:mod:`taskfold.upcycle.bundle`): text encoder, codec, noise schedule
+    text_encoder: object = None
+    codec: object = None
+    scheduler_config: dict = field(default_factory=dict)
 
     def gate(self, run, task: str, backend: str, precision: str, spec=None, tolerance=None) -> ParityResult:
         """The parity gate for one graph (``run(inputs) -> output``) against the MTU model; recorded."""
@@ -55,14 +59,25 @@ class ExportJob:
 
 
 def export_diffusers(job: ExportJob) -> list[dict]:
-    """Each task's folded UNet as a diffusers folder (``save_pretrained``)."""
+    """Per task a stock diffusers pipeline folder (:mod:`.pipelines`), or where none fits the folded UNet's
+    folder (``save_pretrained``) with the reason in the manifest."""
     from .fold import fold
+    from .pipelines import why_no_pipeline, write_pipeline
 
     out = []
+    base = job.mtu.base_info.source if job.mtu.base_info.kind == "diffusers" else None
     for t in job.tasks:
-        fold(job.mtu, t).save_pretrained(job.tmp / "diffusers" / t, safe_serialization=True)
-        out.append({"task": t, "format": "diffusers", "path": f"diffusers/{t}", "precision": "fp32"})
-    job.log(f"diffusers: {len(job.tasks)} folded UNet folders")
+        unet, rel = fold(job.mtu, t), f"diffusers/{t}"
+        why = why_no_pipeline(job.mtu, t, job.text_encoder, job.codec)
+        entry = {"task": t, "format": "diffusers", "path": rel, "precision": "fp32"}
+        if why is None:
+            entry["pipeline"] = write_pipeline(job.tmp / rel, t, unet, job.text_encoder, job.codec,
+                                               job.scheduler_config, base)
+        else:
+            unet.save_pretrained(job.tmp / rel / "unet", safe_serialization=True)
+            entry |= {"pipeline": None, "note": f"UNet folder only: {why}"}
+        out.append(entry)
+        job.log(f"diffusers {t}: " + (f"{entry['pipeline']} folder" if why is None else entry["note"]))
     return out
 
 

@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import json
 import platform
-from dataclasses import dataclass
 from pathlib import Path
 
 from taskfold import __version__
-from taskfold.config import Config
 from taskfold._io import atomic_output_dir, sha256_file, write_json_atomic
 from taskfold.errors import ConfigError, ExportError
 from taskfold.runtime.manifest import FORMAT, MANIFEST, SCHEMA_VERSION
@@ -38,78 +36,10 @@ from taskfold.runtime.backends import BACKENDS
 
 from .parity import TOLERANCES, default_timesteps, raise_on_failures
 
-FORMATS = ("onnx", "coreml", "tensorrt", "diffusers")
-#: How the ONNX tasks of a package are laid out (taskfold.export.adapters).
-LAYOUTS = ("graphs", "adapters")
-MIN_OPSET = 17
-
-
-def max_opset() -> int:
-    """The newest opset this PyTorch's TorchScript-based ONNX exporter writes (20 in torch 2.x)."""
-    try:
-        from torch.onnx import _constants
-
-        return int(_constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
-    except (ImportError, AttributeError):
-        return 20
-PRECISIONS = ("fp32", "fp16")
+from .config import FORMATS, LAYOUTS, MIN_OPSET, PRECISIONS, ExportConfig, max_opset  # noqa: F401
 
 # latents = vae.encode(image) * scaling_factor, per base family (published VAE configs)
 _VAE_SCALING = {"sd15": 0.18215, "sd21": 0.18215, "sdxl": 0.13025}
-
-
-@dataclass(frozen=True)
-class ExportConfig(Config):
-    """Everything ``taskfold export`` was asked for; saved in the manifest."""
-
-    label = "export config"
-
-    formats: tuple[str, ...] = ("onnx",)
-    layout: tuple[str, ...] = ("graphs",)
-    tasks: tuple[str, ...] = ("all",)
-    precision: str = "fp32"
-    batch: int = 1
-    height: int | None = None  # image pixels; default: the UNet's sample_size x codec scale
-    width: int | None = None
-    text_len: int | None = None  # default: the model's text encoder's max_length, else 77
-    dynamic: bool = False
-    opset: int = 17
-    optimize: bool = False
-    ort_mobile: bool = False
-    coreml_precision: str = "fp16"
-    coreml_multifunction: bool = False
-    palettize: int | None = None
-    trt_refit: bool = False
-    parity_timesteps: int = 4
-    parity_seed: int = 1234
-
-    def __post_init__(self):
-        object.__setattr__(self, "formats", tuple(self.formats))
-        object.__setattr__(self, "tasks", tuple(self.tasks))
-        object.__setattr__(self, "layout", tuple(self.layout))
-        if not self.layout or any(x not in LAYOUTS for x in self.layout) or len(set(self.layout)) != len(self.layout):
-            raise ConfigError(f"--layout {','.join(self.layout) or '(none)'} is not one or both of "
-                              f"{', '.join(LAYOUTS)}", hint="graphs: one folded graph per task; adapters: one shared "
-                                                            "graph and an ONNX Runtime adapter per task")
-        bad = [f for f in self.formats if f not in FORMATS]
-        if bad or not self.formats:
-            raise ConfigError(f"unknown export format(s) {bad or '(none)'}; choose from {', '.join(FORMATS)}")
-        for name, value in (("precision", self.precision), ("coreml precision", self.coreml_precision)):
-            if value not in PRECISIONS:
-                raise ConfigError(f"{name} {value!r} is not one of {', '.join(PRECISIONS)}")
-        for name in ("batch", "text_len", "parity_timesteps"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("height", "width"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ConfigError(f"--{name} must be a positive pixel count, got {v}")
-        if self.opset < MIN_OPSET:
-            raise ConfigError(f"--opset {self.opset} is below {MIN_OPSET}, the oldest opset taskfold exports")
-        if self.opset > max_opset():
-            raise ConfigError(f"--opset {self.opset} is outside {MIN_OPSET}..{max_opset()}, the opsets taskfold "
-                              "exports with this PyTorch (its TorchScript ONNX exporter)",
-                              hint=f"use --opset {MIN_OPSET} (the default)")
 
 
 # --- What the package describes ------------------------------------------------------------
@@ -234,6 +164,8 @@ def export_package(mtu_or_dir, cfg: ExportConfig, out: str | Path, overwrite: bo
     cfg = _with_text_len(cfg, text_encoder)
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         job = _job(mtu, cfg, codec, tmp, log)
+        job.text_encoder, job.codec = text_encoder, codec_module
+        job.scheduler_config = _scheduler_record(mtu_dir, mtu)
         formats = [f for f in EXPORTERS if f in cfg.formats or (f == "onnx" and "tensorrt" in cfg.formats)]
         graphs = [g for f in formats for g in EXPORTERS[f](job)]  # TensorRT builds from the ONNX graphs
         raise_on_failures(job.results)
@@ -288,17 +220,21 @@ def _export_components(text_encoder, codec, mtu_dir, mtu, cfg, h, w, tmp, log) -
         scale = codec.scale_factor
         out["codec"] = export_codec_onnx(codec.eval(), tmp / "codec", h * scale, w * scale, cfg.batch,
                                          opset=cfg.opset, dynamic=cfg.dynamic)
+    out["scheduler"] = _scheduler_record(mtu_dir, mtu)
+    return out
+
+
+def _scheduler_record(mtu_dir, mtu) -> dict:
+    """The model's training noise schedule (its or its base's ``scheduler_config.json``), else SD's."""
     from taskfold.upcycle.bundle import find_scheduler_config
 
     found = find_scheduler_config(mtu_dir, mtu) if mtu is not None else None
     if found is not None:
-        out["scheduler"] = found[0] | {"source": f"the model's training noise schedule ({found[1].name} of "
-                                                 f"{found[1].parent.name})"}
-    else:
-        out["scheduler"] = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
-                            "beta_end": 0.012, "prediction_type": "epsilon",
-                            "source": "Stable Diffusion's schedule (the model has no scheduler_config.json)"}
-    return out
+        return found[0] | {"source": f"the model's training noise schedule ({found[1].name} of "
+                                     f"{found[1].parent.name})"}
+    return {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+            "beta_end": 0.012, "prediction_type": "epsilon",
+            "source": "Stable Diffusion's schedule (the model has no scheduler_config.json)"}
 
 
 def _manifest(mtu, cfg: ExportConfig, tasks, codec, sample_hw, graphs, root: Path) -> dict:

@@ -419,8 +419,10 @@ class Package:
         """What :func:`~taskfold.runtime.sampler.sample` drives for ``task``: its graph and the package's
         text encoder and codec."""
         shape0 = self.graph(task)["inputs"][0]["shape"][0]
+        codec = self.manifest["codec"]
         return Model(self.unet(task), self.encode_text, self.encode_images, self.decode,
-                     max_batch=shape0 if isinstance(shape0, int) else None)
+                     max_batch=shape0 if isinstance(shape0, int) else None,
+                     scaling_factor=float(codec["scaling_factor"]), shift_factor=float(codec.get("shift_factor") or 0.0))
 
     def generate(self, task: str, prompt: str | list[str] = "", *, image=None, mask=None, steps: int = 20,
                  scheduler: str = "ddim", guidance_scale: float | None = None,

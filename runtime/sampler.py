@@ -52,6 +52,10 @@ class Model:
     #: the most samples one ``unet`` call takes at once (``None``: any): when a step's guidance
     #: evaluations fit, they run as one batched call instead of one call each.
     max_batch: int | None = 1
+    #: the codec's ``latents = (raw - shift) * scaling``: a task whose image condition enters as raw
+    #: latents (``image_latents="unscaled"``, InstructPix2Pix's convention) gets ``latents / scaling + shift``.
+    scaling_factor: float = 1.0
+    shift_factor: float = 0.0
 
 
 def nearest(mask: Array, size: tuple[int, int]) -> Array:
@@ -67,20 +71,26 @@ def nearest(mask: Array, size: tuple[int, int]) -> Array:
 
 
 def condition_parts(spec: TaskSpec, encode_images: Callable[[Array], Array], condition: Array | None,
-                    mask: Array | None, latent_hw: tuple[int, int]) -> Array | None:
+                    mask: Array | None, latent_hw: tuple[int, int], scaling_factor: float = 1.0,
+                    shift_factor: float = 0.0) -> Array | None:
     """The task's condition channels (everything after the noisy latents), ``[B, C - c, h, w]``.
 
     ``condition`` ``[B, 3, H, W]`` in [-1, 1], ``mask`` ``[B, 1, H, W]`` (1 = fill). ``image`` is the
     encoded condition, ``masked_image`` the encoded condition with the mask's region zeroed, ``mask``
-    the mask resized to the latent size (nearest). ``None`` for a task without condition parts.
+    the mask resized to the latent size (nearest). Encoded images are the codec's scaled latents, or
+    the raw ones (``/ scaling_factor + shift_factor``) for a task with ``image_latents="unscaled"``.
+    ``None`` for a task without condition parts. Training and both samplers assemble inputs here.
     """
     parts = []
     for part in spec.inputs[1:]:
         if part == "mask":
             parts.append(nearest(np.asarray(mask, np.float32), latent_hw))
-        else:
-            img = condition * (1 - mask) if part == "masked_image" else condition
-            parts.append(np.asarray(encode_images(np.asarray(img, np.float32)), np.float32))
+            continue
+        img = condition * (1 - mask) if part == "masked_image" else condition
+        latents = np.asarray(encode_images(np.asarray(img, np.float32)), np.float32)
+        if spec.image_latents == "unscaled":
+            latents = latents / np.float32(scaling_factor) + np.float32(shift_factor)
+        parts.append(latents)
     return np.concatenate(parts, 1) if parts else None
 
 
@@ -131,7 +141,8 @@ def sample(model: Model, spec: TaskSpec, prompts: list[str], *, scheduler_config
     s_text = spec.guidance_scale if guidance_scale is None else guidance_scale
     s_img = spec.image_guidance_scale if image_guidance_scale is None else image_guidance_scale
     sched = make_scheduler(scheduler, SchedulerConfig.from_diffusers_config(scheduler_config), steps)
-    image_parts = condition_parts(spec, model.encode_images, condition, mask, (h, w))
+    image_parts = condition_parts(spec, model.encode_images, condition, mask, (h, w), model.scaling_factor,
+                                  model.shift_factor)
     text = model.encode_text(prompts if spec.uses_text else [""] * b)
     empty = model.encode_text([""] * b)
     noise = np.random.default_rng(seed).standard_normal((b, c, h, w), dtype=np.float32)

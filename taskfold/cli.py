@@ -15,6 +15,10 @@ from .config import from_args, option
 from .errors import TaskfoldError
 
 
+#: what ``pip install 'taskfold[toolchain]'`` adds to the runtime-only install
+TOOLCHAIN_MODULES = ("torch", "diffusers", "transformers", "accelerate", "onnx", "safetensors", "matplotlib", "tqdm")
+
+
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
@@ -26,7 +30,7 @@ UPCYCLE_FIELDS = ("tasks", "num_experts", "expert_width", "top_k", "router_hidde
 
 
 def _add_upcycle(sub):
-    from .upcycle import UpcycleConfig as U
+    from .upcycle.config import UpcycleConfig as U
 
     p = sub.add_parser("upcycle", help="turn a base UNet into a multi-task (MTU/DTR) model",
                        description="Split every FFN into N experts with a task router, add per-task norms "
@@ -55,7 +59,7 @@ def _add_upcycle(sub):
 
 
 def _upcycle_config(args):
-    from .upcycle import UpcycleConfig
+    from .upcycle.config import UpcycleConfig
 
     if args.norm_mode:
         args.norm_mode = args.norm_mode.replace("-", "_")
@@ -155,7 +159,7 @@ TRAIN_FIELDS = ("steps", "batch_size", "optimizer", "lr", "weight_decay", "task_
 
 
 def _add_train(sub):
-    from .train.trainer import TrainConfig as T
+    from .train.config import TrainConfig as T
 
     p = sub.add_parser("train", help="fine-tune an MTU model on several tasks at once (CPU or accelerate launch)",
                        description="Multi-task fine-tuning (paper Eq. 2). Runs as is on one CPU, or under "
@@ -242,7 +246,7 @@ EXPORT_FIELDS = ("formats", "layout", "tasks", "precision", "batch", "height", "
 
 
 def _add_export(sub):
-    from .export.package import ExportConfig as E
+    from .export.config import ExportConfig as E
 
     p = sub.add_parser("export", help="fold each task and export one graph per task into a package",
                        description="Fold every task of an MTU model into a plain UNet and export it (ONNX with "
@@ -419,6 +423,13 @@ def main(argv: list[str] | None = None) -> int:
             msg, hint, code = " ".join(str(e).split()), e.hint, e.exit_code
         print(f"error: {msg}" + (f" (hint: {hint})" if hint else ""), file=sys.stderr)
         return code
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in TOOLCHAIN_MODULES:
+            raise
+        print(f"error: `taskfold {args.command}` needs the toolchain, and {e.name!r} is not installed "
+              "(hint: pip install 'taskfold[toolchain]'; a runtime-only install runs `taskfold run` and `verify`)",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("error: interrupted; no output was left behind", file=sys.stderr)
         return 130

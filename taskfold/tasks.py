@@ -20,7 +20,7 @@ through every stage exactly like a built-in one, because every stage asks the sp
 
 * data rows (:meth:`TaskSpec.needs_condition`, :meth:`needs_mask`, :attr:`condition_scale`,
   :attr:`uses_text`),
-* the UNet input (:attr:`inputs`, :meth:`in_channels`; assembled by
+* the UNet input (:attr:`inputs`, :meth:`in_channels`, :attr:`image_latents`; assembled by
   :func:`taskfold.runtime.sampler.condition_parts`),
 * guidance (:attr:`guidance` and its scales; :mod:`taskfold.runtime.guidance`),
 * the manifest (:meth:`to_dict`, read back with :func:`task_from_record`).
@@ -42,6 +42,13 @@ INPUT_PARTS = ("noisy", "image", "mask", "masked_image")
 #: ``none``: one evaluation; ``text``: classifier-free guidance on the prompt; ``image_text``:
 #: InstructPix2Pix dual guidance on the image and the prompt.
 GUIDANCE_KINDS = ("none", "text", "image_text")
+#: How an image condition enters the UNet: the codec's latents as the UNet denoises them (``scaled``:
+#: ``vae.encode(x) * scaling_factor``, what SD's inpainting pipeline concatenates), or the VAE's raw
+#: latents (``unscaled``: ``vae.encode(x).latent_dist.mode()``, what InstructPix2Pix concatenates).
+#: Identical for pixel-space models (scaling 1).
+IMAGE_LATENTS = ("scaled", "unscaled")
+#: Values a task entry written before the field existed means (an older model or package).
+LEGACY_FIELDS = {"image_latents": "scaled"}
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
@@ -64,6 +71,7 @@ class TaskSpec(Config):
     guidance_scale: float = 7.5
     image_guidance_scale: float | None = None
     condition_scale: int = 1
+    image_latents: str = "scaled"
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", tuple(self.inputs))
@@ -90,6 +98,9 @@ class TaskSpec(Config):
         if not isinstance(self.condition_scale, int) or not 1 <= self.condition_scale <= 8:
             raise TaskError(f"task {self.name!r}: condition_scale must be an integer from 1 to 8, "
                             f"got {self.condition_scale!r}")
+        if self.image_latents not in IMAGE_LATENTS:
+            raise TaskError(f"task {self.name!r}: image_latents {self.image_latents!r} is not one of "
+                            f"{list(IMAGE_LATENTS)}")
         if self.condition_scale > 1 and not self.needs_condition:
             raise TaskError(f"task {self.name!r}: condition_scale {self.condition_scale} needs an image input")
 
@@ -129,13 +140,13 @@ BUILTIN_TASKS: dict[str, TaskSpec] = {
     for t in (
         TaskSpec("t2i", ("noisy",), uses_text=True, guidance="text", guidance_scale=7.5),
         TaskSpec("edit", ("noisy", "image"), uses_text=True, guidance="image_text",
-                 guidance_scale=7.5, image_guidance_scale=1.6),
+                 guidance_scale=7.5, image_guidance_scale=1.6, image_latents="unscaled"),  # as InstructPix2Pix
         TaskSpec("sr", ("noisy", "image"), uses_text=False, guidance="none", guidance_scale=1.0,
                  condition_scale=2),
         TaskSpec("inpaint", ("noisy", "image"), uses_text=True, guidance="image_text",
-                 guidance_scale=4.0, image_guidance_scale=1.5),
+                 guidance_scale=4.0, image_guidance_scale=1.5, image_latents="unscaled"),  # InstructPix2Pix's layout
         TaskSpec("inpaint-mask", ("noisy", "mask", "masked_image"), uses_text=True,
-                 guidance="image_text", guidance_scale=4.0, image_guidance_scale=1.5),
+                 guidance="image_text", guidance_scale=4.0, image_guidance_scale=1.5),  # as SD inpainting: scaled
     )
 }
 
@@ -168,9 +179,11 @@ def resolve_tasks(names, custom: tuple[TaskSpec, ...] = ()) -> tuple[TaskSpec, .
 def task_from_record(record: dict) -> TaskSpec:
     """A task from its manifest entry (``to_dict()`` plus the package's own keys, which are ignored).
 
-    Entries written before a field existed take the built-in task's value for it (an ``sr``
-    of an older package keeps its half-size condition), else the field's default.
+    Entries written before a field existed take :data:`LEGACY_FIELDS` (what such a package was made
+    with: scaled image latents) or else the built-in task's value (an ``sr`` of an older package keeps
+    its half-size condition), else the field's default.
     """
     fields = TaskSpec.field_types()
     base = BUILTIN_TASKS[record["name"]].to_dict() if record.get("name") in BUILTIN_TASKS else {}
-    return TaskSpec.from_dict(base | {k: v for k, v in record.items() if k in fields})
+    legacy = {k: v for k, v in LEGACY_FIELDS.items() if k not in record}
+    return TaskSpec.from_dict(base | legacy | {k: v for k, v in record.items() if k in fields})

@@ -15,13 +15,16 @@ Steps, all deterministic:
    background), matched to the nearest :data:`~taskfold.train.shapes.PALETTE` colour.
 4. **Coverage**: each pixel near the object gets ``alpha`` in [0, 1], its position on
    the line from the background colour to the object colour, so anti-aliased edges count
-   in proportion and the measures below are sub-pixel.
-5. **Shape** from two scale-free features: the *fill ratio* ``area / (width x height)``
-   (square 1, circle pi/4, triangle 1/2; width and height are the sums of the column and
-   row maxima of ``alpha``) and the *vertical skewness* of the mass (0 for the symmetric
-   circle and square, ``-2 sqrt(2) / 5`` for the upward triangle, whose mass sits low).
-   The nearest prototype wins; the margin to the second nearest is the confidence.
-6. **Size**: the larger of width and height against the image side, split halfway
+   in proportion. The object's *silhouette* is ``alpha >= 1/2``: a blurred edge crosses half
+   height where the sharp edge was, so the silhouette keeps its size and outline under the
+   blur a generated image shows (where the soft coverage would spread).
+5. **Shape** by template: each of the three shapes is drawn (anti-aliased, as the shapes
+   world draws) with the silhouette's area and centroid, and the one whose silhouette
+   overlaps best (intersection over union) wins; the margin to the second is the confidence.
+   Blur, noise, sub-pixel shifts and rounded corners move the overlap little, while the
+   shapes' outlines differ a lot. (The fill ratio and vertical skewness of the coverage are
+   reported beside it.)
+6. **Size**: the larger side of the silhouette against the image side, split halfway
    between the shapes world's small and large objects.
 """
 
@@ -124,10 +127,40 @@ def _margin_confidence(d1: float, d2: float) -> float:
     return (d2 - d1) / (d2 + d1) if d2 + d1 > 0 else 0.0
 
 
+#: Blurs the shape templates are tried at (pixels): sharp targets up to very soft samples.
+TEMPLATE_BLURS = (0.0, 0.5, 0.8, 1.1, 1.5, 2.0)
+
+
+def _template_error(shape: str, alpha: np.ndarray, area: float, cx: float, cy: float) -> float:
+    """Least squared difference between the coverage ``alpha`` and ``shape`` drawn with the same mass and
+    centroid, over :data:`TEMPLATE_BLURS` (blur keeps an object's mass and centroid, so those fix the
+    template's size and place whatever blur the image has)."""
+    from .shapes import SUPERSAMPLE, gaussian_blur
+
+    h, w = alpha.shape
+    r = math.sqrt(area / {"square": 4.0, "circle": math.pi, "triangle": 2.0}[shape])
+    y0 = cy - r / 3 if shape == "triangle" else cy  # apex (x, y - r), base y + r: the centroid is r/3 low
+    s = SUPERSAMPLE
+    px = (np.arange(w * s) + 0.5)[None, :] / s - cx
+    py = (np.arange(h * s) + 0.5)[:, None] / s - y0
+    if shape == "circle":
+        inside = px ** 2 + py ** 2 <= r * r
+    elif shape == "square":
+        inside = (np.abs(px) <= r) & (np.abs(py) <= r)
+    else:
+        inside = (py <= r) & (np.abs(px) <= (py + r) / 2)
+    sharp = inside.reshape(h, s, w, s).mean(axis=(1, 3))
+    best = math.inf
+    for sigma in TEMPLATE_BLURS:
+        t = sharp if sigma == 0 else gaussian_blur(sharp[:, :, None], sigma)[:, :, 0]
+        best = min(best, float(((alpha - t) ** 2).sum()))
+    return best
+
+
 # --- the analysis ----------------------------------------------------------------------------
 
-def analyse(image, value_range: tuple[float, float] = (0.0, 1.0)) -> Analysis:
-    """Find the dominant object of a shapes-world image and name its shape, colour and size."""
+def _foreground(image, value_range):
+    """``(image 0..255, background colour, foreground labels)`` of a shapes-world image."""
     img = as_rgb255(image, value_range)
     h, w, _ = img.shape
     if min(h, w) < 8:
@@ -135,23 +168,44 @@ def analyse(image, value_range: tuple[float, float] = (0.0, 1.0)) -> Analysis:
     border = np.concatenate([img[0], img[-1], img[1:-1, 0], img[1:-1, -1]])
     bg = np.median(border, axis=0)
     spread = float(np.median(np.linalg.norm(border - bg, axis=1)))
-    background = tuple(round(float(c), 1) for c in bg)
     threshold = max(MIN_THRESHOLD, BORDER_SPREAD_FACTOR * spread)
     fg = np.linalg.norm(img - bg, axis=2) > threshold
-    if not fg.any():
-        return Analysis(False, background=background, reason="nothing stands out from the background")
+    return img, bg, _components(fg) if fg.any() else np.full(fg.shape, -1)
 
-    labels = _components(fg)
+
+def analyse(image, value_range: tuple[float, float] = (0.0, 1.0)) -> Analysis:
+    """Find the dominant object of a shapes-world image and name its shape, colour and size."""
+    img, bg, labels = _foreground(image, value_range)
+    if not (labels >= 0).any():
+        return Analysis(False, background=tuple(round(float(c), 1) for c in bg),
+                        reason="nothing stands out from the background")
     ids, counts = np.unique(labels[labels >= 0], return_counts=True)
-    comp = labels == ids[np.argmax(counts)]
+    return _analyse_component(img, bg, labels == ids[np.argmax(counts)])
+
+
+def analyse_all(image, value_range: tuple[float, float] = (0.0, 1.0)) -> list[Analysis]:
+    """Every object of the image (components of at least :data:`MIN_AREA_FRACTION`), largest first."""
+    img, bg, labels = _foreground(image, value_range)
+    ids, counts = np.unique(labels[labels >= 0], return_counts=True)
+    h, w = labels.shape
+    return [_analyse_component(img, bg, labels == i) for i, n in sorted(zip(ids, counts), key=lambda x: -x[1])
+            if n / (h * w) >= MIN_AREA_FRACTION]
+
+
+def _analyse_component(img: np.ndarray, bg: np.ndarray, comp: np.ndarray) -> Analysis:
+    """Shape, colour and size of the object covering the component ``comp``."""
+    h, w, _ = img.shape
+    background = tuple(round(float(c), 1) for c in bg)
     area_fraction = float(comp.sum()) / (h * w)
     if not MIN_AREA_FRACTION <= area_fraction <= MAX_AREA_FRACTION:
         return Analysis(False, area_fraction=area_fraction, background=background,
                         reason=f"the largest foreground region covers {area_fraction:.1%} of the image; "
                                f"expected {MIN_AREA_FRACTION:.1%} to {MAX_AREA_FRACTION:.0%}")
 
-    # Colour from the interior: pixels whose four neighbours are in the object too.
-    core = comp & np.logical_and.reduce(_shifted(comp))
+    # Colour from the object's strongest pixels: those at least 3/4 as far from the background as the
+    # farthest (a blurred object's edge pixels mix with the background; its middle keeps the colour).
+    dist = np.linalg.norm(img - bg, axis=2)
+    core = comp & (dist >= 0.75 * float(np.percentile(dist[comp], 95)))
     pixels = img[core] if core.sum() >= 3 else img[comp]
     obj = np.median(pixels, axis=0)
     colour_spread = float(np.median(np.linalg.norm(pixels - obj, axis=1)))
@@ -169,8 +223,10 @@ def analyse(image, value_range: tuple[float, float] = (0.0, 1.0)) -> Analysis:
                                f"palette colour ({names[order[0]]}); expected at most {MAX_COLOUR_DISTANCE:.0f}")
     colour = names[order[0]]
 
-    # Coverage of every pixel within one pixel of the object.
-    near = comp | np.logical_or.reduce(_shifted(comp))
+    # Coverage of every pixel within three pixels of the object (a blurred edge reaches that far).
+    near = comp
+    for _ in range(3):
+        near = near | np.logical_or.reduce(_shifted(near))
     axis = obj - bg
     alpha = np.clip((img - bg) @ axis / float(axis @ axis), 0.0, 1.0) * near
     area = float(alpha.sum())
@@ -183,13 +239,17 @@ def analyse(image, value_range: tuple[float, float] = (0.0, 1.0)) -> Analysis:
     skew = float((row_mass * (ys - cy) ** 3).sum()) / area / var_y ** 1.5 if var_y > 0 else 0.0
     fill = area / (width * height)
 
-    scaled = [math.hypot((fill - f) / FEATURE_SCALES[0], (skew - s) / FEATURE_SCALES[1])
-              for f, s in SHAPE_PROTOTYPES.values()]
-    rank = np.argsort(scaled)
-    shape = list(SHAPE_PROTOTYPES)[rank[0]]
-    shape_conf = _margin_confidence(scaled[rank[0]], scaled[rank[1]])
+    silhouette = alpha >= 0.5
+    if silhouette.sum() < 3:
+        return Analysis(False, area_fraction=area_fraction, background=background, colour_distance=d1,
+                        reason="the object is too faint to outline")
+    errors = {name: _template_error(name, alpha, area, cx, cy) for name in SHAPES}
+    ranked = sorted(errors, key=errors.get)
+    shape = ranked[0]
+    shape_conf = _margin_confidence(errors[ranked[0]], errors[ranked[1]])
     colour_conf = _margin_confidence(d1, d2)
-    extent = max(width / w, height / h)
+    rows, cols = np.nonzero(silhouette)
+    extent = max((cols.max() - cols.min() + 1) / w, (rows.max() - rows.min() + 1) / h)
     return Analysis(True, shape=shape, colour=colour, size="large" if extent >= SIZE_SPLIT else "small",
                     confidence=min(shape_conf, colour_conf), shape_confidence=shape_conf,
                     colour_confidence=colour_conf, colour_distance=d1, fill_ratio=fill, skewness=skew,

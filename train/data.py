@@ -56,6 +56,8 @@ class Row:
     target: Path
     condition: Path | None = None
     mask: Path | None = None
+    #: the row's other keys (the shapes world's ``object``, ``source``, ``edit``, ``removed``), unchecked
+    meta: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -232,7 +234,8 @@ def _check_row(obj, line: int, root: Path, tasks: dict[str, TaskSpec], known: se
     report.target_sizes[target.size] += 1
     return Row(line=line, task=task, prompt=prompt, split=split, target=root / obj["target"],
                condition=root / obj["condition"] if spec.needs_condition else None,
-               mask=root / obj["mask"] if spec.needs_mask else None)
+               mask=root / obj["mask"] if spec.needs_mask else None,
+               meta={k: v for k, v in obj.items() if k not in ("task", "prompt", "split", *spec.data_columns)})
 
 
 def _task_order(name: str):
@@ -312,7 +315,7 @@ class TaskDataset:
         row = self.rows[i]
         with Image.open(row.target) as im:
             target = im.convert("RGB")
-        item = {"task": row.task, "prompt": row.prompt, "target": to_chw(target)}
+        item = {"task": row.task, "prompt": row.prompt, "target": to_chw(target), "meta": row.meta}
         if row.condition is not None:
             with Image.open(row.condition) as im:
                 cond = im.convert("RGB")

@@ -113,27 +113,122 @@ def to_unit(a) -> np.ndarray:
     return np.clip((np.asarray(a).transpose(1, 2, 0) + 1) / 2, 0, 1)
 
 
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion ``k / n`` (good at small ``n`` and near 0 or 1)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def mean_interval(xs, z: float = 1.96) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean and its 95 % normal-approximation interval."""
+    a = np.asarray([x for x in xs if math.isfinite(x)], dtype=np.float64)
+    if a.size == 0:
+        return (math.nan, math.nan, math.nan)
+    half = z * float(a.std(ddof=1)) / math.sqrt(a.size) if a.size > 1 else math.inf
+    return (float(a.mean()), float(a.mean()) - half, float(a.mean()) + half)
+
+
+# --- Did the task do its job? (the shapes world; the pixel analyser reads the outputs) -------------
+
+def t2i_success(out: np.ndarray, item: dict) -> bool:
+    """The output's object has the prompt's shape and colour (and size, when the prompt names one)."""
+    from .analyser import t2i_pass
+
+    return bool(t2i_pass(out, item["prompt"]))
+
+
+def edit_success(out: np.ndarray, item: dict) -> bool:
+    """The output's object has the target's changed attribute and keeps the others: a recolour gives the new
+    colour, a resize the new size, a move puts the centre at least half the shift in the asked direction
+    (and less than half off the other axis); shape (and colour, unless recoloured) stay the source's."""
+    from .analyser import analyse
+    from .shapes import MOVE_FRACTION, MOVES
+
+    meta = item.get("meta") or {}
+    src, dst, kind = meta.get("source"), meta.get("object"), meta.get("edit")
+    if not (src and dst and kind):
+        raise DataError("an edit row needs the shapes world's 'source', 'object' and 'edit' to be scored",
+                        hint="score a shapes-world dataset (`taskfold data make-shapes`)")
+    a = analyse(out)
+    if not a.found or a.shape != src["shape"]:
+        return False
+    if kind == "colour":
+        return a.colour == dst["colour"]
+    if a.colour != src["colour"]:
+        return False
+    if kind == "size":
+        return a.size == dst["size"]
+    shift = MOVE_FRACTION * out.shape[0]
+    dx, dy = a.centre[0] - src["x"], a.centre[1] - src["y"]
+    wx, wy = next(v for k, v in MOVES.items() if f" {k}" in item["prompt"])
+    along, across = dx * wx + dy * wy, abs(dx * wy - dy * wx)
+    return along >= shift / 2 and across < shift / 2
+
+
+def inpaint_success(out: np.ndarray, item: dict) -> bool:
+    """The named object is gone and the other one kept: the output's objects include the kept object
+    (shape and colour) and none with the removed object's shape and colour."""
+    from .analyser import analyse_all
+
+    meta = item.get("meta") or {}
+    keep, removed = meta.get("object"), meta.get("removed")
+    if not (keep and removed):
+        raise DataError("an inpaint row needs the shapes world's 'object' and 'removed' to be scored",
+                        hint="score a shapes-world dataset (`taskfold data make-shapes`)")
+    found = [(a.shape, a.colour) for a in analyse_all(out) if a.found]
+    return (keep["shape"], keep["colour"]) in found and (removed["shape"], removed["colour"]) not in found
+
+
+def inpaint_mask_success(out: np.ndarray, item: dict) -> bool:
+    """The filled region holds the scene's object again: the output's object is the target's (shape, colour)."""
+    from .analyser import analyse
+
+    obj = (item.get("meta") or {}).get("object")
+    if not obj:
+        raise DataError("an inpaint-mask row needs the shapes world's 'object' to be scored")
+    a = analyse(out)
+    return a.found and a.shape == obj["shape"] and a.colour == obj["colour"]
+
+
+#: task -> whether an output did its job, for the shapes world's built-in tasks (sr is scored by PSNR gain)
+SUCCESS = {"t2i": t2i_success, "edit": edit_success, "inpaint": inpaint_success, "inpaint-mask": inpaint_mask_success}
+
+
 def task_scores(task: str, images, items: list[dict]) -> dict:
     """Scores of generated ``images`` (``[B, 3, H, W]`` in [-1, 1]) for dataset ``items`` of ``task``.
 
-    ``t2i``: the share of images in which the pixel analyser finds the prompt's shape and
-    colour. Image-conditioned tasks: mean PSNR and SSIM to the target, and the same for the
-    trivial baseline of returning the condition image unchanged. ``per_sample`` holds each
-    image's own numbers.
+    ``success_rate`` (with its 95 % Wilson interval): the share of outputs that did the task's job
+    (:data:`SUCCESS`: read by the pixel analyser). Image-conditioned tasks also get PSNR and SSIM to
+    the target beside the trivial baseline of returning the condition image (for ``sr`` the bicubic
+    upsampled input), and ``psnr_gain_db``, the mean gain over that baseline with its 95 % interval —
+    ``sr``'s score. ``per_sample`` holds each image's own numbers.
     """
-    from .analyser import t2i_pass
-
-    if task == "t2i":
-        passed = [bool(t2i_pass(to_unit(img), it["prompt"])) for img, it in zip(images, items)]
-        return {"n": len(items), "t2i_pass_rate": float(np.mean(passed)),
-                "per_sample": [{"t2i_pass": p} for p in passed]}
-    per = []
-    for img, it in zip(images, items):
-        out, target, cond = to_unit(img), to_unit(it["target"]), to_unit(it["condition"])
-        per.append({"psnr": psnr(out, target, data_range=1.0), "ssim": ssim(out, target, data_range=1.0),
-                    "condition_psnr": psnr(cond, target, data_range=1.0),
-                    "condition_ssim": ssim(cond, target, data_range=1.0)})
-    mean = {k: float(np.mean([p[k] for p in per])) for k in ("psnr", "ssim", "condition_psnr", "condition_ssim")}
-    return {"n": len(items), "psnr": mean["psnr"], "ssim": mean["ssim"],
-            "condition_baseline_psnr": mean["condition_psnr"], "condition_baseline_ssim": mean["condition_ssim"],
-            "per_sample": per}
+    per = [{} for _ in items]
+    out: dict = {"n": len(items)}
+    if task in SUCCESS:
+        ok = [bool(SUCCESS[task](to_unit(img), it)) for img, it in zip(images, items)]
+        k = sum(ok)
+        out |= {"success_rate": k / len(ok) if ok else math.nan, "success_interval": list(wilson_interval(k, len(ok))),
+                "successes": k}
+        for p, o in zip(per, ok):
+            p["success"] = o
+        if task == "t2i":
+            out["t2i_pass_rate"] = out["success_rate"]
+    if items and "condition" in items[0]:
+        for p, img, it in zip(per, images, items):
+            o, target, cond = to_unit(img), to_unit(it["target"]), to_unit(it["condition"])
+            p |= {"psnr": psnr(o, target, data_range=1.0), "ssim": ssim(o, target, data_range=1.0),
+                  "condition_psnr": psnr(cond, target, data_range=1.0),
+                  "condition_ssim": ssim(cond, target, data_range=1.0)}
+            p["psnr_gain_db"] = p["psnr"] - p["condition_psnr"]
+        mean = {k: float(np.mean([p[k] for p in per])) for k in ("psnr", "ssim", "condition_psnr", "condition_ssim")}
+        gain, lo, hi = mean_interval([p["psnr_gain_db"] for p in per])
+        out |= {"psnr": mean["psnr"], "ssim": mean["ssim"], "condition_baseline_psnr": mean["condition_psnr"],
+                "condition_baseline_ssim": mean["condition_ssim"], "psnr_gain_db": gain,
+                "psnr_gain_interval": [lo, hi]}
+    out["per_sample"] = per
+    return out

@@ -41,7 +41,8 @@ def torch_model(unet_fn, text_encoder, codec) -> Model:
     def decode(latents):
         return out(codec.decode(to(latents)).clamp(-1, 1))
 
-    return Model(unet, encode_text, encode_images, decode)
+    return Model(unet, encode_text, encode_images, decode, scaling_factor=float(codec.scaling_factor),
+                 shift_factor=float(codec.shift_factor))
 
 
 def generate(unet_fn, spec, prompts: list[str], *, text_encoder, codec, scheduler_config: dict,

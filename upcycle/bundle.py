@@ -17,11 +17,8 @@ from taskfold.errors import ConfigError
 from .codecs import IdentityCodec, load_codec
 from .text_encoders import load_text_encoder
 
-#: The noise schedules taskfold trains with (epsilon prediction), as diffusers config fields.
-NOISE_SCHEDULES = {
-    "sd": {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
-    "ddpm": {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02},
-}
+from .config import NOISE_SCHEDULES  # noqa: E402
+
 
 def find_encoders(mtu_dir: str | Path, mtu):
     """``(text_encoder or None, codec or None)`` saved with the model, else with its base folder.

@@ -94,7 +94,7 @@ def read_upcycle_config(path: str | Path) -> UpcycleConfig:
     without loading any weights."""
     cfg = read_mtu_config(Path(path))
     try:
-        return UpcycleConfig.from_dict(cfg["upcycle"])
+        return UpcycleConfig.from_stored(cfg["upcycle"])
     except (ConfigError, KeyError, TypeError) as e:
         raise CheckpointError(f"config.json of {str(path)!r} is invalid: {e}") from None
 
@@ -116,7 +116,7 @@ def load_mtu(path: str | Path, device: str = "cpu", verify_hash: bool = True) ->
         raise CheckpointError(f"weights file {str(weights)!r} does not match the sha256 in config.json: corrupt")
 
     try:
-        up_cfg = UpcycleConfig.from_dict(cfg["upcycle"])
+        up_cfg = UpcycleConfig.from_stored(cfg["upcycle"])
         b = cfg["base"]
         info = BaseInfo(source=b["source"], kind=b["kind"], seed=b.get("seed"), dtr=b.get("dtr"))
         unet = build_unet(b["unet_config"], seed=None, device="meta")

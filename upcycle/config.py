@@ -1,7 +1,12 @@
-"""``UpcycleConfig``: every choice that shapes an MTU model, saved beside its weights."""
+"""``UpcycleConfig``: every choice that shapes an MTU model, saved beside its weights.
+
+Torch-free (the CLI builds its options from it without importing the toolchain), as are the
+constants the model code shares with it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,8 +14,17 @@ from pathlib import Path
 from taskfold.config import Config, is_finite_number
 from taskfold.errors import ConfigError
 
-from .dtr import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_TIMESTEPS
-from .experts import NORM_MODES
+#: DTR defaults (paper 004): window shift exponent, active channel ratio, training timesteps.
+DEFAULT_ALPHA = 4.0
+DEFAULT_BETA = 0.8
+DEFAULT_TIMESTEPS = 1000
+#: Task norms: one per task, or one per (task, expert).
+NORM_MODES = ("task", "task_expert")
+#: The noise schedules taskfold trains with (epsilon prediction), as diffusers config fields.
+NOISE_SCHEDULES = {
+    "sd": {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
+    "ddpm": {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02},
+}
 from taskfold.tasks import TaskSpec, resolve_tasks
 
 
@@ -39,6 +53,10 @@ class UpcycleConfig(Config):
     dtr_beta: float = DEFAULT_BETA
     dtr_timesteps: int = DEFAULT_TIMESTEPS
     seed: int = 0
+    #: ``pipeline``: each task's image condition enters as its task definition says (the stock diffusers
+    #: pipelines' conventions); ``scaled``: every image condition as scaled latents (models made before
+    #: the conventions were recorded, whose stored configs lack this field).
+    image_latents: str = "pipeline"
 
     def __post_init__(self):
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -61,10 +79,23 @@ class UpcycleConfig(Config):
             raise ConfigError(f"--dtr-alpha must be > 0, got {self.dtr_alpha}")
         if not self.blocks:
             raise ConfigError("--blocks selects no transformer blocks")
+        if self.image_latents not in ("pipeline", "scaled"):
+            raise ConfigError(f"image_latents {self.image_latents!r} is not one of pipeline, scaled")
 
     @property
     def task_specs(self) -> tuple[TaskSpec, ...]:
-        return resolve_tasks(self.tasks, self.custom_tasks)
+        specs = resolve_tasks(self.tasks, self.custom_tasks)
+        if self.image_latents == "scaled":
+            specs = tuple(dataclasses.replace(t, image_latents="scaled") for t in specs)
+        return specs
+
+    @classmethod
+    def from_stored(cls, d, where: str = "upcycle config") -> "UpcycleConfig":
+        """A config as a checkpoint or manifest stored it; one written before ``image_latents`` existed
+        trained its image tasks on scaled latents."""
+        if isinstance(d, dict) and "image_latents" not in d:
+            d = d | {"image_latents": "scaled"}
+        return cls.from_dict(d, where=where)
 
     @classmethod
     def from_json_file(cls, path: str | Path, **overrides) -> "UpcycleConfig":

@@ -25,9 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-DEFAULT_TIMESTEPS = 1000
-DEFAULT_ALPHA = 4.0
-DEFAULT_BETA = 0.8
+from .config import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_TIMESTEPS  # noqa: E402,F401
 
 
 def dtr_active_channels(channels: int, beta: float) -> int:

@@ -35,7 +35,7 @@ from torch import nn
 
 from taskfold.errors import ConfigError
 
-NORM_MODES = ("task", "task_expert")
+from .config import NORM_MODES  # noqa: E402
 
 
 @dataclass

@@ -1,0 +1,102 @@
+"""``TrainConfig``: everything a training run was asked for (torch-free: the CLI reads it without the toolchain)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from taskfold.config import Config, is_finite_number
+from taskfold.errors import ConfigError
+from taskfold.upcycle.config import NOISE_SCHEDULES
+
+OPTIMIZER_PRESETS = {
+    "sd15": {"optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0},     # paper A.2, SDv1.5
+    "sdxl": {"optimizer": "adamw", "lr": 5e-5, "weight_decay": 0.01},   # paper A.2, SDXL
+}
+
+@dataclass(frozen=True)
+class TrainConfig(Config):
+    """Everything a training run was asked for; saved as ``OUT/train_config.json``.
+
+    ``batch_size`` is per process and micro-step; one optimiser step sees
+    ``batch_size x processes x grad_accum`` samples.
+    """
+
+    label = "train config"
+
+    steps: int = 1000
+    batch_size: int = 8
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    grad_accum: int = 1
+    max_grad_norm: float | None = 1.0
+    mixed_precision: str = "no"
+    task_weights: dict = field(default_factory=dict)  # task -> weight; missing tasks weigh 1
+    prompt_dropout: float = 0.05
+    image_dropout: float = 0.05
+    trainable: str = "mtu"
+    train_text_encoder: bool = False
+    noise_schedule: str | None = None  # None: the model's (or its base's) schedule, else "sd"
+    num_train_timesteps: int = 1000
+    snr_gamma: float | None = None  # Min-SNR-gamma loss weighting (Hang et al. 2023); None: plain MSE
+    checkpoint_every: int = 100
+    log_every: int = 10
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "task_weights", dict(self.task_weights))
+        for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "log_every", "num_train_timesteps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.optimizer not in ("adam", "adamw"):
+            raise ConfigError(f"optimizer {self.optimizer!r} is not one of adam, adamw")
+        for name in ("lr", "weight_decay", "max_grad_norm", "snr_gamma"):
+            v = getattr(self, name)
+            if v is not None and not is_finite_number(v):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {v!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ConfigError(f"--mixed-precision {self.mixed_precision!r} is not one of no, fp16, bf16")
+        for name in ("prompt_dropout", "image_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
+        if self.trainable not in ("mtu", "all"):
+            raise ConfigError(f"--trainable {self.trainable!r} is not one of mtu, all")
+        if self.noise_schedule is not None and self.noise_schedule not in NOISE_SCHEDULES:
+            raise ConfigError(f"--noise-schedule {self.noise_schedule!r} is not one of {', '.join(NOISE_SCHEDULES)}")
+        if self.snr_gamma is not None and not self.snr_gamma > 0:
+            raise ConfigError(f"--snr-gamma must be positive, got {self.snr_gamma}")
+        bad = {k: v for k, v in self.task_weights.items() if not (is_finite_number(v) and v >= 0)}
+        if bad:
+            raise ConfigError(f"task weights must be non-negative numbers, got {bad}")
+
+    @classmethod
+    def with_preset(cls, preset: str | None, **kw) -> "TrainConfig":
+        if preset is not None and preset not in OPTIMIZER_PRESETS:
+            raise ConfigError(f"optimiser preset {preset!r} is not one of {', '.join(OPTIMIZER_PRESETS)}")
+        base = dict(OPTIMIZER_PRESETS[preset]) if preset else {}
+        return cls(**(base | {k: v for k, v in kw.items() if v is not None}))
+
+    def check_tasks(self, tasks: list[str]) -> None:
+        """Refuse task weights for tasks the model does not have, or weights that sample nothing."""
+        unknown = sorted(set(self.task_weights) - set(tasks))
+        if unknown:
+            raise ConfigError(f"--task-weights names task(s) {', '.join(unknown)} that the model does not have; its "
+                              f"tasks are {', '.join(tasks)}")
+        if not any(float(self.task_weights.get(t, 1.0)) > 0 for t in tasks):
+            raise ConfigError(f"every task weight is zero ({self.task_weights}): no task would be trained",
+                              hint="give at least one task a positive weight")
+
+    def scheduler_config(self) -> dict:
+        """The noise schedule as a diffusers ``scheduler_config.json`` (also what the runtime reads).
+
+        ``ddpm`` is the pixel-space schedule, sampled as DDPM samples it: DDIM's predicted ``x0`` is
+        clipped to the image range [-1, 1] (``clip_sample``, diffusers' ``DDPMScheduler`` default).
+        Unclipped, the first steps from pure noise divide the noise estimate's error by
+        ``sqrt(abar_T) = 0.0064`` and a small model's samples saturate. Latents (``sd``) are not
+        bounded, so they are never clipped.
+        """
+        return {"_class_name": "DDPMScheduler", "num_train_timesteps": self.num_train_timesteps,
+                **NOISE_SCHEDULES[self.noise_schedule or "sd"], "prediction_type": "epsilon",
+                "clip_sample": self.noise_schedule == "ddpm", "set_alpha_to_one": False, "steps_offset": 1}
