@@ -159,16 +159,29 @@ def _template_error(shape: str, alpha: np.ndarray, area: float, cx: float, cy: f
 
 # --- the analysis ----------------------------------------------------------------------------
 
-def _foreground(image, value_range):
-    """``(image 0..255, background colour, foreground labels)`` of a shapes-world image."""
-    img = as_rgb255(image, value_range)
+def background_of(img: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(background colour, foreground threshold)`` of an ``(H, W, 3)`` image in 0..255: the median of the
+    one-pixel border, and the RGB distance from it beyond which a pixel is foreground."""
     h, w, _ = img.shape
     if min(h, w) < 8:
         raise DataError(f"image of {h}x{w} pixels is too small to analyse; expected at least 8x8")
     border = np.concatenate([img[0], img[-1], img[1:-1, 0], img[1:-1, -1]])
     bg = np.median(border, axis=0)
     spread = float(np.median(np.linalg.norm(border - bg, axis=1)))
-    threshold = max(MIN_THRESHOLD, BORDER_SPREAD_FACTOR * spread)
+    return bg, max(MIN_THRESHOLD, BORDER_SPREAD_FACTOR * spread)
+
+
+def dilate(mask: np.ndarray, steps: int) -> np.ndarray:
+    """``mask`` grown by ``steps`` pixels (4-neighbourhood)."""
+    for _ in range(steps):
+        mask = mask | np.logical_or.reduce(_shifted(mask))
+    return mask
+
+
+def _foreground(image, value_range):
+    """``(image 0..255, background colour, foreground labels)`` of a shapes-world image."""
+    img = as_rgb255(image, value_range)
+    bg, threshold = background_of(img)
     fg = np.linalg.norm(img - bg, axis=2) > threshold
     return img, bg, _components(fg) if fg.any() else np.full(fg.shape, -1)
 
@@ -188,12 +201,13 @@ def analyse_all(image, value_range: tuple[float, float] = (0.0, 1.0)) -> list[An
     img, bg, labels = _foreground(image, value_range)
     ids, counts = np.unique(labels[labels >= 0], return_counts=True)
     h, w = labels.shape
-    return [_analyse_component(img, bg, labels == i) for i, n in sorted(zip(ids, counts), key=lambda x: -x[1])
-            if n / (h * w) >= MIN_AREA_FRACTION]
+    return [_analyse_component(img, bg, labels == i, others=(labels >= 0) & (labels != i))
+            for i, n in sorted(zip(ids, counts), key=lambda x: -x[1]) if n / (h * w) >= MIN_AREA_FRACTION]
 
 
-def _analyse_component(img: np.ndarray, bg: np.ndarray, comp: np.ndarray) -> Analysis:
-    """Shape, colour and size of the object covering the component ``comp``."""
+def _analyse_component(img: np.ndarray, bg: np.ndarray, comp: np.ndarray, others: np.ndarray | None = None) -> Analysis:
+    """Shape, colour and size of the object covering the component ``comp``; the pixels of ``others``
+    (other objects' components) and their edges do not count toward its coverage."""
     h, w, _ = img.shape
     background = tuple(round(float(c), 1) for c in bg)
     area_fraction = float(comp.sum()) / (h * w)
@@ -224,9 +238,9 @@ def _analyse_component(img: np.ndarray, bg: np.ndarray, comp: np.ndarray) -> Ana
     colour = names[order[0]]
 
     # Coverage of every pixel within three pixels of the object (a blurred edge reaches that far).
-    near = comp
-    for _ in range(3):
-        near = near | np.logical_or.reduce(_shifted(near))
+    near = dilate(comp, 3)
+    if others is not None and others.any():
+        near &= ~dilate(others, 1)
     axis = obj - bg
     alpha = np.clip((img - bg) @ axis / float(axis @ axis), 0.0, 1.0) * near
     area = float(alpha.sum())

@@ -170,16 +170,29 @@ def edit_success(out: np.ndarray, item: dict) -> bool:
 
 
 def inpaint_success(out: np.ndarray, item: dict) -> bool:
-    """The named object is gone and the other one kept: the output's objects include the kept object
-    (shape and colour) and none with the removed object's shape and colour."""
-    from .analyser import analyse_all
+    """The named object is gone and the other one kept: where the removed object was, the output shows the
+    background (median RGB distance below the analyser's foreground threshold); the rest of the scene (that
+    place painted with the background) holds the kept object (shape and colour) and nothing with the removed
+    object's shape and colour."""
+    from .analyser import analyse_all, as_rgb255, background_of, dilate
+    from .shapes import ShapeObject, coverage
 
     meta = item.get("meta") or {}
     keep, removed = meta.get("object"), meta.get("removed")
     if not (keep and removed):
         raise DataError("an inpaint row needs the shapes world's 'object' and 'removed' to be scored",
                         hint="score a shapes-world dataset (`taskfold data make-shapes`)")
-    found = [(a.shape, a.colour) for a in analyse_all(out) if a.found]
+    img = as_rgb255(out)
+    if img.shape[0] != img.shape[1]:
+        raise DataError(f"an inpaint output must be square like the shapes world, got {img.shape[1]}x{img.shape[0]}")
+    bg, threshold = background_of(img)
+    cover = coverage(ShapeObject(**{k: removed[k] for k in ("shape", "colour", "size", "x", "y")}), img.shape[0])
+    where = cover >= 0.5
+    if float(np.median(np.linalg.norm(img[where] - bg, axis=1))) >= threshold:
+        return False
+    rest = img.copy()
+    rest[dilate(cover > 0, 2)] = bg
+    found = [(a.shape, a.colour) for a in analyse_all(rest, value_range=(0, 255)) if a.found]
     return (keep["shape"], keep["colour"]) in found and (removed["shape"], removed["colour"]) not in found
 
 
