@@ -73,8 +73,10 @@ def write_pipeline(out: Path, task: str, unet, text_encoder, codec, scheduler_co
         scheduler_class = "DDIMScheduler"
         keep = {k: v for k, v in scheduler_config.items() if not k.startswith("_") and k != "source"}
         write_json_atomic(out / "scheduler" / "scheduler_config.json", {"_class_name": scheduler_class} | keep)
+    import diffusers
+
     write_json_atomic(out / "model_index.json", {
-        "_class_name": cls,
+        "_class_name": cls, "_diffusers_version": diffusers.__version__,
         "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
         "text_encoder": ["transformers", type(text_encoder.model).__name__],
         "tokenizer": ["transformers", type(text_encoder.tokenizer).__name__],
