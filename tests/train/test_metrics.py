@@ -8,10 +8,7 @@ import pytest
 from taskfold.errors import DataError
 from taskfold.train.metrics import gaussian_window, psnr, ssim, ssim_map
 
-try:  # compared with scikit-image only where it is installed; the hand-computed cases always run
-    from skimage.metrics import structural_similarity
-except ImportError:  # pragma: no cover - depends on the environment
-    structural_similarity = None
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity  # the dev extra installs it
 
 
 def random_image(seed, shape=(24, 20, 3)):
@@ -81,8 +78,7 @@ def test_ssim_properties():
     assert ssim(u8, u8) == pytest.approx(1.0)
 
 
-@pytest.mark.skipif(structural_similarity is None, reason="scikit-image is not installed")
-def test_ssim_matches_scikit_image():  # pragma: no cover - depends on the environment
+def test_ssim_matches_scikit_image():
     a = random_image(6, (32, 32, 3))
     b = np.clip(a + np.random.default_rng(7).normal(0, 0.1, a.shape), 0, 1)
     # Wang et al.'s settings in scikit-image; it averages its map with the window's half
@@ -91,6 +87,18 @@ def test_ssim_matches_scikit_image():  # pragma: no cover - depends on the envir
                                        sigma=1.5, use_sample_covariance=False, full=True)
     np.testing.assert_allclose(full[5:-5, 5:-5].transpose(2, 0, 1), ssim_map(a, b), atol=1e-9)
     assert ssim(a, b) == pytest.approx(mean, abs=1e-9)
+    gray = structural_similarity(a[:, :, 0], b[:, :, 0], data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                 use_sample_covariance=False)
+    assert ssim(a[:, :, 0], b[:, :, 0]) == pytest.approx(gray, abs=1e-9)
+
+
+def test_psnr_matches_scikit_image():
+    rng = np.random.default_rng(8)
+    a = rng.uniform(0, 1, (32, 32, 3))
+    b = np.clip(a + rng.normal(0, 0.05, a.shape), 0, 1)
+    assert psnr(a, b, data_range=1.0) == pytest.approx(peak_signal_noise_ratio(a, b, data_range=1.0), abs=1e-9)
+    u, v = (np.rint(x * 255).astype(np.uint8) for x in (a, b))
+    assert psnr(u, v) == pytest.approx(peak_signal_noise_ratio(u, v), abs=1e-9)  # range 255 from uint8
 
 
 def test_bad_inputs():
