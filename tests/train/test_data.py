@@ -156,7 +156,8 @@ def test_skip_bad_rows_default_log_is_a_warning(broken, caplog):
 def test_items_are_chw_float32_in_range(broken):
     ds = load_dataset(broken, skip_bad_rows=True, log=lambda m: None)
     t2i, sr, mask_row, inpaint = (ds[i] for i in range(4))
-    assert set(t2i) == {"task", "prompt", "target"} and t2i["prompt"] == "a red circle"
+    assert set(t2i) == {"task", "prompt", "target", "meta"} and t2i["prompt"] == "a red circle"
+    assert t2i["meta"] == {}  # the row has no columns beyond the task's
     assert t2i["target"].shape == (3, 32, 32) and t2i["target"].dtype == np.float32
     # the pixel (100, 50, 200) maps to x / 127.5 - 1
     np.testing.assert_allclose(t2i["target"][:, 0, 0], [100 / 127.5 - 1, 50 / 127.5 - 1, 200 / 127.5 - 1], rtol=1e-6)
@@ -164,7 +165,7 @@ def test_items_are_chw_float32_in_range(broken):
     np.testing.assert_allclose(sr["condition"], sr["target"], atol=1e-6)  # a flat image stays flat
     assert mask_row["mask"].shape == (1, 32, 32) and mask_row["mask"].dtype == np.float32
     assert np.unique(mask_row["mask"]).tolist() == [1.0]
-    assert set(inpaint) == {"task", "prompt", "target", "condition"}
+    assert set(inpaint) == {"task", "prompt", "target", "condition", "meta"}
 
 
 def test_sr_condition_is_bicubic_upsampled(shapes32):
@@ -182,7 +183,8 @@ def test_shapes_dataset_loads_whole(shapes32):
     assert len(load_dataset(shapes32, split="test")) == 20
     for i in ds.indices("inpaint-mask")[:3]:
         item = ds[i]
-        assert set(item) == {"task", "prompt", "target", "condition", "mask"}
+        assert set(item) == {"task", "prompt", "target", "condition", "mask", "meta"}
+        assert set(item["meta"]) == {"object"}  # the shapes world's ground truth, for task scores
         masked = item["mask"][0] > 0
         # inside the mask the condition is the grey fill, 128 / 127.5 - 1
         np.testing.assert_allclose(item["condition"][:, masked], 128 / 127.5 - 1, atol=1e-6)
