@@ -161,10 +161,16 @@ def evaluate_package(package: str | Path, data: str | Path, out: str | Path, tas
 
 
 def describe_scores(task: str, scores: dict) -> str:
-    if "t2i_pass_rate" in scores:
-        return f"analyser pass rate {scores['t2i_pass_rate']:.2f}"
-    return (f"PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.3f} (condition image as output: "
-            f"{scores['condition_baseline_psnr']:.2f} dB, {scores['condition_baseline_ssim']:.3f})")
+    """``task success 0.81 [0.70, 0.89] (52/64); PSNR 19.10 dB (+2.31 dB over the condition image)``."""
+    parts = []
+    if "success_rate" in scores:
+        lo, hi = scores["success_interval"]
+        parts.append(f"task success {scores['success_rate']:.2f} [{lo:.2f}, {hi:.2f}] ({scores['successes']}/{scores['n']})")
+    if "psnr" in scores:
+        parts.append(f"PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.3f} ({scores['psnr_gain_db']:+.2f} dB over "
+                     f"the condition image: {scores['condition_baseline_psnr']:.2f} dB, "
+                     f"{scores['condition_baseline_ssim']:.3f})")
+    return "; ".join(parts)
 
 
 def add_evaluate_parser(subparsers):

@@ -49,8 +49,15 @@ def test_page_shows_every_image_and_number(demo):
     metrics = json.loads((demo / "eval" / "metrics.json").read_text())
     for task, m in metrics["tasks"].items():
         assert f"<h3>{task}</h3>" in page
-        shown = f"{m['t2i_pass_rate']:.2f}" if task == "t2i" else f"{m['psnr']:.2f} / {m['ssim']:.3f}"
-        assert shown in page and shown in (demo / "report.md").read_text()
+        shown = [f"{m['psnr']:.2f} / {m['ssim']:.3f}"] if "psnr" in m else []
+        if task != "sr":  # every other built-in task is scored by whether it did its job, with its interval
+            lo, hi = m["success_interval"]
+            shown.append(f"{m['success_rate']:.2f} [{lo:.2f}, {hi:.2f}] ({m['successes']}/{m['n']})")
+        assert shown
+        for cell in shown:
+            assert cell in page and cell in (demo / "report.md").read_text(), cell
+        shown_samples = min(8, len(m["samples"]))
+        assert page.count(f"{task} output") == shown_samples
     bench = json.loads((demo / "bench" / "report.json").read_text())
     for r in bench["rows"]:
         assert f"{r['flop_ratio_conv_in_aside']:.6f}" in page
