@@ -58,7 +58,8 @@ def loss_chart(records: list[dict], path: Path) -> None:
         colour = f"C{i}"
         ax.plot(steps, losses, color=colour, alpha=0.25, linewidth=0.8)
         trend = _running_median(losses, max(1, len(losses) // 8))
-        ax.plot(steps, trend, color=colour, linewidth=1.6, label=f"{t} (running median)")
+        ax.plot(steps, trend, color=colour, linewidth=1.6, label=f"{t} (running median)",
+                marker="o" if len(steps) < 3 else None)
     ax.set_yscale("log")
     from matplotlib.ticker import LogFormatter
 

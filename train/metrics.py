@@ -135,10 +135,11 @@ def mean_interval(xs, z: float = 1.96) -> tuple[float, float, float]:
 # --- Did the task do its job? (the shapes world; the pixel analyser reads the outputs) -------------
 
 def t2i_success(out: np.ndarray, item: dict) -> bool:
-    """The output's object has the prompt's shape and colour (and size, when the prompt names one)."""
-    from .analyser import t2i_pass
+    """The output shows one object, with the prompt's shape and colour (and size, when the prompt names one):
+    a second object, or a blob the analyser cannot name, beside the right one is not the asked scene."""
+    from .analyser import analyse_all, t2i_pass
 
-    return bool(t2i_pass(out, item["prompt"]))
+    return len(analyse_all(out)) == 1 and bool(t2i_pass(out, item["prompt"]))
 
 
 def edit_success(out: np.ndarray, item: dict) -> bool:

@@ -102,6 +102,16 @@ def test_success_separates_target_from_condition(task, fn):
         assert on_condition <= 0.05, on_condition
 
 
+def test_t2i_success_wants_the_one_asked_object():
+    bg = np.broadcast_to(np.array(shapes.BACKGROUNDS["light grey"], dtype=np.float64), (32, 32, 3))
+    square = shapes.ShapeObject("square", "green", "small", 9.0, 9.0)
+    item = {"prompt": "a small green square"}
+    assert t2i_success(shapes.render(bg, [square]) / 255, item)
+    twice = shapes.render(bg, [square, shapes.ShapeObject("circle", "green", "small", 23.0, 23.0)])
+    assert not t2i_success(twice / 255, item)  # the largest object is right, but the scene has two
+    assert not t2i_success(shapes.render(bg, [square]) / 255, {"prompt": "a small green circle"})
+
+
 def test_edit_success_checks_each_kind_of_edit():
     bg = np.broadcast_to(np.array(shapes.BACKGROUNDS["white"], dtype=np.float64), (32, 32, 3))
     src = shapes.ShapeObject("square", "red", "large", 12.0, 16.0)
