@@ -144,9 +144,12 @@ def _check_backends(formats) -> None:
 
 # --- Export ----------------------------------------------------------------------------------
 
-def export_package(mtu_or_dir, cfg: ExportConfig, out: str | Path, overwrite: bool = False, log=print) -> dict:
+def export_package(mtu_or_dir, cfg: ExportConfig, out: str | Path, overwrite: bool = False, log=print,
+                   sampling: str | Path | None = None) -> dict:
     """Fold every requested task of an MTU model and export it in every requested format.
 
+    ``sampling``: a sampling file (:mod:`taskfold.sampling`) whose recommended strength, guidance and
+    steps the manifest's tasks record; default: the model folder's ``sampling.json`` where it has one.
     Returns the manifest. Raises :class:`~taskfold.errors.ParityError` (and writes nothing)
     if any graph misses its tolerance.
     """
@@ -159,6 +162,7 @@ def export_package(mtu_or_dir, cfg: ExportConfig, out: str | Path, overwrite: bo
     mtu = load_mtu(mtu_or_dir) if isinstance(mtu_or_dir, (str, Path)) else mtu_or_dir
     mtu = mtu.float().eval()
     mtu_dir = Path(mtu_or_dir) if isinstance(mtu_or_dir, (str, Path)) else None
+    recommended = _sampling(sampling, mtu_dir, mtu)
     text_encoder, codec_module = find_encoders(mtu_dir, mtu) if mtu_dir else (None, None)
     codec = codec_module.to_dict() if codec_module is not None else codec_record(mtu)
     cfg = _with_text_len(cfg, text_encoder)
@@ -171,12 +175,24 @@ def export_package(mtu_or_dir, cfg: ExportConfig, out: str | Path, overwrite: bo
         raise_on_failures(job.results)
         components = _export_components(text_encoder, codec_module, mtu_dir, mtu, cfg, job.h, job.w, tmp, log)
         manifest = _manifest(mtu, cfg, job.tasks, _without_paths(components.get("codec") or codec), (job.h, job.w),
-                             graphs, tmp)
+                             graphs, tmp, recommended)
         manifest["text_encoder"] = _without_paths(components.get("text_encoder"))
         manifest["scheduler"] = components["scheduler"]
         write_json_atomic(tmp / MANIFEST, manifest)
     log(f"wrote {out}: {len(graphs)} graphs, {sum(f['bytes'] for f in manifest['files'].values()) / 1e6:.1f} MB")
     return manifest
+
+
+def _sampling(path, mtu_dir: Path | None, mtu) -> dict | None:
+    """The recommended sampling to record: ``path``'s, else the model folder's ``sampling.json``, else none."""
+    from taskfold.sampling import SAMPLING_FILE, read_sampling
+
+    if path is None and mtu_dir is not None and (mtu_dir / SAMPLING_FILE).is_file():
+        path = mtu_dir / SAMPLING_FILE
+    if path is None:
+        return None
+    out = read_sampling(path, {t.name: t for t in mtu.tasks})
+    return out | {"file": Path(path).name}
 
 
 def _with_text_len(cfg: ExportConfig, text_encoder) -> ExportConfig:
@@ -237,11 +253,12 @@ def _scheduler_record(mtu_dir, mtu) -> dict:
             "source": "Stable Diffusion's schedule (the model has no scheduler_config.json)"}
 
 
-def _manifest(mtu, cfg: ExportConfig, tasks, codec, sample_hw, graphs, root: Path) -> dict:
+def _manifest(mtu, cfg: ExportConfig, tasks, codec, sample_hw, graphs, root: Path, sampling: dict | None = None) -> dict:
+    from taskfold.sampling import apply_sampling
     from taskfold.upcycle.checkpoint import model_config
 
     mcfg = model_config(mtu)
-    specs = {t.name: t for t in mtu.tasks}
+    specs = {t.name: t for t in apply_sampling(mtu.tasks, sampling)}
     dtr = None
     if mtu.dtr is not None:
         dtr = {"timesteps": mtu.dtr.timesteps, "alpha": mtu.dtr.alpha, "beta": mtu.dtr.beta,
@@ -263,6 +280,8 @@ def _manifest(mtu, cfg: ExportConfig, tasks, codec, sample_hw, graphs, root: Pat
         "tasks": {t: specs[t].to_dict() | {"in_channels": mtu.task_in_channels(t),
                                            "graphs": {g["format"]: g["path"] for g in graphs if g["task"] == t}}
                   for t in tasks},
+        "sampling": {"source": sampling["source"], "file": sampling["file"],
+                     "tasks": sorted(set(sampling["tasks"]) & set(tasks))} if sampling else None,
         "tolerances": {f"{b}/{p}": tol for (b, p), tol in TOLERANCES.items()},
         "graphs": graphs,
         "files": file_table(root),

@@ -1,7 +1,7 @@
 """``taskfold run``: one image from one task of an exported package.
 
     taskfold run PKG --task edit --prompt "make the circle blue" --image in.png
-                     [--mask mask.png] [--steps 20] [--scheduler ddim|euler] [--seed 0] [--strength 1]
+                     [--mask mask.png] [--steps N] [--scheduler ddim|euler] [--seed 0] [--strength S]
                      [--guidance S] [--image-guidance S] [--backend onnx|coreml|tensorrt]
                      [--provider cpu|cuda] [--resize] [--no-verify] [--threads N]
                      --out out.png [--overwrite]
@@ -14,6 +14,7 @@ backend the command imports numpy, onnxruntime and Pillow only.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -30,12 +31,13 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--prompt", default="", help="text prompt or instruction (default: empty)")
     p.add_argument("--image", help="condition image (edit, sr, inpaint); sr also takes the half-size image")
     p.add_argument("--mask", help="mask for inpaint-mask: white (>=128) = region to fill")
-    p.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the package's recommendation for the task)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim", help="sampler (default ddim)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    p.add_argument("--strength", type=float, default=1.0,
+    p.add_argument("--strength", type=float,
                    help="image tasks: below 1, start from the condition image noised to this fraction of the "
-                        "schedule (img2img; only the last steps x strength steps run); 1 = from pure noise (default)")
+                        "schedule (img2img; only the last steps x strength steps run); 1 = from pure noise "
+                        "(default: the package's recommendation for the task)")
     p.add_argument("--guidance", type=float, help="text guidance scale (default: the task's)")
     p.add_argument("--image-guidance", type=float, help="image guidance scale, dual-guidance tasks (default: the task's)")
     p.add_argument("--backend", choices=BACKENDS, default="onnx", help="graphs to run (default onnx)")
@@ -71,14 +73,27 @@ def _cmd_run(args) -> int:
     check_writable(out)
     pkg = open_package(args.package, backend=args.backend, provider=args.provider, verify=not args.no_verify,
                        threads=args.threads)
+    used = pkg.sampling(args.task, steps=args.steps, strength=args.strength, guidance_scale=args.guidance,
+                        image_guidance_scale=args.image_guidance)
     start = time.perf_counter()
-    images = pkg.generate(args.task, args.prompt, image=args.image, mask=args.mask, steps=args.steps,
-                          scheduler=args.scheduler, guidance_scale=args.guidance,
-                          image_guidance_scale=args.image_guidance, seed=args.seed, resize=args.resize,
-                          strength=args.strength)
+    images = pkg.generate(args.task, args.prompt, image=args.image, mask=args.mask, steps=used["steps"],
+                          scheduler=args.scheduler, guidance_scale=used["guidance_scale"],
+                          image_guidance_scale=used["image_guidance_scale"], seed=args.seed, resize=args.resize,
+                          strength=used["strength"])
     pkg.save(images[0], out, overwrite=args.overwrite)
+    for warning in pkg.prompt_warnings(args.task, args.prompt):  # after the inputs passed their checks
+        print(f"warning: {warning}", file=sys.stderr)
     h, w = pkg.image_size
-    how = f", strength {args.strength:g}" if args.strength != 1 else ""
-    print(f"wrote {out} ({w}x{h}, task {args.task}, {args.steps} {args.scheduler} steps{how}, "
+    print(f"wrote {out} ({w}x{h}, task {args.task}, {_settings(used, args)}, {args.scheduler}, "
           f"{args.backend}/{args.provider}, {time.perf_counter() - start:.2f} s)")
     return 0
+
+
+def _settings(used: dict, args) -> str:
+    """What the run used, each value marked where it came from the package rather than the command line."""
+    given = {"steps": args.steps, "strength": args.strength, "guidance_scale": args.guidance,
+             "image_guidance_scale": args.image_guidance}
+    names = {"steps": "steps", "strength": "strength", "guidance_scale": "guidance",
+             "image_guidance_scale": "image guidance"}
+    parts = [f"{names[k]} {v:g}" + ("" if given[k] is not None else "*") for k, v in used.items() if v is not None]
+    return " ".join(parts[:1]) + "".join(", " + p for p in parts[1:]) + " (* = package default)"

@@ -19,8 +19,8 @@ import math
 import re
 from typing import Any, Callable
 
-from taskfold.errors import PackageError
-from taskfold.tasks import GUIDANCE_KINDS, INPUT_PARTS
+from taskfold.errors import PackageError, TaskfoldError
+from taskfold.tasks import GUIDANCE_KINDS, INPUT_PARTS, task_from_record
 
 FORMAT = "taskfold-package"
 SCHEMA_VERSION = 1
@@ -180,7 +180,7 @@ FILE_ENTRY = Obj({"bytes": NONNEG, "sha256": SHA256})
 COMPONENT_GRAPH = Obj({"file": NAME, "inputs": ListOf(TENSOR, 1)}, {"weights": ListOf(NAME), "outputs": ListOf(TENSOR)})
 TASK = Obj({"inputs": ListOf(one_of(*INPUT_PARTS), 1), "uses_text": BOOL, "guidance": one_of(*GUIDANCE_KINDS),
             "guidance_scale": NUM, "in_channels": POS},
-           {"name": STR, "image_guidance_scale": Opt(NUM), "graphs": DictOf(PATH)})
+           {"name": STR, "image_guidance_scale": Opt(NUM), "graphs": DictOf(PATH), "strength": NUM, "steps": POS})
 LAYOUTS = ("graphs", "adapters")
 GRAPH = Obj({"task": STR, "format": STR, "path": PATH},
             {"precision": STR, "external_data": ListOf(PATH), "weight_index": Opt(PATH), "inputs": ListOf(TENSOR, 1),
@@ -206,6 +206,7 @@ MANIFEST_SCHEMA = Obj({
                                                                         {"pad_id": NONNEG})},
                                           {"weights": ListOf(NAME)})})),
     "model": Obj({}, {"unet_config": Opt(Obj({})), "upcycle": Opt(Obj({}))}),
+    "sampling": Opt(Obj({"source": STR}, {"file": NAME, "tasks": ListOf(STR)})),
 })
 WEIGHT_RECORD = Obj({"name": STR, "file": NAME, "offset": NONNEG, "length": NONNEG, "shape": ListOf(NONNEG),
                      "dtype": one_of(*WEIGHT_DTYPES)})
@@ -257,6 +258,10 @@ def validate_manifest(doc: Any) -> dict:
         if t["inputs"][0] != "noisy":
             raise PackageError(f"manifest: tasks[{name!r}].inputs must start with 'noisy', got {t['inputs']}",
                                hint="re-export the package")
+        try:  # the whole definition, recommended sampling included, holds together
+            task_from_record(t)
+        except TaskfoldError as e:
+            raise PackageError(f"manifest: tasks[{name!r}]: {e}", hint="re-export the package") from None
     return doc
 
 

@@ -246,6 +246,39 @@ class Package:
             raise ConfigError(f"unknown task {name!r}; this package has: {', '.join(self.tasks)}")
         return self.manifest["tasks"][name]
 
+    def sampling(self, task: str, **given) -> dict:
+        """The settings ``generate`` uses for ``task``: each of ``steps``, ``strength``, ``guidance_scale``,
+        ``image_guidance_scale`` as given (not ``None``), else the package's recommendation for the task."""
+        spec = self.spec(task)
+        out = {k: given.get(k) if given.get(k) is not None else getattr(spec, k)
+               for k in ("steps", "strength", "guidance_scale", "image_guidance_scale")}
+        if not spec.needs_condition:
+            out["strength"] = None
+        if spec.guidance != "image_text":
+            out["image_guidance_scale"] = None
+        if spec.guidance == "none":
+            out["guidance_scale"] = None
+        return out
+
+    def prompt_warnings(self, task: str, prompt: str) -> list[str]:
+        """One-line warnings about ``prompt`` for ``task``: a prompt given to a task that reads no text, words
+        the text encoder's vocabulary lacks (encoded as unknown), a prompt longer than the encoder reads."""
+        spec = self.spec(task)
+        if not spec.uses_text:
+            return [f"task {task!r} reads no text; the prompt {_short(prompt)!r} is ignored"] if prompt.strip() else []
+        if self.manifest.get("text_encoder") is None or not prompt:
+            return []
+        tok = self._load_tokenizer()
+        out = []
+        unknown = tok.unknown_words(prompt)
+        if unknown:
+            out.append(f"prompt word(s) {', '.join(map(repr, unknown))} are not in the text encoder's vocabulary "
+                       f"(encoded as unknown)")
+        n = tok.count(prompt)
+        if n > tok.max_length:
+            out.append(f"the prompt is {n} tokens; the text encoder reads the first {tok.max_length}")
+        return out
+
     def spec(self, name: str) -> TaskSpec:
         """The task definition of ``name``, as the package recorded it."""
         if name not in self._specs:
@@ -356,17 +389,22 @@ class Package:
         if not te:
             raise PackageError(f"package {str(self.path)!r} has no text encoder; its graphs take "
                                "encoder_hidden_states from the app", hint="call Package.unet(task) directly")
+        tokenizer = self._load_tokenizer()
+        ONNX.check_installed()
+        encoder = self._component("text_encoder", "text_encoder", te["graph"])
+        return encoder(tokenizer(list(prompts)).astype(np.int64)).astype(np.float32)
+
+    def _load_tokenizer(self):
+        """The package's tokenizer (read, checked and built once)."""
         if self._tokenizer is None:
             from .tokenizers import tokenizer_from_files
 
-            tok = te["graph"]["tokenizer"]
+            tok = self.manifest["text_encoder"]["graph"]["tokenizer"]
             files = {rel.split("/", 1)[1]: self._reader.read_bytes(rel, "text_encoder.graph.tokenizer")
                      for rel in self._reader.tokenizer_files()}
             self._tokenizer = tokenizer_from_files(files, max_length=tok["max_length"], pad_id=tok.get("pad_id"),
                                                    where=f"{self.path}/text_encoder")
-        ONNX.check_installed()
-        encoder = self._component("text_encoder", "text_encoder", te["graph"])
-        return encoder(self._tokenizer(list(prompts)).astype(np.int64)).astype(np.float32)
+        return self._tokenizer
 
     def _codec(self, which: str, x: np.ndarray) -> np.ndarray:
         codec = self.manifest["codec"]
@@ -424,19 +462,22 @@ class Package:
                      max_batch=shape0 if isinstance(shape0, int) else None,
                      scaling_factor=float(codec["scaling_factor"]), shift_factor=float(codec.get("shift_factor") or 0.0))
 
-    def generate(self, task: str, prompt: str | list[str] = "", *, image=None, mask=None, steps: int = 20,
+    def generate(self, task: str, prompt: str | list[str] = "", *, image=None, mask=None, steps: int | None = None,
                  scheduler: str = "ddim", guidance_scale: float | None = None,
                  image_guidance_scale: float | None = None, seed: int = 0, resize: bool = False,
-                 strength: float = 1.0) -> np.ndarray:
+                 strength: float | None = None) -> np.ndarray:
         """Images ``[B, 3, H, W]`` in [-1, 1] for ``task``, one per prompt.
 
         ``image`` / ``mask``: what the task's input layout needs (see :meth:`load_condition`,
-        :meth:`load_mask`); one image is used for every prompt. Guidance scales default to the
-        task's. Noise is ``numpy.random.default_rng(seed)``, as in the PyTorch reference.
+        :meth:`load_mask`); one image is used for every prompt. ``steps``, ``strength`` and the
+        guidance scales default to the task's recommended sampling as the package records it
+        (:meth:`sampling`). Noise is ``numpy.random.default_rng(seed)``, as in the PyTorch reference.
         ``strength`` below 1 (image-conditioned tasks) starts from the condition image noised to
         that fraction of the schedule instead of from pure noise (see :mod:`.sampler`).
         """
         spec = self.spec(task)
+        steps = spec.steps if steps is None else steps
+        strength = spec.strength if strength is None else strength
         prompts = check_options(prompt, steps, scheduler, seed, guidance_scale, image_guidance_scale)
         check_inputs(spec, image, mask, strength)
         b = len(prompts)
@@ -479,3 +520,8 @@ def _rows(a: np.ndarray, b: int, what: str) -> np.ndarray:
     if a.shape[0] == 1:
         return np.repeat(a, b, axis=0)
     raise ConfigError(f"{what} has {a.shape[0]} rows for {b} prompts; give one, or one per prompt")
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters for a message (an ellipsis marks the cut)."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -128,13 +128,15 @@ def check_options(prompts, steps, scheduler: str, seed, guidance_scale, image_gu
 
 def sample(model: Model, spec: TaskSpec, prompts: list[str], *, scheduler_config: dict,
            latent_shape: tuple[int, int, int], condition: Array | None = None, mask: Array | None = None,
-           steps: int = 20, scheduler: str = "ddim", guidance_scale: float | None = None,
-           image_guidance_scale: float | None = None, seed: int = 0, strength: float = 1.0) -> Array:
+           steps: int | None = None, scheduler: str = "ddim", guidance_scale: float | None = None,
+           image_guidance_scale: float | None = None, seed: int = 0, strength: float | None = None) -> Array:
     """Images ``[B, 3, H, W]`` in [-1, 1] for ``prompts`` (and their conditions) of task ``spec``.
 
     ``latent_shape`` is the UNet sample's ``(channels, h, w)``; ``condition``/``mask`` have one row per
-    prompt. Guidance scales default to the task's.
+    prompt. Steps, strength and guidance scales default to the task's recommended sampling.
     """
+    steps = spec.steps if steps is None else steps
+    strength = spec.strength if strength is None else strength
     prompts = check_options(prompts, steps, scheduler, seed, guidance_scale, image_guidance_scale)
     strength = check_inputs(spec, condition, mask, strength)
     b, (c, h, w) = len(prompts), latent_shape

@@ -48,8 +48,13 @@ def _json(data: bytes, where: str) -> dict:
 class RuntimeTokenizer:
     """Prompts to ``input_ids``: a ``tokenizers.Tokenizer`` truncating and padding to ``max_length``."""
 
-    def __init__(self, tokenizer, max_length: int, pad_id: int, kind: str):
+    def __init__(self, tokenizer, max_length: int, pad_id: int, kind: str, unk_id: int | None = None):
         self.tokenizer, self.max_length, self.pad_id, self.kind = tokenizer, int(max_length), int(pad_id), kind
+        self.unk_id = unk_id
+        # an untruncated, unpadded twin for counting and for naming unknown words
+        self._plain = type(tokenizer).from_str(tokenizer.to_str())
+        self._plain.no_truncation()
+        self._plain.no_padding()
         tokenizer.enable_truncation(self.max_length)
         pad_token = tokenizer.id_to_token(self.pad_id)
         tokenizer.enable_padding(length=self.max_length, pad_id=self.pad_id, pad_token=pad_token or "")
@@ -59,6 +64,22 @@ class RuntimeTokenizer:
             raise ConfigError(f"prompts must be a list of strings, got {type(prompts).__name__}")
         enc = self.tokenizer.encode_batch(list(prompts))
         return np.array([e.ids for e in enc], dtype=np.int64).reshape(len(enc), self.max_length)
+
+    def count(self, prompt: str) -> int:
+        """How many tokens ``prompt`` is, begin and end tokens included, before truncation."""
+        return len(self._plain.encode(prompt).ids)
+
+    def unknown_words(self, prompt: str) -> list[str]:
+        """The pieces of ``prompt`` the vocabulary lacks (each encoded as the unknown token), in order, once each."""
+        if self.unk_id is None:
+            return []
+        enc = self._plain.encode(prompt)
+        out = []
+        for i, (start, end) in zip(enc.ids, enc.offsets):
+            word = prompt[start:end]
+            if i == self.unk_id and word and word not in out:
+                out.append(word)
+        return out
 
 
 def tokenizer_from_files(files: dict[str, bytes], max_length: int | None = None, pad_id: int | None = None,
@@ -93,8 +114,11 @@ def tokenizer_from_files(files: dict[str, bytes], max_length: int | None = None,
         pad_id = padding.get("pad_id") if padding else (tok.token_to_id(pad_token) if pad_token else None)
     if not isinstance(pad_id, int) or pad_id < 0:
         raise PackageError(f"{where}: no pad token id for the tokenizer (got {pad_id!r})")
-    kind = {"WordLevel": "wordlevel", "BPE": "clip-bpe"}.get((d.get("model") or {}).get("type"), "other")
-    return RuntimeTokenizer(tok, max_length, pad_id, kind)
+    model = d.get("model") if isinstance(d.get("model"), dict) else {}
+    kind = {"WordLevel": "wordlevel", "BPE": "clip-bpe"}.get(model.get("type"), "other")
+    unk = model.get("unk_token")
+    unk_id = tok.token_to_id(unk) if isinstance(unk, str) else None
+    return RuntimeTokenizer(tok, max_length, pad_id, kind, unk_id)
 
 
 def load_tokenizer(folder: str | Path, max_length: int | None = None, pad_id: int | None = None) -> RuntimeTokenizer:

@@ -273,6 +273,9 @@ def _add_export(sub):
     option(p, E, "palettize", metavar="BITS", help="palettize CoreML weights to BITS bits")
     option(p, E, "trt_refit", action="store_true", help="one refittable TensorRT engine plus per-task refits")
     option(p, E, "parity_timesteps", help="timesteps the parity gate checks (+ 1 fractional)")
+    p.add_argument("--sampling", metavar="FILE",
+                   help="recommended steps/strength/guidance per task for the manifest (a taskfold-sampling JSON; "
+                        "default: the model folder's sampling.json where it has one)")
     p.add_argument("--out", required=True, help="package directory")
     p.add_argument("--overwrite", action="store_true", help="replace an existing package")
     p.set_defaults(func=_cmd_export)
@@ -284,7 +287,7 @@ def _cmd_export(args) -> int:
 
     cfg = from_args(ExportConfig, args, EXPORT_FIELDS)
     check_output_dir(args.out, args.overwrite)
-    export_package(args.model, cfg, args.out, overwrite=args.overwrite)
+    export_package(args.model, cfg, args.out, overwrite=args.overwrite, sampling=args.sampling)
     return 0
 
 

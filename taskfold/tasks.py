@@ -72,6 +72,11 @@ class TaskSpec(Config):
     image_guidance_scale: float | None = None
     condition_scale: int = 1
     image_latents: str = "scaled"
+    #: Recommended sampling, what ``run``/``generate`` use when the caller gives none: image tasks start
+    #: from their condition image noised to ``strength`` of the schedule (1 = from pure noise), ``steps``
+    #: sampling steps. A model's ``sampling.json`` (the evaluation that chose them) overrides them at export.
+    strength: float = 1.0
+    steps: int = 20
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", tuple(self.inputs))
@@ -101,6 +106,16 @@ class TaskSpec(Config):
         if self.image_latents not in IMAGE_LATENTS:
             raise TaskError(f"task {self.name!r}: image_latents {self.image_latents!r} is not one of "
                             f"{list(IMAGE_LATENTS)}")
+        if isinstance(self.strength, bool) or not is_finite_number(self.strength) or not 0 < self.strength <= 1:
+            raise TaskError(f"task {self.name!r}: strength must be a number in (0, 1], got {self.strength!r}")
+        if self.strength < 1 and not self.needs_condition:
+            raise TaskError(f"task {self.name!r}: strength {self.strength:g} needs an image input (a task without "
+                            "one always starts from noise)")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= 1000:
+            raise TaskError(f"task {self.name!r}: steps must be an integer from 1 to 1000, got {self.steps!r}")
+        if int(self.steps * self.strength) < 1:
+            raise TaskError(f"task {self.name!r}: strength {self.strength:g} with {self.steps} steps runs no denoising "
+                            f"step (int({self.steps} x {self.strength:g}) = 0)")
         if self.condition_scale > 1 and not self.needs_condition:
             raise TaskError(f"task {self.name!r}: condition_scale {self.condition_scale} needs an image input")
 
@@ -174,6 +189,24 @@ def resolve_tasks(names, custom: tuple[TaskSpec, ...] = ()) -> tuple[TaskSpec, .
     if dup:
         raise TaskError(f"task(s) listed twice: {', '.join(dup)}")
     return tuple(known[n] for n in names)
+
+
+#: The recommended-sampling fields of a task, as ``sampling.json`` and the manifest name them.
+SAMPLING_FIELDS = ("strength", "guidance_scale", "image_guidance_scale", "steps")
+
+
+def with_sampling(spec: TaskSpec, values: dict, where: str = "sampling") -> TaskSpec:
+    """``spec`` with recommended sampling ``values`` (a subset of :data:`SAMPLING_FIELDS`), checked."""
+    if not isinstance(values, dict):
+        raise TaskError(f"{where}: task {spec.name!r} needs an object of {', '.join(SAMPLING_FIELDS)}, "
+                        f"got {type(values).__name__}")
+    unknown = sorted(set(values) - set(SAMPLING_FIELDS))
+    if unknown:
+        raise TaskError(f"{where}: task {spec.name!r} has unknown key(s) {', '.join(map(repr, unknown))}; "
+                        f"expected {', '.join(SAMPLING_FIELDS)}")
+    if values.get("image_guidance_scale") is not None and spec.guidance != "image_text":
+        raise TaskError(f"{where}: task {spec.name!r} has no image guidance (its guidance is {spec.guidance!r})")
+    return TaskSpec.from_dict(spec.to_dict() | values, where=f"{where}: task {spec.name!r}")
 
 
 def task_from_record(record: dict) -> TaskSpec:

@@ -254,6 +254,12 @@ MALFORMED = {
     "graph of an unknown task": ({"graphs.0.task": "nope"}, "'nope' is not one of the package's tasks"),
     "graph without inputs": ({"graphs.0.inputs": None}, "missing key 'inputs'"),
     "newer schema": ({"schema_version": 99}, "schema_version 99"),
+    "strength a string": ({"tasks.sr.strength": "high"}, "manifest.tasks['sr'].strength: expected a finite number"),
+    "strength above 1": ({"tasks.sr.strength": 2}, "strength must be a number in (0, 1], got 2"),
+    "strength on a text-only task": ({"tasks.t2i.strength": 0.5}, "strength 0.5 needs an image input"),
+    "steps zero": ({"tasks.edit.steps": 0}, "manifest.tasks['edit'].steps: expected an integer >= 1"),
+    "steps huge": ({"tasks.edit.steps": 10 ** 6}, "steps must be an integer from 1 to 1000"),
+    "sampling record without source": ({"sampling": {"tasks": []}}, "missing key 'source'"),
 }
 
 
