@@ -3,7 +3,7 @@
 ::
 
     taskfold evaluate PKG --data DATA --out DIR [--tasks all] [--n 8] [--split test]
-                      [--steps 20] [--scheduler ddim] [--seed 0] [--strength S | TASK=S,...]
+                      [--steps N] [--scheduler ddim] [--seed 0] [--strength S | TASK=S,...]
                       [--guidance G | TASK=G,...] [--image-guidance G | TASK=G,...] [--overwrite]
 
 For each task, the first ``n`` rows of the split go through the runtime exactly as
@@ -15,8 +15,9 @@ for ``t2i`` the share of samples in which the pixel analyser finds the prompt's 
 colour. ``--strength`` below 1 starts the image-conditioned tasks from their condition image
 noised part-way (img2img, :meth:`Package.generate`); ``t2i`` always starts from noise.
 ``--strength``, ``--guidance`` and ``--image-guidance`` take one value for every task they
-apply to, or ``task=value`` pairs (the others keep their defaults: strength 1, the task's
-own scales); what each task was sampled with is recorded in ``metrics.json``.
+apply to, or ``task=value`` pairs; what is not given (and ``--steps``) takes the package's
+recommended sampling per task, as ``taskfold run`` does; what each task was sampled with is
+recorded in ``metrics.json``.
 
 Writes, atomically, ``DIR/metrics.json`` (per task: the scores, and per sample: prompt,
 image files and its own numbers) and ``DIR/<task>/<row>-{condition,mask,output,target}.png``.
@@ -71,7 +72,7 @@ def sampling_options(strength, guidance, image_guidance, tasks=None) -> dict:
                "--image-guidance": parse_task_values(image_guidance, "--image-guidance")}
     for option, value in options.items():
         for v in (value.values() if isinstance(value, dict) else [value]):
-            if option == "--strength":
+            if option == "--strength" and v is not None:
                 check_strength(v)
             elif v is not None and not v > 0:
                 raise ConfigError(f"{option} {v!r} must be a positive scale")
@@ -89,13 +90,15 @@ def _for_task(value, task: str, default):
 
 
 def evaluate_package(package: str | Path, data: str | Path, out: str | Path, tasks=("all",), n: int = 8,
-                     split: str = "test", steps: int = 20, scheduler: str = "ddim", seed: int = 0,
-                     overwrite: bool = False, backend: str = "onnx", provider: str = "cpu", strength=1.0,
+                     split: str = "test", steps: int | None = None, scheduler: str = "ddim", seed: int = 0,
+                     overwrite: bool = False, backend: str = "onnx", provider: str = "cpu", strength=None,
                      guidance=None, image_guidance=None, log=print) -> dict:
     """Generate and score ``n`` rows per task; returns what ``metrics.json`` holds.
 
     ``strength``, ``guidance``, ``image_guidance``: a number for every task it applies to, a
-    ``{task: number}`` dict, or their CLI text (:func:`parse_task_values`)."""
+    ``{task: number}`` dict, or their CLI text (:func:`parse_task_values`). ``steps`` and what a
+    task is not given default to the package's recommended sampling (:meth:`Package.sampling`),
+    exactly what ``taskfold run`` uses without flags."""
     from taskfold._io import atomic_output_dir, check_output_dir, write_json_atomic
     from taskfold.config import check_seed
     from taskfold.train.data import load_dataset
@@ -124,7 +127,8 @@ def evaluate_package(package: str | Path, data: str | Path, out: str | Path, tas
         raise ConfigError(f"dataset {str(data)!r} has no {split} rows for task(s) {', '.join(missing)}",
                           hint="generate them with `taskfold data make-shapes --tasks ...`, or pick --tasks")
     h, w = pkg.image_size
-    result = {"package": str(package), "data": str(data), "split": split, "steps": steps, "scheduler": scheduler,
+    result = {"package": str(package), "data": str(data), "split": split, "steps": steps or "package defaults",
+              "scheduler": scheduler,
               "seed": seed, "backend": backend, "provider": provider, "tasks": {}}
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         for task in names:
@@ -135,12 +139,13 @@ def evaluate_package(package: str | Path, data: str | Path, out: str | Path, tas
             start = time.perf_counter()
             cond = np.stack([it["condition"] for it in items]) if "condition" in items[0] else None
             mask = np.stack([it["mask"] for it in items]) if "mask" in items[0] else None
-            spec = pkg.task(task)
-            sampling = {"strength": _for_task(options["--strength"], task, 1.0) if cond is not None else 1.0,
-                        "guidance_scale": _for_task(options["--guidance"], task, spec["guidance_scale"]),
-                        "image_guidance_scale": _for_task(options["--image-guidance"], task,
-                                                          spec.get("image_guidance_scale"))}
-            images = pkg.generate(task, [it["prompt"] for it in items], image=cond, mask=mask, steps=steps,
+            used = pkg.sampling(task, steps=steps, strength=_for_task(options["--strength"], task, None),
+                                guidance_scale=_for_task(options["--guidance"], task, None),
+                                image_guidance_scale=_for_task(options["--image-guidance"], task, None))
+            sampling = {"strength": used["strength"] if used["strength"] is not None else 1.0,
+                        "guidance_scale": used["guidance_scale"], "image_guidance_scale": used["image_guidance_scale"],
+                        "steps": used["steps"]}
+            images = pkg.generate(task, [it["prompt"] for it in items], image=cond, mask=mask,
                                   scheduler=scheduler, seed=seed, **sampling)
             scores = task_scores(task, images, items)
             samples = []
@@ -187,16 +192,17 @@ def add_evaluate_parser(subparsers):
     p.add_argument("--tasks", default="all", help="comma-separated tasks, or all (default)")
     p.add_argument("--n", type=int, default=8, help="rows per task (default 8)")
     p.add_argument("--split", choices=["train", "test"], default="test", help="dataset split (default test)")
-    p.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the package's recommendation per task)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="ddim")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--strength", default="1",
+    p.add_argument("--strength",
                    help="image-conditioned tasks: start from the condition image noised to this fraction of the "
-                        "schedule (img2img); 1 = from pure noise (default); t2i always starts from noise. One "
-                        "number, or task=number pairs: sr=0.15,edit=0.35")
-    p.add_argument("--guidance", help="text guidance scale: one number, or task=number pairs (default: the task's)")
+                        "schedule (img2img); 1 = from pure noise; t2i always starts from noise. One number, or "
+                        "task=number pairs: sr=0.15,edit=0.35 (default: the package's recommendation per task)")
+    p.add_argument("--guidance", help="text guidance scale: one number, or task=number pairs (default: the "
+                                      "package's recommendation per task)")
     p.add_argument("--image-guidance", help="image guidance scale of dual-guidance tasks: one number, or "
-                                            "task=number pairs (default: the task's)")
+                                            "task=number pairs (default: the package's recommendation per task)")
     p.add_argument("--backend", choices=BACKENDS, default="onnx")
     p.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--overwrite", action="store_true")

@@ -133,25 +133,34 @@ def markdown(result: dict) -> str:
              f"Machine: {result['machine']}. Command: `{result['command']}`", ""]
     if "table2" in result:
         t = result["table2"]
-        lines += ["| model | t2i pass rate | edit PSNR / SSIM | sr PSNR / SSIM | inpaint PSNR / SSIM |",
-                  "|---|---:|---:|---:|---:|"]
-        def cell(r, task):
-            return f"{r[task]['psnr']:.2f} / {r[task]['ssim']:.3f}"
+        lines += ["| model | t2i success | edit success | inpaint success | sr PSNR gain (dB) | "
+                  "edit / sr / inpaint PSNR |", "|---|---:|---:|---:|---:|---:|"]
         for name, r in t["rows"].items():
-            lines.append(f"| {name} | {r['t2i']['t2i_pass_rate']:.2f} | {cell(r, 'edit')} | {cell(r, 'sr')} | "
-                         f"{cell(r, 'inpaint')} |")
+            lines.append(f"| {name} | {_rate(r['t2i'])} | {_rate(r['edit'])} | {_rate(r['inpaint'])} | "
+                         f"{_gain(r['sr'])} | " + " / ".join(f"{r[k]['psnr']:.2f}" for k in ("edit", "sr", "inpaint"))
+                         + " |")
         r = next(iter(t["rows"].values()))
-        lines.append("| return the condition image | – | " + " | ".join(
-            f"{r[k]['condition_baseline_psnr']:.2f} / {r[k]['condition_baseline_ssim']:.3f}"
-            for k in ("edit", "sr", "inpaint")) + " |")
+        lines.append("| return the condition image | – | – | – | 0 | " + " / ".join(
+            f"{r[k]['condition_baseline_psnr']:.2f}" for k in ("edit", "sr", "inpaint")) + " |")
         lines += ["", f"{t['rows']['MTU (N=4, all tasks)']['t2i']['n']} test samples per task, DDIM 20 steps, the "
                       f"tasks' guidance. Training time: " + ", ".join(
                           f"{k} {v:.0f} s" for k, v in t.get("train_seconds", {}).items()) + ".", ""]
     if "dtr" in result:
-        lines += ["| tiny base pretrained | t2i pass rate |", "|---|---:|"]
+        lines += ["| tiny base pretrained | t2i success, 95 % interval |", "|---|---:|"]
         for name, r in result["dtr"].items():
-            lines.append(f"| {name} | {r['t2i_pass_rate']:.2f} (n={r['n']}) |")
+            lines.append(f"| {name} | {_rate(r)} |")
     return "\n".join(lines) + "\n"
+
+
+def _rate(m: dict) -> str:
+    """``0.39 [0.28, 0.51] (25/64)``: a task-success rate with its Wilson interval."""
+    lo, hi = m["success_interval"]
+    return f"{m['success_rate']:.2f} [{lo:.2f}, {hi:.2f}] ({m['successes']}/{m['n']})"
+
+
+def _gain(m: dict) -> str:
+    lo, hi = m["psnr_gain_interval"]
+    return f"{m['psnr_gain_db']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
 def main(argv=None) -> int:

@@ -95,6 +95,7 @@ def _add_inspect(sub):
     p.add_argument("model", help="MTU model directory")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--heatmap", metavar="PNG", help="also draw each task's router weights per layer (paper Fig. 5)")
+    p.add_argument("--quiet", action="store_true", help="print one summary line instead of the whole summary")
     p.set_defaults(func=_cmd_inspect)
 
 
@@ -107,7 +108,11 @@ def _cmd_inspect(args) -> int:
 
         raise ConfigError(f"--heatmap {args.heatmap!r} must end in .png")
     summary = summarize(load_mtu(args.model))
-    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    if args.quiet:
+        print(f"{args.model}: {len(summary['tasks'])} tasks, {summary['upcycled_layers']} upcycled FFN layers, "
+              f"{summary['parameters']['total']:,} parameters")
+    else:
+        print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     if args.heatmap:
         router_heatmap(summary, args.heatmap)
         if not args.json:

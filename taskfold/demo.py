@@ -2,18 +2,23 @@
 
 ::
 
-    taskfold demo --out demo-out [--steps 250] [--data-rows 2000] [--eval 16] [--bench-runs 20]
-                  [--strength ...] [--guidance ...] [--image-guidance ...] [--formats onnx,coreml] [--force]
+    taskfold demo --out demo-out [--model bundled|trained] [--steps 100] [--data-rows 2000] [--eval 64]
+                  [--bench-runs 20] [--strength ...] [--guidance ...] [--image-guidance ...]
+                  [--formats onnx,coreml] [--force]
 
 1. ``upcycle`` the bundled tiny base (pixel-space, DTR-trained: ``models/tiny-base``) for
    ``t2i, edit, sr, inpaint`` with 4 experts;
-2. ``data make-shapes``: a shapes-world dataset for the four tasks;
-3. ``train``: multi-task fine-tuning of the MTU components, with a progress bar;
-4. ``export``: every task folded to ONNX (shared backbone) and CoreML where coremltools is
-   installed, each graph through the parity gate;
-5. ``evaluate``: every task through the runtime on held-out rows, scored, with the demo's
-   sampling settings (:data:`SAMPLING`: the image tasks img2img from their condition, t2i from
-   noise);
+2. ``data make-shapes``: a shapes-world dataset for the four tasks (another seed than the
+   bundled fine-tune's data, so its test rows are held out from both models);
+3. ``train``: a short multi-task fine-tuning of the MTU components, with a progress bar —
+   the stage working, with its loss chart on the page;
+4. ``export``: every task of the shown model folded to ONNX (shared backbone) and CoreML
+   where coremltools is installed, each graph through the parity gate. The shown model is
+   the bundled fine-tuned one (``models/tiny-mtu``: the same recipe run for 2,000 steps;
+   ``--model trained`` shows the demo's own short fine-tune instead);
+5. ``evaluate``: every task through the runtime on held-out rows, scored by task success,
+   sampled the way ``taskfold run`` samples by default (the package's recommended sampling,
+   which the bundled model's ``sampling.json`` chose on a validation split);
 6. ``inspect --heatmap``: each task's router weights per layer (the paper's Figure 5);
 7. ``bench``: FLOPs and latency of the base, folded and unfolded graphs of the package;
 8. ``report``: ``index.html`` and ``report.md`` from what the stages wrote.
@@ -36,13 +41,7 @@ from .errors import ConfigError, TaskfoldError
 
 TASKS = ("t2i", "edit", "sr", "inpaint")
 STAGES_FILE = "stages.json"
-#: Sampling settings of the demo's evaluation (``taskfold evaluate`` options, per task). Chosen
-#: on another model and dataset: the MTU-table model (600 steps) on the shapes4 test split
-#: (seed 2), not on the demo's own data; see README, "The demo's sampling settings".
-#: sr and edit start from their condition image noised to 15 % / 35 % of the schedule, inpaint
-#: to 40 % with guidance 1 (text guidance amplified the tiny model's errors there); t2i from
-#: noise at guidance 3.
-SAMPLING = {"strength": "sr=0.15,edit=0.35,inpaint=0.4", "guidance": "t2i=3,inpaint=1", "image_guidance": "inpaint=1"}
+MODELS = ("bundled", "trained")
 
 
 def bundled_base() -> Path:
@@ -50,19 +49,25 @@ def bundled_base() -> Path:
     return Path(__file__).resolve().parent.parent / "models" / "tiny-base"
 
 
+def bundled_mtu() -> Path:
+    """``models/tiny-mtu``: the bundled fine-tuned MTU model (with its ``sampling.json``)."""
+    return Path(__file__).resolve().parent.parent / "models" / "tiny-mtu"
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     out: str = "demo-out"
     base: str | None = None  # default: the bundled tiny base
-    steps: int = 250
+    model: str = "bundled"  # the model exported, evaluated and shown: bundled fine-tune, or the demo's own
+    steps: int = 100
     batch_size: int = 32
     lr: float = 1e-3
     data_rows: int = 2000
     image_size: int = 32
-    eval_rows: int = 16
-    strength: str = SAMPLING["strength"]
-    guidance: str | None = SAMPLING["guidance"]
-    image_guidance: str | None = SAMPLING["image_guidance"]
+    eval_rows: int = 64
+    strength: str | None = None  # evaluation overrides; default: the package's recommended sampling
+    guidance: str | None = None
+    image_guidance: str | None = None
     bench_runs: int = 20
     formats: str | None = None  # default: onnx, and coreml where coremltools is installed
     seed: int = 0
@@ -76,6 +81,8 @@ class DemoConfig:
         from .benchmarks.evaluate import sampling_options
 
         sampling_options(self.strength, self.guidance, self.image_guidance, tasks=TASKS)
+        if self.model not in MODELS:
+            raise ConfigError(f"--model {self.model!r} is not one of {', '.join(MODELS)}")
         if self.formats is not None and "onnx" not in self.formats.split(","):
             raise ConfigError(f"--formats {self.formats!r} must include onnx (the demo evaluates and benchmarks the "
                               f"ONNX graphs)", hint="e.g. --formats onnx or --formats onnx,coreml")
@@ -86,6 +93,7 @@ def stages(cfg: DemoConfig) -> list[tuple[str, list[str], str]]:
     o = Path(cfg.out)
     base = cfg.base or str(bundled_base())
     formats = cfg.formats or ("onnx,coreml" if _has_coremltools() else "onnx")
+    shown = str(bundled_mtu()) if cfg.model == "bundled" else str(o / "train" / "mtu")
     train = ["train", str(o / "mtu-init"), "--data", str(o / "data"), "--steps", str(cfg.steps), "--batch-size",
              str(cfg.batch_size), "--lr", str(cfg.lr), "--seed", str(cfg.seed), "--checkpoint-every",
              str(max(1, cfg.steps // 5)), "--log-every", "25", "--out", str(o / "train")]
@@ -98,22 +106,23 @@ def stages(cfg: DemoConfig) -> list[tuple[str, list[str], str]]:
                   str(cfg.image_size), "--seed", str(cfg.seed + 1), "--tasks", ",".join(TASKS), "--overwrite"],
          "data/metadata.jsonl"),
         ("train", train, "train/mtu/config.json"),
-        ("export", ["export", str(o / "train" / "mtu"), "--formats", formats, "--out", str(o / "package"),
+        ("export", ["export", shown, "--formats", formats, "--out", str(o / "package"),
                     "--overwrite"], "package/manifest.json"),
         ("evaluate", ["evaluate", str(o / "package"), "--data", str(o / "data"), "--n", str(cfg.eval_rows),
                       "--seed", str(cfg.seed), *_sampling_args(cfg), "--out", str(o / "eval"), "--overwrite"],
          "eval/metrics.json"),
-        ("routers", ["inspect", str(o / "train" / "mtu"), "--heatmap", str(o / "routers.png")],
+        ("routers", ["inspect", shown, "--heatmap", str(o / "routers.png"), "--quiet"],
          "routers.png"),
-        ("bench", ["bench", str(o / "package"), "--model", str(o / "train" / "mtu"), "--runs", str(cfg.bench_runs),
+        ("bench", ["bench", str(o / "package"), "--model", shown, "--runs", str(cfg.bench_runs),
                    "--out", str(o / "bench"), "--overwrite"], "bench/report.json"),
         ("report", ["report", str(o)], "index.html"),
     ]
 
 
 def _sampling_args(cfg: DemoConfig) -> list[str]:
-    args = ["--strength", str(cfg.strength)]
-    for flag, value in (("--guidance", cfg.guidance), ("--image-guidance", cfg.image_guidance)):
+    args = []
+    for flag, value in (("--strength", cfg.strength), ("--guidance", cfg.guidance),
+                        ("--image-guidance", cfg.image_guidance)):
         if value:
             args += [flag, str(value)]
     return args
@@ -159,6 +168,9 @@ def run_demo(cfg: DemoConfig, log=print) -> Path:
     if not base.exists():
         raise ConfigError(f"the base {str(base)!r} does not exist",
                           hint="the bundled tiny base lives in models/tiny-base of the source tree; or give --base")
+    if cfg.model == "bundled" and not (bundled_mtu() / "config.json").is_file():
+        raise ConfigError(f"the bundled fine-tuned model {str(bundled_mtu())!r} is missing",
+                          hint="it lives in models/tiny-mtu of the source tree; or pass --model trained")
     out.mkdir(parents=True, exist_ok=True)
     from ._io import write_json_atomic
 
@@ -208,18 +220,21 @@ def add_demo_parser(subparsers):
                               description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=d.out, help=f"output directory (default {d.out})")
     p.add_argument("--base", help="base to upcycle (default: the bundled models/tiny-base)")
+    p.add_argument("--model", choices=MODELS, default=d.model,
+                   help="model to export, evaluate and show: the bundled fine-tuned models/tiny-mtu (default) or the "
+                        "demo's own short fine-tune")
     p.add_argument("--steps", type=int, default=d.steps, help=f"fine-tuning steps (default {d.steps})")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--data-rows", type=int, default=d.data_rows, help=f"shapes rows per task (default {d.data_rows})")
     p.add_argument("--eval", type=int, default=d.eval_rows, dest="eval_rows",
                    help=f"held-out rows per task to generate and score (default {d.eval_rows})")
-    p.add_argument("--strength", default=d.strength,
-                   help=f"evaluation: img2img strength, one number or task=number pairs (default {d.strength})")
-    p.add_argument("--guidance", default=d.guidance,
-                   help=f"evaluation: text guidance, one number or task=number pairs (default {d.guidance})")
-    p.add_argument("--image-guidance", default=d.image_guidance,
-                   help=f"evaluation: image guidance, one number or task=number pairs (default {d.image_guidance})")
+    p.add_argument("--strength", help="evaluation: img2img strength, one number or task=number pairs (default: the "
+                                      "package's recommended sampling)")
+    p.add_argument("--guidance", help="evaluation: text guidance, one number or task=number pairs (default: the "
+                                      "package's)")
+    p.add_argument("--image-guidance", help="evaluation: image guidance, one number or task=number pairs (default: "
+                                            "the package's)")
     p.add_argument("--bench-runs", type=int, default=d.bench_runs, help=f"bench rounds (default {d.bench_runs})")
     p.add_argument("--formats", help="export formats (default: onnx, plus coreml where coremltools is installed)")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -229,7 +244,7 @@ def add_demo_parser(subparsers):
 
 
 def _cmd_demo(args) -> int:
-    cfg = DemoConfig(out=args.out, base=args.base, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+    cfg = DemoConfig(out=args.out, base=args.base, model=args.model, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                      data_rows=args.data_rows, eval_rows=args.eval_rows, strength=args.strength,
                      guidance=args.guidance, image_guidance=args.image_guidance, bench_runs=args.bench_runs, formats=args.formats, seed=args.seed, force=args.force,
                      progress=not args.no_progress)

@@ -84,9 +84,13 @@ def _sampled_with(m: dict) -> str:
     if not sm:
         return "–"
     start = f"img2img {sm['strength']:g}" if sm["strength"] < 1 else "from noise"
-    scales = f"{sm['guidance_scale']:g}" + (f" / {sm['image_guidance_scale']:g}"
-                                            if sm.get("image_guidance_scale") is not None else "")
-    return f"{start}, guidance {scales}"
+    if sm.get("guidance_scale") is None:
+        scales = "none"
+    else:
+        scales = f"{sm['guidance_scale']:g}" + (f" / {sm['image_guidance_scale']:g}"
+                                                if sm.get("image_guidance_scale") is not None else "")
+    steps = f", {sm['steps']} steps" if sm.get("steps") else ""
+    return f"{start}, guidance {scales}{steps}"
 
 
 def _interval(lo_hi) -> str:
@@ -216,7 +220,7 @@ def render_html(root: Path, content: dict) -> str:
               _img("bench/latency.png", "latency chart"),
               f"<p class='note'>{html.escape(c['latency_note'])}</p>"]
     if c["loss"]:
-        parts += ["<h2>Training</h2>", _img("loss.png", "loss per task")]
+        parts += ["<h2>Training (this demo's fine-tune)</h2>", _img("loss.png", "loss per task")]
     parts += ["<h2>Artifacts</h2><table><tr><th>path</th><th>what</th></tr>" + "".join(
         f"<tr><td><a href='{html.escape(rel)}'><code>{html.escape(rel)}</code></a></td><td>{html.escape(w)}</td></tr>"
         for rel, w in c["artifacts"]) + "</table>",
@@ -258,15 +262,19 @@ def _checks(manifest: dict) -> str:
 
 
 def _model_name(root: Path, stages: dict) -> str:
-    """The model the package was exported from, as the export stage named it (relative to the demo folder)."""
+    """The model the package was exported from, as the export stage named it: relative to the demo
+    folder, or ``models/<name> (bundled)`` for a model of the source tree's ``models/``."""
     argv = stages.get("export", {}).get("argv", [])
     if len(argv) < 2:
         return "?"
-    p = Path(argv[1])
-    try:
-        return str(p.resolve().relative_to(root.resolve()))
-    except ValueError:
-        return p.name
+    p = Path(argv[1]).resolve()
+    bundled = Path(__file__).resolve().parent.parent / "models"
+    for folder, label in ((root.resolve(), "{} (this demo's fine-tune)"), (bundled, "models/{} (bundled fine-tune)")):
+        try:
+            return label.format(p.relative_to(folder))
+        except ValueError:
+            continue
+    return p.name
 
 
 def write_report(root: str | Path) -> Path:
@@ -291,16 +299,19 @@ def write_report(root: str | Path) -> Path:
     tasks = list(metrics["tasks"])
     last = losses[-1] if losses else None
     seconds = sum(s.get("seconds", 0) for s in stages.values())
-    summary = (f"The bundled tiny base (pixel-space 32×32, trained from scratch with DTR) was upcycled for "
+    model = _model_name(root, stages)
+    shown_is_own = model.endswith("(this demo's fine-tune)")
+    trained = (f"The bundled tiny base (pixel-space 32×32, trained from scratch with DTR) was upcycled for "
                f"{', '.join(tasks)} with {manifest['model']['upcycle']['num_experts']} experts per feed-forward "
-               f"layer, fine-tuned on the shapes world for {steps} steps"
-               + (f" (final loss {last['loss']:.4f})" if last else "") +
-               f", folded and exported ({_checks(manifest)}), and run through the runtime ({metrics['steps']} {metrics['scheduler']} "
-               f"steps, the sampling settings per task in the table below"
-               + ("; the image-conditioned tasks start from their condition image noised part-way (img2img, the "
-                  "strength per task below)" if any(m.get("sampling", {}).get("strength", 1) < 1
-                                                     for m in metrics["tasks"].values()) else "")
-               + f"). Machine: {one_line(bench['machine'])}. Stages took {seconds:.0f} s.")
+               f"layer and fine-tuned here on the shapes world for {steps} steps"
+               + (f" (final loss {last['loss']:.4f}; chart under Training)" if last else "") + ". ")
+    shown = ("That model is the one shown below" if shown_is_own else
+             f"Every number and image below belongs to {model}: the same recipe run for longer, exported here")
+    sampled = ("sampled with the package's recommended settings, what `taskfold run` uses without flags"
+               if metrics.get("steps") == "package defaults" else f"{metrics['steps']} {metrics['scheduler']} steps")
+    summary = (trained + shown + f" ({_checks(manifest)}) and run through the runtime on held-out rows of this "
+               f"demo's dataset ({metrics['scheduler']}, {sampled}; per task in the table). "
+               f"Machine: {one_line(bench['machine'])}. Stages took {seconds:.0f} s.")
     folded = [r for r in bench["rows"] if r["role"] == "folded"]
     unf = next((r for r in bench["rows"] if r["role"] == "unfolded"), None)
     content = {

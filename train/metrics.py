@@ -230,8 +230,6 @@ def task_scores(task: str, images, items: list[dict]) -> dict:
                 "successes": k}
         for p, o in zip(per, ok):
             p["success"] = o
-        if task == "t2i":
-            out["t2i_pass_rate"] = out["success_rate"]
     if items and "condition" in items[0]:
         for p, img, it in zip(per, images, items):
             o, target, cond = to_unit(img), to_unit(it["target"]), to_unit(it["condition"])

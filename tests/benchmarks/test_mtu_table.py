@@ -32,20 +32,28 @@ def test_training_seconds_come_from_the_last_log_line(tmp_path):
 
 
 def test_markdown_table_holds_every_number():
+    def rate(k, n=64):
+        return {"n": n, "success_rate": k / n, "success_interval": [max(0, k / n - 0.1), min(1, k / n + 0.1)],
+                "successes": k}
+
     def scores(t2i, psnr):
-        row = {"t2i": {"n": 64, "t2i_pass_rate": t2i}}
+        row = {"t2i": rate(t2i)}
         for task, base in (("edit", 15.82), ("sr", 29.07), ("inpaint", 18.9)):
-            row[task] = {"psnr": psnr, "ssim": 0.4, "condition_baseline_psnr": base, "condition_baseline_ssim": 0.8}
+            row[task] = {"psnr": psnr, "ssim": 0.4, "condition_baseline_psnr": base, "condition_baseline_ssim": 0.8,
+                         "psnr_gain_db": psnr - base, "psnr_gain_interval": [psnr - base - 1, psnr - base + 1]}
+            if task != "sr":
+                row[task] |= rate(10)
         return row
 
     result = {"machine": "test box", "command": "python -m taskfold.benchmarks.mtu_table --eval 64",
-              "table2": {"rows": {"MTU (N=4, all tasks)": scores(0.390625, 10.77),
-                                  "single-task fine-tunes": scores(0.25, 10.37)},
+              "table2": {"rows": {"MTU (N=4, all tasks)": scores(25, 10.77),
+                                  "single-task fine-tunes": scores(16, 10.37)},
                          "seconds": 99.0, "train_seconds": {"mtu-run": 1478.0, "single-t2i-run": 262.4}},
-              "dtr": {"with DTR": {"n": 64, "t2i_pass_rate": 0.109}}}
+              "dtr": {"with DTR": rate(7)}}
     md = mtu_table.markdown(result)
-    assert "| MTU (N=4, all tasks) | 0.39 | 10.77 / 0.400 | 10.77 / 0.400 | 10.77 / 0.400 |" in md
-    assert "| single-task fine-tunes | 0.25 | 10.37 / 0.400 |" in md
-    assert "| return the condition image | – | 15.82 / 0.800 | 29.07 / 0.800 | 18.90 / 0.800 |" in md
+    assert ("| MTU (N=4, all tasks) | 0.39 [0.29, 0.49] (25/64) | 0.16 [0.06, 0.26] (10/64) | "
+            "0.16 [0.06, 0.26] (10/64) | -18.30 [-19.30, -17.30] | 10.77 / 10.77 / 10.77 |") in md
+    assert "| single-task fine-tunes | 0.25 [0.15, 0.35] (16/64) |" in md
+    assert "| return the condition image | – | – | – | 0 | 15.82 / 29.07 / 18.90 |" in md
     assert "64 test samples per task" in md and "mtu-run 1478 s, single-t2i-run 262 s" in md
-    assert "| with DTR | 0.11 (n=64) |" in md and "Machine: test box" in md
+    assert "| with DTR | 0.11 [0.01, 0.21] (7/64) |" in md and "Machine: test box" in md

@@ -43,4 +43,4 @@ def test_bundled_base_draws_the_named_shape_and_colour(tmp_path):
                       guidance_scale=3.0, seed=0)
     scores = task_scores("t2i", images, items)
     assert scores["n"] == 32
-    assert scores["t2i_pass_rate"] >= 0.3, scores
+    assert scores["success_rate"] >= 0.6, scores  # README: 54 of 64 held-out prompts (0.84) at guidance 3
