@@ -9,7 +9,7 @@ import re
 import pytest
 
 from taskfold.cli import main
-from taskfold.demo import STAGES_FILE, bundled_base
+from taskfold.demo import STAGES_FILE, DemoConfig, bundled_base, bundled_mtu, stages
 
 #: CoreML is left out here (its conversion is tested in tests/export); the page shows whichever formats ran.
 ARGS = ["--steps", "4", "--batch-size", "4", "--data-rows", "20", "--eval", "2", "--bench-runs", "2", "--strength",
@@ -32,12 +32,25 @@ def test_every_stage_ran_and_is_recorded(demo):
     manifest = json.loads((demo / "package" / "manifest.json").read_text())
     assert sorted(manifest["tasks"]) == ["edit", "inpaint", "sr", "t2i"]
     assert all(g["parity"].get("status") in ("passed", "structural") for g in manifest["graphs"])
+    assert stages["export"]["argv"][1] == str(bundled_mtu())  # the page shows the bundled fine-tune
+    assert manifest["sampling"]["file"] == "sampling.json"  # with the sampling its validation chose
     assert stages["evaluate"]["argv"][stages["evaluate"]["argv"].index("--strength") + 1] == "sr=0.6,edit=0.5"
     sampling = {t: m["sampling"] for t, m in json.loads((demo / "eval" / "metrics.json").read_text())["tasks"].items()}
-    assert sampling["sr"]["strength"] == 0.6
-    assert sampling["edit"] == {"strength": 0.5, "guidance_scale": 7.5, "image_guidance_scale": 2.0}
-    assert sampling["inpaint"] == {"strength": 1.0, "guidance_scale": 4.0, "image_guidance_scale": 1.5}  # its own
-    assert sampling["t2i"] == {"strength": 1.0, "guidance_scale": 3.0, "image_guidance_scale": None}
+    rec = manifest["tasks"]  # what is not given on the command line is the package's recommendation
+    assert sampling["sr"] == {"strength": 0.6, "guidance_scale": None, "image_guidance_scale": None,
+                              "steps": rec["sr"]["steps"]}
+    assert sampling["edit"] == {"strength": 0.5, "guidance_scale": rec["edit"]["guidance_scale"],
+                                "image_guidance_scale": 2.0, "steps": rec["edit"]["steps"]}
+    assert sampling["inpaint"] == {k: rec["inpaint"][k] for k in
+                                   ("strength", "guidance_scale", "image_guidance_scale", "steps")}
+    assert sampling["t2i"] == {"strength": 1.0, "guidance_scale": 3.0, "image_guidance_scale": None,
+                               "steps": rec["t2i"]["steps"]}
+
+
+def test_the_demo_can_show_its_own_fine_tune_instead(tmp_path):
+    argv = {name: a for name, a, _ in stages(DemoConfig(out=str(tmp_path), model="trained"))}
+    own = str(tmp_path / "train" / "mtu")
+    assert argv["export"][1] == own and argv["routers"][1] == own and argv["bench"][argv["bench"].index("--model") + 1] == own
 
 
 def test_page_shows_every_image_and_number(demo):
@@ -62,9 +75,16 @@ def test_page_shows_every_image_and_number(demo):
     for r in bench["rows"]:
         assert f"{r['flop_ratio_conv_in_aside']:.6f}" in page
     assert "routers.png" in sources and "bench/latency.png" in sources
-    for cell in ("img2img 0.6, guidance 1", "img2img 0.5, guidance 7.5 / 2", "from noise, guidance 4 / 1.5",
-                 "from noise, guidance 3"):
+    rec = json.loads((demo / "package" / "manifest.json").read_text())["tasks"]
+    inpaint = rec["inpaint"]
+    start = f"img2img {inpaint['strength']:g}" if inpaint["strength"] < 1 else "from noise"
+    for cell in (f"img2img 0.6, guidance none, {rec['sr']['steps']} steps",
+                 f"img2img 0.5, guidance {rec['edit']['guidance_scale']:g} / 2, {rec['edit']['steps']} steps",
+                 f"{start}, guidance {inpaint['guidance_scale']:g} / {inpaint['image_guidance_scale']:g}, "
+                 f"{inpaint['steps']} steps",
+                 f"from noise, guidance 3, {rec['t2i']['steps']} steps"):
         assert f"<td>{cell}</td>" in page, cell
+    assert "models/tiny-mtu (bundled fine-tune)" in page
 
 
 @pytest.mark.parametrize("args, words", [
