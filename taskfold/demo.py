@@ -96,7 +96,7 @@ def stages(cfg: DemoConfig) -> list[tuple[str, list[str], str]]:
     shown = str(bundled_mtu()) if cfg.model == "bundled" else str(o / "train" / "mtu")
     train = ["train", str(o / "mtu-init"), "--data", str(o / "data"), "--steps", str(cfg.steps), "--batch-size",
              str(cfg.batch_size), "--lr", str(cfg.lr), "--seed", str(cfg.seed), "--checkpoint-every",
-             str(max(1, cfg.steps // 5)), "--log-every", "25", "--out", str(o / "train")]
+             str(max(1, cfg.steps // 5)), "--log-every", str(max(1, cfg.steps // 50)), "--out", str(o / "train")]
     if not cfg.progress:
         train.append("--no-progress")
     return [
