@@ -183,9 +183,10 @@ def add_evaluate_parser(subparsers):
     from taskfold.runtime.schedulers import SCHEDULERS
 
     p = subparsers.add_parser("evaluate", help="run every task of a package on held-out rows and score the images",
-                              description="Generate the first N rows of a dataset split per task with the runtime "
-                                          "and score them (PSNR/SSIM to the target, the condition-image baseline, "
-                                          "the t2i pixel analyser).")
+                              description="Generate the first N rows of a dataset split per task with the runtime, "
+                                          "sampled as `taskfold run` samples by default, and score whether each did "
+                                          "its task (the pixel analyser) and PSNR/SSIM against the condition-image "
+                                          "baseline.")
     p.add_argument("package", help="package directory written by `taskfold export`")
     p.add_argument("--data", required=True, help="dataset folder with metadata.jsonl (e.g. `taskfold data make-shapes`)")
     p.add_argument("--out", required=True, help="output directory: metrics.json and the images per task")

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from taskfold.errors import ConfigError
-from taskfold.tasks import SAMPLING_FIELDS, TaskSpec, with_sampling
+from taskfold.tasks import SAMPLING_FIELDS, TaskSpec, check_object, with_sampling
 
 SAMPLING_FILE = "sampling.json"
 FORMAT = "taskfold-sampling"
@@ -57,13 +57,8 @@ def read_sampling(path: str | Path, tasks: dict[str, TaskSpec]) -> dict:
     if not isinstance(source, str) or len(source) > 500:
         raise ConfigError(f"sampling file {where!r}: 'source' must be a string of at most 500 characters")
     entries = obj.get("tasks")
-    if not isinstance(entries, dict):
-        raise ConfigError(f"sampling file {where!r}: 'tasks' must be an object of task name -> "
-                          f"{{{', '.join(SAMPLING_FIELDS)}}}")
-    missing = sorted(set(entries) - set(tasks))
-    if missing:
-        raise ConfigError(f"sampling file {where!r} names task(s) {', '.join(map(repr, missing))}; the model's "
-                          f"tasks are {', '.join(tasks)}")
+    check_object(entries, tasks, f"sampling file {where!r}: 'tasks'",
+                 f"an object of task name -> {{{', '.join(SAMPLING_FIELDS)}}}", error=ConfigError)
     for name, values in entries.items():
         with_sampling(tasks[name], values, where=f"sampling file {where!r}")  # checks every value
     return {"source": source, "tasks": entries}

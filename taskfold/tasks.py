@@ -191,19 +191,22 @@ def resolve_tasks(names, custom: tuple[TaskSpec, ...] = ()) -> tuple[TaskSpec, .
     return tuple(known[n] for n in names)
 
 
+def check_object(value, known, where: str, expected: str, error=TaskError) -> None:
+    """``value`` is a dict whose keys are all in ``known``; else ``error`` naming ``where`` and what was expected."""
+    if not isinstance(value, dict):
+        raise error(f"{where} needs {expected}, got {type(value).__name__}")
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise error(f"{where} has unknown key(s) {', '.join(map(repr, unknown))}; expected {', '.join(known)}")
+
+
 #: The recommended-sampling fields of a task, as ``sampling.json`` and the manifest name them.
 SAMPLING_FIELDS = ("strength", "guidance_scale", "image_guidance_scale", "steps")
 
 
 def with_sampling(spec: TaskSpec, values: dict, where: str = "sampling") -> TaskSpec:
     """``spec`` with recommended sampling ``values`` (a subset of :data:`SAMPLING_FIELDS`), checked."""
-    if not isinstance(values, dict):
-        raise TaskError(f"{where}: task {spec.name!r} needs an object of {', '.join(SAMPLING_FIELDS)}, "
-                        f"got {type(values).__name__}")
-    unknown = sorted(set(values) - set(SAMPLING_FIELDS))
-    if unknown:
-        raise TaskError(f"{where}: task {spec.name!r} has unknown key(s) {', '.join(map(repr, unknown))}; "
-                        f"expected {', '.join(SAMPLING_FIELDS)}")
+    check_object(values, SAMPLING_FIELDS, f"{where}: task {spec.name!r}", f"an object of {', '.join(SAMPLING_FIELDS)}")
     if values.get("image_guidance_scale") is not None and spec.guidance != "image_text":
         raise TaskError(f"{where}: task {spec.name!r} has no image guidance (its guidance is {spec.guidance!r})")
     return TaskSpec.from_dict(spec.to_dict() | values, where=f"{where}: task {spec.name!r}")

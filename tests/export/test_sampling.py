@@ -30,8 +30,8 @@ BAD = {
     "other format": (GOOD | {"format": "x"}, "is not a taskfold-sampling file"),
     "newer version": (GOOD | {"version": 2}, "has version 2"),
     "unknown top key": (GOOD | {"extra": 1}, "unknown key(s) 'extra'"),
-    "tasks a list": (GOOD | {"tasks": []}, "'tasks' must be an object"),
-    "unknown task": (GOOD | {"tasks": {"depth": {"steps": 4}}}, "names task(s) 'depth'"),
+    "tasks a list": (GOOD | {"tasks": []}, "'tasks' needs an object of task name"),
+    "unknown task": (GOOD | {"tasks": {"depth": {"steps": 4}}}, "'tasks' has unknown key(s) 'depth'; expected t2i, edit, sr"),
     "unknown field": (GOOD | {"tasks": {"sr": {"eta": 1}}}, "unknown key(s) 'eta'"),
     "strength zero": (GOOD | {"tasks": {"sr": {"strength": 0}}}, "strength must be a number in (0, 1], got 0"),
     "strength a bool": (GOOD | {"tasks": {"sr": {"strength": True}}}, "strength: expected a finite number, got bool True"),
@@ -41,7 +41,7 @@ BAD = {
     "steps too many": (GOOD | {"tasks": {"sr": {"steps": 1001}}}, "steps must be an integer from 1 to 1000, got 1001"),
     "image guidance on t2i": (GOOD | {"tasks": {"t2i": {"image_guidance_scale": 1.5}}}, "has no image guidance"),
     "guidance a string": (GOOD | {"tasks": {"edit": {"guidance_scale": "7"}}}, "guidance_scale"),
-    "task entry a number": (GOOD | {"tasks": {"sr": 3}}, "needs an object of strength"),
+    "task entry a number": (GOOD | {"tasks": {"sr": 3}}, "task 'sr' needs an object of strength, guidance_scale, image_guidance_scale, steps, got int"),
     "source too long": (GOOD | {"source": "x" * 501}, "'source' must be a string of at most 500"),
 }
 
