@@ -165,12 +165,23 @@ def evaluate_package(package: str | Path, data: str | Path, out: str | Path, tas
     return result
 
 
+def format_rate(scores: dict, digits: int = 2) -> str:
+    """``0.81 [0.70, 0.89] (52/64)``: a task-success rate with its 95 % interval and counts."""
+    lo, hi = scores["success_interval"]
+    return f"{scores['success_rate']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] ({scores['successes']}/{scores['n']})"
+
+
+def format_gain(scores: dict, unit: str = "") -> str:
+    """``+2.31 [+1.10, +3.52]``: the mean PSNR gain over the condition image with its 95 % interval."""
+    lo, hi = scores["psnr_gain_interval"]
+    return f"{scores['psnr_gain_db']:+.2f}{unit} [{lo:+.2f}, {hi:+.2f}]"
+
+
 def describe_scores(task: str, scores: dict) -> str:
     """``task success 0.81 [0.70, 0.89] (52/64); PSNR 19.10 dB (+2.31 dB over the condition image)``."""
     parts = []
     if "success_rate" in scores:
-        lo, hi = scores["success_interval"]
-        parts.append(f"task success {scores['success_rate']:.2f} [{lo:.2f}, {hi:.2f}] ({scores['successes']}/{scores['n']})")
+        parts.append(f"task success {format_rate(scores)}")
     if "psnr" in scores:
         parts.append(f"PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.3f} ({scores['psnr_gain_db']:+.2f} dB over "
                      f"the condition image: {scores['condition_baseline_psnr']:.2f} dB, "

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .evaluate import format_gain, format_rate
+
 TASKS = ("t2i", "edit", "sr", "inpaint")
 
 
@@ -136,9 +138,9 @@ def markdown(result: dict) -> str:
         lines += ["| model | t2i success | edit success | inpaint success | sr PSNR gain (dB) | "
                   "edit / sr / inpaint PSNR |", "|---|---:|---:|---:|---:|---:|"]
         for name, r in t["rows"].items():
-            lines.append(f"| {name} | {_rate(r['t2i'])} | {_rate(r['edit'])} | {_rate(r['inpaint'])} | "
-                         f"{_gain(r['sr'])} | " + " / ".join(f"{r[k]['psnr']:.2f}" for k in ("edit", "sr", "inpaint"))
-                         + " |")
+            rates = " | ".join(format_rate(r[k]) for k in ("t2i", "edit", "inpaint"))
+            psnrs = " / ".join(f"{r[k]['psnr']:.2f}" for k in ("edit", "sr", "inpaint"))
+            lines.append(f"| {name} | {rates} | {format_gain(r['sr'])} | {psnrs} |")
         r = next(iter(t["rows"].values()))
         lines.append("| return the condition image | – | – | – | 0 | " + " / ".join(
             f"{r[k]['condition_baseline_psnr']:.2f}" for k in ("edit", "sr", "inpaint")) + " |")
@@ -148,19 +150,9 @@ def markdown(result: dict) -> str:
     if "dtr" in result:
         lines += ["| tiny base pretrained | t2i success, 95 % interval |", "|---|---:|"]
         for name, r in result["dtr"].items():
-            lines.append(f"| {name} | {_rate(r)} |")
+            lines.append(f"| {name} | {format_rate(r)} |")
     return "\n".join(lines) + "\n"
 
-
-def _rate(m: dict) -> str:
-    """``0.39 [0.28, 0.51] (25/64)``: a task-success rate with its Wilson interval."""
-    lo, hi = m["success_interval"]
-    return f"{m['success_rate']:.2f} [{lo:.2f}, {hi:.2f}] ({m['successes']}/{m['n']})"
-
-
-def _gain(m: dict) -> str:
-    lo, hi = m["psnr_gain_interval"]
-    return f"{m['psnr_gain_db']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
 def main(argv=None) -> int:

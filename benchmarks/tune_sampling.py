@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from taskfold.benchmarks.evaluate import format_gain, format_rate
+
 def _product(strengths, scales):
     return [({"strength": s} if s is not None else {}) | sc for s, sc in itertools.product(strengths, scales)]
 
@@ -44,10 +46,8 @@ STEPS = 20
 
 def _score(task: str, m: dict) -> tuple[float, str]:
     if "success_rate" in m:
-        lo, hi = m["success_interval"]
-        return m["success_rate"], f"{m['success_rate']:.3f} [{lo:.3f}, {hi:.3f}] ({m['successes']}/{m['n']})"
-    lo, hi = m["psnr_gain_interval"]
-    return m["psnr_gain_db"], f"{m['psnr_gain_db']:+.2f} dB [{lo:+.2f}, {hi:+.2f}]"
+        return m["success_rate"], format_rate(m, digits=3)
+    return m["psnr_gain_db"], format_gain(m, unit=" dB")
 
 
 def tune(mtu_dir: str | Path, data: str | Path, out: str | Path, n: int = 64, split: str = "test",

@@ -270,11 +270,10 @@ class Package:
             return []
         tok = self._load_tokenizer()
         out = []
-        unknown = tok.unknown_words(prompt)
+        n, unknown = tok.untruncated(prompt)
         if unknown:
             out.append(f"prompt word(s) {', '.join(map(repr, unknown))} are not in the text encoder's vocabulary "
                        f"(encoded as unknown)")
-        n = tok.count(prompt)
         if n > tok.max_length:
             out.append(f"the prompt is {n} tokens; the text encoder reads the first {tok.max_length}")
         return out

@@ -51,10 +51,7 @@ class RuntimeTokenizer:
     def __init__(self, tokenizer, max_length: int, pad_id: int, kind: str, unk_id: int | None = None):
         self.tokenizer, self.max_length, self.pad_id, self.kind = tokenizer, int(max_length), int(pad_id), kind
         self.unk_id = unk_id
-        # an untruncated, unpadded twin for counting and for naming unknown words
-        self._plain = type(tokenizer).from_str(tokenizer.to_str())
-        self._plain.no_truncation()
-        self._plain.no_padding()
+        self._plain = None  # an untruncated, unpadded twin, built on the first look at a whole prompt
         tokenizer.enable_truncation(self.max_length)
         pad_token = tokenizer.id_to_token(self.pad_id)
         tokenizer.enable_padding(length=self.max_length, pad_id=self.pad_id, pad_token=pad_token or "")
@@ -65,21 +62,21 @@ class RuntimeTokenizer:
         enc = self.tokenizer.encode_batch(list(prompts))
         return np.array([e.ids for e in enc], dtype=np.int64).reshape(len(enc), self.max_length)
 
-    def count(self, prompt: str) -> int:
-        """How many tokens ``prompt`` is, begin and end tokens included, before truncation."""
-        return len(self._plain.encode(prompt).ids)
-
-    def unknown_words(self, prompt: str) -> list[str]:
-        """The pieces of ``prompt`` the vocabulary lacks (each encoded as the unknown token), in order, once each."""
-        if self.unk_id is None:
-            return []
+    def untruncated(self, prompt: str) -> tuple[int, list[str]]:
+        """``prompt`` before truncation: how many tokens it is (begin and end tokens included), and the pieces
+        the vocabulary lacks (each encoded as the unknown token), in order, once each."""
+        if self._plain is None:
+            self._plain = type(self.tokenizer).from_str(self.tokenizer.to_str())
+            self._plain.no_truncation()
+            self._plain.no_padding()
         enc = self._plain.encode(prompt)
-        out = []
-        for i, (start, end) in zip(enc.ids, enc.offsets):
-            word = prompt[start:end]
-            if i == self.unk_id and word and word not in out:
-                out.append(word)
-        return out
+        unknown = []
+        if self.unk_id is not None:
+            for i, (start, end) in zip(enc.ids, enc.offsets):
+                word = prompt[start:end]
+                if i == self.unk_id and word and word not in unknown:
+                    unknown.append(word)
+        return len(enc.ids), unknown
 
 
 def tokenizer_from_files(files: dict[str, bytes], max_length: int | None = None, pad_id: int | None = None,

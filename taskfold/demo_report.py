@@ -13,6 +13,7 @@ import html
 import json
 from pathlib import Path
 
+from .benchmarks.evaluate import format_rate
 from .errors import ConfigError
 
 SHOWN_PER_TASK = 8
@@ -100,10 +101,7 @@ def _interval(lo_hi) -> str:
 def _quality_rows(metrics: dict, model: str) -> list[list[str]]:
     rows = []
     for task, m in metrics["tasks"].items():
-        if "success_rate" in m:
-            success = f"{m['success_rate']:.2f} {_interval(m['success_interval'])} ({m['successes']}/{m['n']})"
-        else:
-            success = "–"
+        success = format_rate(m) if "success_rate" in m else "–"
         if "psnr" in m:
             image = [f"{m['psnr']:.2f} / {m['ssim']:.3f}",
                      f"{m['condition_baseline_psnr']:.2f} / {m['condition_baseline_ssim']:.3f}",
