@@ -187,8 +187,12 @@ def _sampling(path, mtu_dir: Path | None, mtu) -> dict | None:
     """The recommended sampling to record: ``path``'s, else the model folder's ``sampling.json``, else none."""
     from taskfold.sampling import SAMPLING_FILE, read_sampling
 
-    if path is None and mtu_dir is not None and (mtu_dir / SAMPLING_FILE).is_file():
-        path = mtu_dir / SAMPLING_FILE
+    own = mtu_dir / SAMPLING_FILE if mtu_dir is not None else None
+    if path is None and own is not None and own.is_symlink():  # a downloaded model folder points nowhere else
+        raise ConfigError(f"{str(own)!r} is a symbolic link; a model folder's sampling file must be a file of its own",
+                          hint="replace the link with the file, or pass --sampling FILE")
+    if path is None and own is not None and own.is_file():
+        path = own
     if path is None:
         return None
     out = read_sampling(path, {t.name: t for t in mtu.tasks})

@@ -140,3 +140,20 @@ def test_prompt_warnings_for_a_text_free_task_and_unknown_words(sampled, tiny_pa
     io = capsys.readouterr()
     assert io.err == "warning: task 'sr' reads no text; the prompt 'hi' is ignored\n"
     assert "steps 3, strength 0.4*" in io.out
+
+
+def test_a_model_folders_sampling_file_that_is_a_link_is_refused(tiny_package, tmp_path, capsys):
+    _, _, mtu, _ = tiny_package
+    shutil.copytree(mtu, tmp_path / "mtu")
+    outside = _file(tmp_path, GOOD, "outside.json")
+    (tmp_path / "mtu" / SAMPLING_FILE).symlink_to(outside)
+    assert main(["export", str(tmp_path / "mtu"), "--out", str(tmp_path / "pkg"), "--tasks", "sr"]) == 2
+    err = capsys.readouterr().err
+    assert "sampling.json' is a symbolic link" in err and "Traceback" not in err
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_a_truncated_sampling_file_is_refused(tmp_path):
+    whole = json.dumps(GOOD)
+    with pytest.raises(ConfigError, match="is not JSON"):
+        read_sampling(_file(tmp_path, whole[: len(whole) // 2]), TASKS)
