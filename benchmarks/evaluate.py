@@ -177,11 +177,17 @@ def format_gain(scores: dict, unit: str = "") -> str:
     return f"{scores['psnr_gain_db']:+.2f}{unit} [{lo:+.2f}, {hi:+.2f}]"
 
 
+def format_kinds(scores: dict) -> str:
+    """``colour 24/26, move 0/18, size 3/20``: task success per kind of row (empty when not counted)."""
+    return ", ".join(f"{kind} {k}/{n}" for kind, (k, n) in scores.get("success_by_kind", {}).items())
+
+
 def describe_scores(task: str, scores: dict) -> str:
     """``task success 0.81 [0.70, 0.89] (52/64); PSNR 19.10 dB (+2.31 dB over the condition image)``."""
     parts = []
     if "success_rate" in scores:
-        parts.append(f"task success {format_rate(scores)}")
+        kinds = format_kinds(scores)
+        parts.append(f"task success {format_rate(scores)}" + (f" ({kinds})" if kinds else ""))
     if "psnr" in scores:
         parts.append(f"PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.3f} ({scores['psnr_gain_db']:+.2f} dB over "
                      f"the condition image: {scores['condition_baseline_psnr']:.2f} dB, "

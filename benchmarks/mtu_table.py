@@ -36,9 +36,10 @@ TASKS = ("t2i", "edit", "sr", "inpaint")
 
 
 def evaluate(model_dir: Path, data_dir: Path, tasks, n: int, steps: int = 20, seed: int = 0, fold_task=None,
-             strength: float = 1.0) -> dict:
+             strength: float = 1.0, sampling: dict | None = None) -> dict:
     """Sample ``n`` test rows per task with the model in ``model_dir`` and score them (the
-    image-conditioned tasks img2img at ``strength`` when it is below 1)."""
+    image-conditioned tasks img2img at ``strength`` when it is below 1). With ``sampling`` (a read
+    sampling file, :func:`read_table_sampling`) each task it names samples with its recommendation."""
     import torch
 
     from taskfold.train.data import load_dataset
@@ -54,21 +55,34 @@ def evaluate(model_dir: Path, data_dir: Path, tasks, n: int, steps: int = 20, se
         raise SystemExit(f"{model_dir}: no scheduler config with the model or its base")
     sched = found[0]
     data = load_dataset(data_dir, tasks=tasks, split="test")
+    from taskfold.sampling import apply_sampling
+
+    specs = {s.name: s for s in apply_sampling(mtu.tasks, sampling)}
     out = {}
     for task in tasks:
         if task not in mtu.task_names:
             continue
         idx = data.indices(task)[:n]
         items = [data[i] for i in idx]
-        spec = mtu.tasks[mtu.task_index(task)]
+        spec = specs[task]
         cond = np.stack([it["condition"] for it in items]) if "condition" in items[0] else None
         h, w = items[0]["target"].shape[1:]
+        if sampling is not None and task in sampling["tasks"]:
+            steps, strength = spec.steps, spec.strength
         torch.manual_seed(seed)
         images = generate(mtu_fn(mtu, task), spec, [it["prompt"] for it in items], text_encoder=te, codec=codec,
                           scheduler_config=sched, condition=cond, height=h, width=w, steps=steps, seed=seed,
                           strength=strength if cond is not None else 1.0)
         out[task] = {k: v for k, v in task_scores(task, images, items).items() if k != "per_sample"}
     return out
+
+
+def read_table_sampling(path: Path) -> dict:
+    """A sampling file for the four built-in tasks (every arm takes the entries of its own tasks)."""
+    from taskfold.sampling import read_sampling
+    from taskfold.tasks import BUILTIN_TASKS
+
+    return read_sampling(path, {t: BUILTIN_TASKS[t] for t in TASKS})
 
 
 def _train_seconds(run: Path) -> float:
@@ -96,7 +110,8 @@ def _train(init: Path, run: Path, data: Path, cfg, resume: bool) -> None:
 
 
 def mtu_vs_single(base: str, data: Path, out: Path, steps_per_task: int, batch: int, n_eval: int, seed: int,
-                  lr: float = 5e-4, snr_gamma: float | None = None, resume: bool = False) -> dict:
+                  lr: float = 5e-4, snr_gamma: float | None = None, resume: bool = False,
+                  sampling: dict | None = None) -> dict:
     from taskfold.train.trainer import TrainConfig
 
     rows = {}
@@ -106,19 +121,21 @@ def mtu_vs_single(base: str, data: Path, out: Path, steps_per_task: int, batch: 
     _upcycle(base, TASKS, 4, seed, out / "mtu-init")
     _train(out / "mtu-init", out / "mtu-run", data,
            TrainConfig(steps=4 * steps_per_task, checkpoint_every=4 * steps_per_task, **recipe), resume)
-    rows["MTU (N=4, all tasks)"] = evaluate(out / "mtu-run" / "mtu", data, TASKS, n_eval, seed=seed)
+    rows["MTU (N=4, all tasks)"] = evaluate(out / "mtu-run" / "mtu", data, TASKS, n_eval, seed=seed,
+                                              sampling=sampling)
     single = {}
     for task in TASKS:
         _upcycle(base, (task,), 1, seed, out / f"single-{task}-init")
         _train(out / f"single-{task}-init", out / f"single-{task}-run", data,
                TrainConfig(steps=steps_per_task, checkpoint_every=steps_per_task, trainable="all", **recipe), resume)
-        single |= evaluate(out / f"single-{task}-run" / "mtu", data, (task,), n_eval, seed=seed)
+        single |= evaluate(out / f"single-{task}-run" / "mtu", data, (task,), n_eval, seed=seed, sampling=sampling)
     rows["single-task fine-tunes"] = single
     return {"rows": rows, "seconds": round(time.time() - t0, 1),
             "train_seconds": {run.name: _train_seconds(run) for run in runs}}
 
 
-def dtr_vs_plain(data: Path, out: Path, steps: int, batch: int, n_eval: int, seed: int) -> dict:
+def dtr_vs_plain(data: Path, out: Path, steps: int, batch: int, n_eval: int, seed: int,
+                 sampling: dict | None = None) -> dict:
     from taskfold.train.pretrain import pretrain, pretrain_config
 
     rows = {}
@@ -126,8 +143,19 @@ def dtr_vs_plain(data: Path, out: Path, steps: int, batch: int, n_eval: int, see
         run = out / ("pre-dtr" if dtr else "pre-plain")
         cfg = pretrain_config(steps, batch, seed=seed, checkpoint_every=steps, log_every=100)
         pretrain(data, cfg, run, dtr=dtr, seed=seed, overwrite=True, progress=False)
-        rows[name] = evaluate(run / "run" / "mtu", data, ("t2i",), n_eval, seed=seed)["t2i"]
+        rows[name] = evaluate(run / "run" / "mtu", data, ("t2i",), n_eval, seed=seed, sampling=sampling)["t2i"]
     return rows
+
+
+def _sampling_text(sampling) -> str:
+    if not isinstance(sampling, dict):
+        return sampling or "20 steps from pure noise, the tasks' guidance"
+    parts = []
+    for task, v in sampling["tasks"].items():
+        how = f"img2img {v['strength']:g}" if v.get("strength", 1) < 1 else "from noise"
+        g = "/".join(f"{v[k]:g}" for k in ("guidance_scale", "image_guidance_scale") if k in v)
+        parts.append(f"{task} {how}" + (f", guidance {g}" if g else "") + f", {v.get('steps', 20)} steps")
+    return f"{sampling['file']} ({'; '.join(parts)})"
 
 
 def markdown(result: dict) -> str:
@@ -144,8 +172,8 @@ def markdown(result: dict) -> str:
         r = next(iter(t["rows"].values()))
         lines.append("| return the condition image | – | – | – | 0 | " + " / ".join(
             f"{r[k]['condition_baseline_psnr']:.2f}" for k in ("edit", "sr", "inpaint")) + " |")
-        lines += ["", f"{t['rows']['MTU (N=4, all tasks)']['t2i']['n']} test samples per task, DDIM 20 steps, the "
-                      f"tasks' guidance. Training time: " + ", ".join(
+        lines += ["", f"{t['rows']['MTU (N=4, all tasks)']['t2i']['n']} test samples per task, DDIM, sampled with "
+                      f"{_sampling_text(result.get('sampling'))}. Training time: " + ", ".join(
                           f"{k} {v:.0f} s" for k, v in t.get("train_seconds", {}).items()) + ".", ""]
     if "dtr" in result:
         lines += ["| tiny base pretrained | t2i success, 95 % interval |", "|---|---:|"]
@@ -167,6 +195,9 @@ def main(argv=None) -> int:
     p.add_argument("--snr-gamma", type=float, help="Min-SNR-gamma loss weighting (both arms)")
     p.add_argument("--eval", type=int, default=64, help="test samples per task")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sampling", type=Path,
+                   help="a sampling.json (e.g. models/tiny-mtu's): every arm samples each task with its "
+                        "recommendation there (default: 20 DDIM steps from pure noise, the tasks' guidance)")
     p.add_argument("--resume", action="store_true",
                    help="continue (or reuse, when finished) the training runs already in --out")
     args = p.parse_args(argv)
@@ -176,13 +207,23 @@ def main(argv=None) -> int:
 
     from .machine import describe, one_line
 
+    from taskfold.errors import TaskfoldError
+
+    try:
+        sampling = read_table_sampling(args.sampling) if args.sampling else None
+    except TaskfoldError as e:
+        raise SystemExit(f"error: {e}") from None
     result = {"machine": one_line(describe()),
-              "command": "python -m taskfold.benchmarks.mtu_table " + " ".join(sys.argv[1:] if argv is None else argv)}
+              "command": "python -m taskfold.benchmarks.mtu_table " + " ".join(sys.argv[1:] if argv is None else argv),
+              "sampling": ({"file": str(args.sampling), "tasks": sampling["tasks"]} if sampling else
+                           "20 DDIM steps from pure noise, the tasks' guidance")}
     if args.base:
         result["table2"] = mtu_vs_single(args.base, Path(args.data), out, args.steps_per_task, args.batch_size,
-                                         args.eval, args.seed, args.lr, args.snr_gamma, args.resume)
+                                         args.eval, args.seed, args.lr, args.snr_gamma, args.resume,
+                                         sampling)
     if args.dtr_steps:
-        result["dtr"] = dtr_vs_plain(Path(args.data), out, args.dtr_steps, args.batch_size, args.eval, args.seed)
+        result["dtr"] = dtr_vs_plain(Path(args.data), out, args.dtr_steps, args.batch_size, args.eval, args.seed,
+                                     sampling)
     write_json_atomic(out / "mtu_table.json", result)
     write_bytes_atomic(out / "mtu_table.md", markdown(result).encode())
     print(markdown(result))

@@ -158,8 +158,8 @@ def _task_weights(value: str) -> dict:
     return out
 
 
-TRAIN_FIELDS = ("steps", "batch_size", "optimizer", "lr", "weight_decay", "task_weights", "grad_accum",
-                "mixed_precision", "prompt_dropout", "image_dropout", "trainable", "train_text_encoder",
+TRAIN_FIELDS = ("steps", "batch_size", "optimizer", "lr", "lr_schedule", "lr_warmup", "weight_decay", "task_weights",
+                "grad_accum", "mixed_precision", "prompt_dropout", "image_dropout", "trainable", "train_text_encoder",
                 "noise_schedule", "snr_gamma", "checkpoint_every", "log_every", "seed")
 
 
@@ -177,6 +177,9 @@ def _add_train(sub):
     option(p, T, "batch_size", help="samples per process per micro-step", unset=True)
     option(p, T, "optimizer", choices=["adam", "adamw"], help="optimiser", unset=True)
     option(p, T, "lr", help="learning rate", unset=True)
+    option(p, T, "lr_schedule", choices=["constant", "cosine"], unset=True,
+           help="constant, or cosine: from --lr down to 0 at --steps (after the warm-up)")
+    option(p, T, "lr_warmup", help="steps of linear warm-up from 0 to --lr", unset=True)
     option(p, T, "weight_decay", help="weight decay", unset=True)
     option(p, T, "task_weights", type=_task_weights, unset=True,
            help="task sampling weights, e.g. t2i=1,edit=2 (unset: equal)")

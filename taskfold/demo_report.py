@@ -13,7 +13,7 @@ import html
 import json
 from pathlib import Path
 
-from .benchmarks.evaluate import format_rate
+from .benchmarks.evaluate import format_kinds, format_rate
 from .errors import ConfigError
 
 SHOWN_PER_TASK = 8
@@ -102,6 +102,8 @@ def _quality_rows(metrics: dict, model: str) -> list[list[str]]:
     rows = []
     for task, m in metrics["tasks"].items():
         success = format_rate(m) if "success_rate" in m else "–"
+        if format_kinds(m):
+            success += f"; {format_kinds(m)}"
         if "psnr" in m:
             image = [f"{m['psnr']:.2f} / {m['ssim']:.3f}",
                      f"{m['condition_baseline_psnr']:.2f} / {m['condition_baseline_ssim']:.3f}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from taskfold.config import Config, is_finite_number
@@ -12,6 +13,9 @@ OPTIMIZER_PRESETS = {
     "sd15": {"optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0},     # paper A.2, SDv1.5
     "sdxl": {"optimizer": "adamw", "lr": 5e-5, "weight_decay": 0.01},   # paper A.2, SDXL
 }
+
+LR_SCHEDULES = ("constant", "cosine")
+
 
 @dataclass(frozen=True)
 class TrainConfig(Config):
@@ -27,6 +31,8 @@ class TrainConfig(Config):
     batch_size: int = 8
     optimizer: str = "adam"
     lr: float = 1e-4
+    lr_schedule: str = "constant"  # or "cosine": from lr down to 0 at ``steps`` (after the warm-up)
+    lr_warmup: int = 0  # steps of linear warm-up from 0 to lr
     weight_decay: float = 0.0
     grad_accum: int = 1
     max_grad_norm: float | None = 1.0
@@ -56,6 +62,12 @@ class TrainConfig(Config):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {v!r}")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"--lr-schedule {self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
+        w = self.lr_warmup
+        if isinstance(w, bool) or not isinstance(w, int) or not 0 <= w < self.steps:
+            raise ConfigError(f"--lr-warmup must be a whole number of steps in [0, --steps = {self.steps}), "
+                              f"got {self.lr_warmup!r}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ConfigError(f"--mixed-precision {self.mixed_precision!r} is not one of no, fp16, bf16")
         for name in ("prompt_dropout", "image_dropout"):
@@ -87,6 +99,16 @@ class TrainConfig(Config):
         if not any(float(self.task_weights.get(t, 1.0)) > 0 for t in tasks):
             raise ConfigError(f"every task weight is zero ({self.task_weights}): no task would be trained",
                               hint="give at least one task a positive weight")
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of optimiser step ``step`` (0-based): a linear warm-up over ``lr_warmup``
+        steps, then ``lr`` (``constant``) or a half cosine from ``lr`` to 0 at ``steps`` (``cosine``)."""
+        if step < self.lr_warmup:
+            return self.lr * (step + 1) / (self.lr_warmup + 1)
+        if self.lr_schedule == "constant":
+            return self.lr
+        t = min(1.0, (step - self.lr_warmup) / max(1, self.steps - self.lr_warmup))
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * t))
 
     def scheduler_config(self) -> dict:
         """The noise schedule as a diffusers ``scheduler_config.json`` (also what the runtime reads).

@@ -212,11 +212,22 @@ def inpaint_mask_success(out: np.ndarray, item: dict) -> bool:
 SUCCESS = {"t2i": t2i_success, "edit": edit_success, "inpaint": inpaint_success, "inpaint-mask": inpaint_mask_success}
 
 
+def _inpaint_kind(item: dict) -> str:
+    keep = (item.get("meta") or {}).get("object") or {}
+    return "kept object large" if keep.get("size") == "large" else "both objects small"
+
+
+#: task -> the kind of row, for success counted per kind: an edit's instruction (colour, move, size); for
+#: object removal whether size alone tells the two objects apart (the removed one is always small)
+KINDS = {"edit": lambda item: (item.get("meta") or {}).get("edit", "?"), "inpaint": _inpaint_kind}
+
+
 def task_scores(task: str, images, items: list[dict]) -> dict:
     """Scores of generated ``images`` (``[B, 3, H, W]`` in [-1, 1]) for dataset ``items`` of ``task``.
 
     ``success_rate`` (with its 95 % Wilson interval): the share of outputs that did the task's job
-    (:data:`SUCCESS`: read by the pixel analyser). Image-conditioned tasks also get PSNR and SSIM to
+    (:data:`SUCCESS`: read by the pixel analyser), for edit and inpaint also ``success_by_kind``
+    ``{kind: [successes, rows]}`` (:data:`KINDS`). Image-conditioned tasks also get PSNR and SSIM to
     the target beside the trivial baseline of returning the condition image (for ``sr`` the bicubic
     upsampled input), and ``psnr_gain_db``, the mean gain over that baseline with its 95 % interval —
     ``sr``'s score. ``per_sample`` holds each image's own numbers.
@@ -228,6 +239,13 @@ def task_scores(task: str, images, items: list[dict]) -> dict:
         k = sum(ok)
         out |= {"success_rate": k / len(ok) if ok else math.nan, "success_interval": list(wilson_interval(k, len(ok))),
                 "successes": k}
+        if task in KINDS:
+            by: dict[str, list[int]] = {}
+            for o, it in zip(ok, items):
+                counts = by.setdefault(KINDS[task](it), [0, 0])
+                counts[0] += int(o)
+                counts[1] += 1
+            out["success_by_kind"] = dict(sorted(by.items()))
         for p, o in zip(per, ok):
             p["success"] = o
     if items and "condition" in items[0]:

@@ -355,6 +355,9 @@ def run_loop(run: TrainRun, progress: bool):
     running: dict[str, list[float]] = {}
     for step in range(run.start, cfg.steps):
         plan = draw_plan(step, global_batch, cfg, run.by_task)
+        lr = cfg.lr_at(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         for a in range(cfg.grad_accum):
             first = (a * world + rank) * micro
             sel = range(first, first + micro)
@@ -371,7 +374,7 @@ def run_loop(run: TrainRun, progress: bool):
                 running.setdefault(plan.tasks[i], []).append(l)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
-            _log_step(run, done, running, global_batch, bar)
+            _log_step(run, done, running, global_batch, bar, lr)
             running = {}
         if bar:
             bar.update(1)
@@ -391,7 +394,8 @@ def _progress(cfg: TrainConfig, start: int):
     return tqdm(total=cfg.steps, initial=start, desc="train", unit="step")
 
 
-def _log_step(run: TrainRun, done: int, running: dict[str, list[float]], global_batch: int, bar) -> None:
+def _log_step(run: TrainRun, done: int, running: dict[str, list[float]], global_batch: int, bar,
+              lr: float) -> None:
     """One ``log.jsonl`` record: the mean loss per task over every process since the last record."""
     accel = run.accel
     local = torch.tensor([[sum(running.get(t, [])), len(running.get(t, []))] for t in run.tasks],
@@ -401,7 +405,7 @@ def _log_step(run: TrainRun, done: int, running: dict[str, list[float]], global_
         return
     per_task = {t: float(totals[i, 0] / totals[i, 1]) for i, t in enumerate(run.tasks) if totals[i, 1] > 0}
     rec = {"step": done, "loss": float(totals[:, 0].sum() / max(float(totals[:, 1].sum()), 1.0)),
-           "loss_per_task": per_task, "lr": run.cfg.lr, "samples": done * global_batch,
+           "loss_per_task": per_task, "lr": lr, "samples": done * global_batch,
            "seconds": round(time.time() - run.t0, 2)}
     with open(run.out / LOG, "a") as f:
         f.write(json.dumps(rec) + "\n")

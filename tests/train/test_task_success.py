@@ -162,3 +162,24 @@ def test_task_scores_reports_rates_intervals_and_gain():
     sr = rows("sr", 8)
     got = task_scores("sr", np.stack([it["condition"] for it in sr]), sr)
     assert "success_rate" not in got and got["psnr_gain_db"] == 0.0
+
+
+def test_success_is_counted_per_kind_of_edit_and_removal():
+    from taskfold.benchmarks.evaluate import format_kinds
+
+    items = rows("edit", 30)
+    kinds = [it["meta"]["edit"] for it in items]
+    # the target for every recolour, the unchanged condition for every move and resize
+    outputs = np.stack([it["target"] if k == "colour" else it["condition"] for it, k in zip(items, kinds)])
+    got = task_scores("edit", outputs, items)
+    want = {k: [kinds.count(k) if k == "colour" else 0, kinds.count(k)] for k in sorted(set(kinds))}
+    assert got["success_by_kind"] == want and set(want) == {"colour", "move", "size"}
+    assert got["successes"] == kinds.count("colour")
+    assert format_kinds(got) == ", ".join(f"{k} {a}/{b}" for k, (a, b) in want.items())
+
+    items = rows("inpaint", 30)
+    large = [it["meta"]["object"]["size"] == "large" for it in items]
+    got = task_scores("inpaint", np.stack([it["target"] for it in items]), items)
+    assert got["success_by_kind"] == {"both objects small": [30 - sum(large)] * 2, "kept object large": [sum(large)] * 2}
+    assert 0 < sum(large) < 30
+    assert "success_by_kind" not in task_scores("t2i", np.stack([it["target"] for it in rows("t2i", 4)]), rows("t2i", 4))

@@ -1,5 +1,6 @@
 """Multi-task training: loss falls, frozen tensors stay, 1 vs 2 processes, SIGKILL + resume."""
 
+import contextlib
 import json
 import os
 import signal
@@ -118,3 +119,36 @@ def test_resume_refuses_other_flags_and_fresh_run_refuses_existing_out(world, tm
     assert "--resume with a different config" in err and "lr 0.0001 -> 0.5" in err
     assert main(_train_cmd(world, run, "--steps", "4", "--checkpoint-every", "1", "--resume")) == 0  # more steps
     assert [r["step"] for r in _records(run)][-1] == 4
+
+
+def test_cosine_schedule_with_warmup_is_what_the_optimiser_used(world, tmp_path, capsys):
+    from taskfold.train.config import TrainConfig
+
+    cfg = TrainConfig(steps=10, lr=1e-3, lr_schedule="cosine", lr_warmup=2)
+    lrs = [cfg.lr_at(s) for s in range(10)]
+    assert lrs[0] == pytest.approx(1e-3 / 3) and lrs[1] == pytest.approx(2e-3 / 3)  # warm-up
+    assert lrs[2] == pytest.approx(1e-3)  # the peak right after it
+    assert lrs[6] == pytest.approx(0.5e-3)  # half-way down the cosine (step 6 of 2..10)
+    assert all(a > b for a, b in zip(lrs[2:], lrs[3:])) and lrs[-1] > 0
+    assert TrainConfig(steps=10, lr=1e-3).lr_at(7) == 1e-3  # constant, no warm-up
+    run = tmp_path / "run"
+    assert main(_train_cmd(world, run, "--steps", "6", "--batch-size", "4", "--lr", "1e-3", "--lr-schedule", "cosine",
+                           "--lr-warmup", "1", "--log-every", "1", "--checkpoint-every", "3")) == 0
+    want = TrainConfig(steps=6, lr=1e-3, lr_schedule="cosine", lr_warmup=1)
+    assert [r["lr"] for r in _records(run)] == pytest.approx([want.lr_at(s) for s in range(6)])
+    # the schedule is part of the run: resuming with another one is refused by name
+    assert main(_train_cmd(world, run, "--steps", "8", "--lr", "1e-3", "--batch-size", "4", "--resume")) == 2
+    assert "lr_schedule 'cosine' -> 'constant'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--lr-schedule", "linear"], "invalid choice: 'linear'"),
+    (["--lr-warmup", "5"], "--lr-warmup must be a whole number of steps in [0, --steps = 5), got 5"),
+    (["--lr-warmup", "-1"], "--lr-warmup must be a whole number of steps in [0, --steps = 5), got -1"),
+])
+def test_bad_schedule_flags_are_refused_by_name(world, tmp_path, capsys, flags, words):
+    with pytest.raises(SystemExit) if "linear" in flags else contextlib.nullcontext():  # argparse's own refusal
+        assert main(_train_cmd(world, tmp_path / "run", "--steps", "5", *flags)) == 2
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
