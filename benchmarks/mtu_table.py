@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import format_gain, format_rate
+from .evaluate import format_gain, format_kinds, format_rate
 
 TASKS = ("t2i", "edit", "sr", "inpaint")
 
@@ -172,6 +172,10 @@ def markdown(result: dict) -> str:
         r = next(iter(t["rows"].values()))
         lines.append("| return the condition image | – | – | – | 0 | " + " / ".join(
             f"{r[k]['condition_baseline_psnr']:.2f}" for k in ("edit", "sr", "inpaint")) + " |")
+        for task in ("edit", "inpaint"):
+            kinds = [f"{name} {format_kinds(r[task])}" for name, r in t["rows"].items() if format_kinds(r[task])]
+            if kinds:
+                lines += ["", f"`{task}` success by kind: " + "; ".join(kinds) + "."]
         lines += ["", f"{t['rows']['MTU (N=4, all tasks)']['t2i']['n']} test samples per task, DDIM, sampled with "
                       f"{_sampling_text(result.get('sampling'))}. Training time: " + ", ".join(
                           f"{k} {v:.0f} s" for k, v in t.get("train_seconds", {}).items()) + ".", ""]
