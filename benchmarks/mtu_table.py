@@ -160,7 +160,8 @@ def _sampling_text(sampling) -> str:
 
 def markdown(result: dict) -> str:
     lines = ["# MTU on the shapes world (miniature of the MTU paper's Table 2)", "",
-             f"Machine: {result['machine']}. Command: `{result['command']}`", ""]
+             f"Machine: {result['machine']}" + (f", {result['date']}" if result.get("date") else "")
+             + f". Command: `{result['command']}`", ""]
     if "table2" in result:
         t = result["table2"]
         lines += ["| model | t2i success | edit success | inpaint success | sr PSNR gain (dB) | "
@@ -217,7 +218,7 @@ def main(argv=None) -> int:
         sampling = read_table_sampling(args.sampling) if args.sampling else None
     except TaskfoldError as e:
         raise SystemExit(f"error: {e}") from None
-    result = {"machine": one_line(describe()),
+    result = {"machine": one_line(describe()), "date": time.strftime("%Y-%m-%d"),
               "command": "python -m taskfold.benchmarks.mtu_table " + " ".join(sys.argv[1:] if argv is None else argv),
               "sampling": ({"file": str(args.sampling), "tasks": sampling["tasks"]} if sampling else
                            "20 DDIM steps from pure noise, the tasks' guidance")}
