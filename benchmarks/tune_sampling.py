@@ -37,7 +37,7 @@ GRID = {
     "t2i": _product([None], [{"guidance_scale": g} for g in (1.5, 3.0, 5.0, 7.5)]),
     "edit": _product([0.5, 0.75, 1.0], [{"guidance_scale": 3.0, "image_guidance_scale": 1.2},
                                         {"guidance_scale": 7.5, "image_guidance_scale": 1.6}]),
-    "inpaint": _product([0.5, 0.75, 1.0], [{"guidance_scale": 1.0, "image_guidance_scale": 1.0},
+    "inpaint": _product([0.3, 0.4, 0.5, 0.75, 1.0], [{"guidance_scale": 1.0, "image_guidance_scale": 1.0},
                                            {"guidance_scale": 4.0, "image_guidance_scale": 1.5}]),
     "sr": _product([0.15, 0.3, 0.5, 1.0], [{}]),
 }

@@ -145,21 +145,24 @@ def _cmd_deviation(args) -> int:
 
 # --- train ---------------------------------------------------------------------------------
 
-def _task_weights(value: str) -> dict:
-    out = {}
-    for item in _csv(value):
-        name, sep, w = item.partition("=")
-        try:
-            out[name] = float(w)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"task weight {item!r} is not NAME=NUMBER") from None
-        if not sep:
-            raise argparse.ArgumentTypeError(f"task weight {item!r} is not NAME=NUMBER")
-    return out
+def _name_numbers(what: str):
+    """An argparse type for ``NAME=NUMBER,...`` (task weights, learning-rate factors)."""
+    def parse(value: str) -> dict:
+        out = {}
+        for item in _csv(value):
+            name, sep, w = item.partition("=")
+            try:
+                out[name] = float(w)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{what} {item!r} is not NAME=NUMBER") from None
+            if not sep:
+                raise argparse.ArgumentTypeError(f"{what} {item!r} is not NAME=NUMBER")
+        return out
+    return parse
 
 
-TRAIN_FIELDS = ("steps", "batch_size", "optimizer", "lr", "lr_schedule", "lr_warmup", "weight_decay", "task_weights",
-                "grad_accum", "mixed_precision", "prompt_dropout", "image_dropout", "trainable", "train_text_encoder",
+TRAIN_FIELDS = ("steps", "batch_size", "optimizer", "lr", "lr_schedule", "lr_warmup", "lr_scale", "weight_decay",
+                "task_weights", "grad_accum", "mixed_precision", "prompt_dropout", "image_dropout", "trainable", "train_text_encoder",
                 "noise_schedule", "snr_gamma", "checkpoint_every", "log_every", "seed")
 
 
@@ -180,8 +183,11 @@ def _add_train(sub):
     option(p, T, "lr_schedule", choices=["constant", "cosine"], unset=True,
            help="constant, or cosine: from --lr down to 0 at --steps (after the warm-up)")
     option(p, T, "lr_warmup", help="steps of linear warm-up from 0 to --lr", unset=True)
+    option(p, T, "lr_scale", type=_name_numbers("learning-rate factor"), unset=True,
+           help="learning-rate factor per component, e.g. task_conv_in=10 (components: experts, routers, "
+                "task_embedding, task_norms, task_conv_in, backbone, text_encoder; unset: 1)")
     option(p, T, "weight_decay", help="weight decay", unset=True)
-    option(p, T, "task_weights", type=_task_weights, unset=True,
+    option(p, T, "task_weights", type=_name_numbers("task weight"), unset=True,
            help="task sampling weights, e.g. t2i=1,edit=2 (unset: equal)")
     option(p, T, "grad_accum", help="micro-steps per optimiser step", unset=True)
     option(p, T, "mixed_precision", choices=["no", "fp16", "bf16"], help="autocast precision", unset=True)

@@ -15,6 +15,9 @@ OPTIMIZER_PRESETS = {
 }
 
 LR_SCHEDULES = ("constant", "cosine")
+#: What ``lr_scale`` can name: the MTU components (``taskfold.upcycle.model.component_of``), the
+#: backbone (with ``trainable="all"``) and the text encoder.
+LR_COMPONENTS = ("experts", "routers", "task_embedding", "task_norms", "task_conv_in", "backbone", "text_encoder")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class TrainConfig(Config):
     lr: float = 1e-4
     lr_schedule: str = "constant"  # or "cosine": from lr down to 0 at ``steps`` (after the warm-up)
     lr_warmup: int = 0  # steps of linear warm-up from 0 to lr
+    lr_scale: dict = field(default_factory=dict)  # component -> factor on lr (LR_COMPONENTS); missing: 1
     weight_decay: float = 0.0
     grad_accum: int = 1
     max_grad_norm: float | None = 1.0
@@ -51,6 +55,7 @@ class TrainConfig(Config):
 
     def __post_init__(self):
         object.__setattr__(self, "task_weights", dict(self.task_weights))
+        object.__setattr__(self, "lr_scale", dict(self.lr_scale))
         for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "log_every", "num_train_timesteps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -79,6 +84,13 @@ class TrainConfig(Config):
             raise ConfigError(f"--noise-schedule {self.noise_schedule!r} is not one of {', '.join(NOISE_SCHEDULES)}")
         if self.snr_gamma is not None and not self.snr_gamma > 0:
             raise ConfigError(f"--snr-gamma must be positive, got {self.snr_gamma}")
+        unknown = sorted(set(self.lr_scale) - set(LR_COMPONENTS))
+        if unknown:
+            raise ConfigError(f"--lr-scale names {', '.join(map(repr, unknown))}; expected components among "
+                              f"{', '.join(LR_COMPONENTS)}")
+        bad = {k: v for k, v in self.lr_scale.items() if not (is_finite_number(v) and v > 0)}
+        if bad:
+            raise ConfigError(f"--lr-scale factors must be positive numbers, got {bad}")
         bad = {k: v for k, v in self.task_weights.items() if not (is_finite_number(v) and v >= 0)}
         if bad:
             raise ConfigError(f"task weights must be non-negative numbers, got {bad}")

@@ -41,6 +41,8 @@ from taskfold._io import atomic_output_dir, check_writable, write_bytes_atomic, 
 from taskfold.errors import CheckpointError, ConfigError, OutputExistsError
 from taskfold.upcycle.bundle import NOISE_SCHEDULES, find_encoders, find_noise_schedule, find_scheduler_config  # noqa: F401
 
+from taskfold.upcycle.model import component_of
+
 from .config import OPTIMIZER_PRESETS, TrainConfig  # noqa: F401  (the trainer's config; torch-free)
 
 CHECKPOINTS = "checkpoints"
@@ -63,6 +65,18 @@ class TrainModule(nn.Module):
         text = self.text_encoder(input_ids)
         pred = self.mtu(sample, timesteps, text, task_ids)
         return F.mse_loss(pred.float(), noise.float(), reduction="none").flatten(1).mean(1)
+
+
+def param_groups(module: TrainModule, cfg: TrainConfig) -> list[dict]:
+    """The trainable parameters in one optimiser group per learning-rate scale (``cfg.lr_scale``, by
+    MTU component; the text encoder is ``text_encoder``), each group's ``scale`` kept beside it."""
+    groups: dict[float, list] = {}
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        part = component_of(module.mtu, name[len("mtu."):]) if name.startswith("mtu.") else "text_encoder"
+        groups.setdefault(float(cfg.lr_scale.get(part, 1.0)), []).append(p)
+    return [{"params": ps, "scale": scale} for scale, ps in sorted(groups.items())]
 
 
 def loss_weights(cfg: TrainConfig, acp: torch.Tensor) -> torch.Tensor | None:
@@ -270,7 +284,7 @@ def prepare_run(mtu_dir, data_dir, cfg: TrainConfig, out: Path, resume: bool, sk
     codec.eval()
     params = [p for p in module.parameters() if p.requires_grad]
     opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    optimizer = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = opt_cls(param_groups(module, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = _resume(out, cfg, module, optimizer, main, say) if resume else 0
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -357,7 +371,7 @@ def run_loop(run: TrainRun, progress: bool):
         plan = draw_plan(step, global_batch, cfg, run.by_task)
         lr = cfg.lr_at(step)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("scale", 1.0)
         for a in range(cfg.grad_accum):
             first = (a * world + rank) * micro
             sel = range(first, first + micro)

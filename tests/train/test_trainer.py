@@ -152,3 +152,39 @@ def test_bad_schedule_flags_are_refused_by_name(world, tmp_path, capsys, flags, 
     assert words in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
+
+
+def test_lr_scale_puts_each_component_in_its_own_group(world):
+    from taskfold.train.config import TrainConfig
+    from taskfold.train.trainer import TrainModule, param_groups
+    from taskfold.upcycle.model import set_trainable
+
+    mtu = load_mtu(world / "mtu")
+    set_trainable(mtu, "mtu")
+    module = TrainModule(mtu, torch.nn.Linear(2, 2), torch.nn.Identity())
+    module.text_encoder.requires_grad_(False)
+    groups = param_groups(module, TrainConfig(lr_scale={"task_conv_in": 10.0, "routers": 0.5}))
+    assert [g["scale"] for g in groups] == [0.5, 1.0, 10.0]
+    ids = {id(p): n for n, p in mtu.named_parameters()}
+    names = [{ids[id(p)] for p in g["params"]} for g in groups]
+    assert names[2] == {n for n in ids.values() if n.startswith("unet.conv_in.convs.")} and len(names[2]) == 8
+    assert all(".router." in n for n in names[0]) and names[0]
+    assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in mtu.parameters())
+    # each group steps at its factor of the scheduled rate
+    opt = torch.optim.Adam(groups, lr=1e-3)
+    for g in opt.param_groups:
+        g["lr"] = 1e-3 * g["scale"]
+    assert [g["lr"] for g in opt.param_groups] == [5e-4, 1e-3, 1e-2]
+
+
+@pytest.mark.parametrize("value, words", [
+    ({"conv_in": 10.0}, "--lr-scale names 'conv_in'; expected components among experts, routers"),
+    ({"experts": 0.0}, "--lr-scale factors must be positive numbers, got {'experts': 0.0}"),
+])
+def test_bad_lr_scale_is_refused_by_name(value, words):
+    from taskfold.errors import ConfigError
+    from taskfold.train.config import TrainConfig
+
+    with pytest.raises(ConfigError, match=None) as e:
+        TrainConfig(lr_scale=value)
+    assert words in str(e.value)
