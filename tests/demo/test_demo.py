@@ -66,6 +66,10 @@ def test_page_shows_every_image_and_number(demo):
         if task != "sr":  # every other built-in task is scored by whether it did its job, with its interval
             lo, hi = m["success_interval"]
             shown.append(f"{m['success_rate']:.2f} [{lo:.2f}, {hi:.2f}] ({m['successes']}/{m['n']})")
+        if task in ("edit", "inpaint"):  # and counted per kind of row
+            kinds = m["success_by_kind"]
+            assert sum(n for _, n in kinds.values()) == m["n"] and sum(k for k, _ in kinds.values()) == m["successes"]
+            shown.append(", ".join(f"{kind} {k}/{n}" for kind, (k, n) in kinds.items()))
         assert shown
         for cell in shown:
             assert cell in page and cell in (demo / "report.md").read_text(), cell
