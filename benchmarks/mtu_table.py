@@ -158,6 +158,28 @@ def _sampling_text(sampling) -> str:
     return f"{sampling['file']} ({'; '.join(parts)})"
 
 
+def compare_bases(bases: dict[str, str], data: Path, out: Path, n_eval: int, seed: int,
+                  sampling: dict | None = None) -> dict:
+    """``t2i`` task success of bases already trained (e.g. the bundled base, pretrained with DTR, and
+    one trained by the same command with ``--no-dtr``), each as a one-expert ``t2i`` model."""
+    rows = {}
+    for i, (name, base) in enumerate(bases.items()):
+        model = out / f"base-{i}-t2i"
+        _upcycle(base, ("t2i",), 1, seed, model)
+        rows[name] = evaluate(model, data, ("t2i",), n_eval, seed=seed, sampling=sampling)["t2i"] | {"base": str(base)}
+    return rows
+
+
+def _named_dirs(value: str) -> dict[str, str]:
+    out = {}
+    for item in value.split(","):
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise argparse.ArgumentTypeError(f"{item!r} is not NAME=DIR")
+        out[name.strip()] = path.strip()
+    return out
+
+
 def markdown(result: dict) -> str:
     lines = ["# MTU on the shapes world (miniature of the MTU paper's Table 2)", "",
              f"Machine: {result['machine']}" + (f", {result['date']}" if result.get("date") else "")
@@ -195,6 +217,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--steps-per-task", type=int, default=250)
     p.add_argument("--dtr-steps", type=int, default=0, help="also pretrain with/without DTR for this many steps")
+    p.add_argument("--dtr-bases", type=_named_dirs,
+                   help="instead of pretraining: score these trained bases on t2i, e.g. "
+                        "'with DTR=models/tiny-base,without DTR=plain/base'")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4, help="fine-tuning learning rate (both arms)")
     p.add_argument("--snr-gamma", type=float, help="Min-SNR-gamma loss weighting (both arms)")
@@ -226,7 +251,9 @@ def main(argv=None) -> int:
         result["table2"] = mtu_vs_single(args.base, Path(args.data), out, args.steps_per_task, args.batch_size,
                                          args.eval, args.seed, args.lr, args.snr_gamma, args.resume,
                                          sampling)
-    if args.dtr_steps:
+    if args.dtr_bases:
+        result["dtr"] = compare_bases(args.dtr_bases, Path(args.data), out, args.eval, args.seed, sampling)
+    elif args.dtr_steps:
         result["dtr"] = dtr_vs_plain(Path(args.data), out, args.dtr_steps, args.batch_size, args.eval, args.seed,
                                      sampling)
     write_json_atomic(out / "mtu_table.json", result)

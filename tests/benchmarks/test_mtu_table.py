@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from taskfold.benchmarks import mtu_table
 
 
@@ -65,3 +67,12 @@ def test_markdown_table_holds_every_number():
     assert "| return the condition image | – | – | – | 0 | 15.82 / 29.07 / 18.90 |" in md
     assert "64 test samples per task" in md and "mtu-run 1478 s, single-t2i-run 262 s" in md
     assert "| with DTR | 0.11 [0.01, 0.21] (7/64) |" in md and "Machine: test box" in md
+
+
+def test_dtr_bases_are_named_dirs():
+    import argparse
+
+    assert mtu_table._named_dirs("with DTR=models/tiny-base,without DTR=plain/base") == {
+        "with DTR": "models/tiny-base", "without DTR": "plain/base"}
+    with pytest.raises(argparse.ArgumentTypeError, match="'models/tiny-base' is not NAME=DIR"):
+        mtu_table._named_dirs("models/tiny-base")
