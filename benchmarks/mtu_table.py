@@ -42,6 +42,7 @@ def evaluate(model_dir: Path, data_dir: Path, tasks, n: int, steps: int = 20, se
     sampling file, :func:`read_table_sampling`) each task it names samples with its recommendation."""
     import torch
 
+    from taskfold.sampling import apply_sampling
     from taskfold.train.data import load_dataset
     from taskfold.train.metrics import task_scores
     from taskfold.train.pipeline import generate, mtu_fn
@@ -55,8 +56,6 @@ def evaluate(model_dir: Path, data_dir: Path, tasks, n: int, steps: int = 20, se
         raise SystemExit(f"{model_dir}: no scheduler config with the model or its base")
     sched = found[0]
     data = load_dataset(data_dir, tasks=tasks, split="test")
-    from taskfold.sampling import apply_sampling
-
     specs = {s.name: s for s in apply_sampling(mtu.tasks, sampling)}
     out = {}
     for task in tasks:
@@ -67,12 +66,12 @@ def evaluate(model_dir: Path, data_dir: Path, tasks, n: int, steps: int = 20, se
         spec = specs[task]
         cond = np.stack([it["condition"] for it in items]) if "condition" in items[0] else None
         h, w = items[0]["target"].shape[1:]
-        if sampling is not None and task in sampling["tasks"]:
-            steps, strength = spec.steps, spec.strength
+        recommended = sampling is not None and task in sampling["tasks"]
+        task_steps, task_strength = (spec.steps, spec.strength) if recommended else (steps, strength)
         torch.manual_seed(seed)
         images = generate(mtu_fn(mtu, task), spec, [it["prompt"] for it in items], text_encoder=te, codec=codec,
-                          scheduler_config=sched, condition=cond, height=h, width=w, steps=steps, seed=seed,
-                          strength=strength if cond is not None else 1.0)
+                          scheduler_config=sched, condition=cond, height=h, width=w, steps=task_steps, seed=seed,
+                          strength=task_strength if cond is not None else 1.0)
         out[task] = {k: v for k, v in task_scores(task, images, items).items() if k != "per_sample"}
     return out
 
@@ -147,9 +146,13 @@ def dtr_vs_plain(data: Path, out: Path, steps: int, batch: int, n_eval: int, see
     return rows
 
 
+#: How the table samples without ``--sampling``.
+DEFAULT_SAMPLING = "20 DDIM steps from pure noise, the tasks' guidance"
+
+
 def _sampling_text(sampling) -> str:
     if not isinstance(sampling, dict):
-        return sampling or "20 steps from pure noise, the tasks' guidance"
+        return sampling or DEFAULT_SAMPLING
     parts = []
     for task, v in sampling["tasks"].items():
         how = f"img2img {v['strength']:g}" if v.get("strength", 1) < 1 else "from noise"
@@ -227,7 +230,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sampling", type=Path,
                    help="a sampling.json (e.g. models/tiny-mtu's): every arm samples each task with its "
-                        "recommendation there (default: 20 DDIM steps from pure noise, the tasks' guidance)")
+                        "recommendation there (default: " + DEFAULT_SAMPLING + ")")
     p.add_argument("--resume", action="store_true",
                    help="continue (or reuse, when finished) the training runs already in --out")
     args = p.parse_args(argv)
@@ -246,7 +249,7 @@ def main(argv=None) -> int:
     result = {"machine": one_line(describe()), "date": time.strftime("%Y-%m-%d"),
               "command": "python -m taskfold.benchmarks.mtu_table " + " ".join(sys.argv[1:] if argv is None else argv),
               "sampling": ({"file": str(args.sampling), "tasks": sampling["tasks"]} if sampling else
-                           "20 DDIM steps from pure noise, the tasks' guidance")}
+                           DEFAULT_SAMPLING)}
     if args.base:
         result["table2"] = mtu_vs_single(args.base, Path(args.data), out, args.steps_per_task, args.batch_size,
                                          args.eval, args.seed, args.lr, args.snr_gamma, args.resume,

@@ -102,8 +102,9 @@ def _quality_rows(metrics: dict, model: str) -> list[list[str]]:
     rows = []
     for task, m in metrics["tasks"].items():
         success = format_rate(m) if "success_rate" in m else "–"
-        if format_kinds(m):
-            success += f"; {format_kinds(m)}"
+        kinds = format_kinds(m)
+        if kinds:
+            success += f"; {kinds}"
         if "psnr" in m:
             image = [f"{m['psnr']:.2f} / {m['ssim']:.3f}",
                      f"{m['condition_baseline_psnr']:.2f} / {m['condition_baseline_ssim']:.3f}",
