@@ -5,7 +5,7 @@ handlers parse, make one library call and print, and leave errors to ``taskfold.
 (one ``error: ...`` line with a hint, exit status 2).
 
     taskfold data make-shapes --out DIR [--n N] [--size S] [--seed K] [--tasks LIST]
-                              [--test-fraction F] [--overwrite]
+                              [--captions plain|rich] [--test-fraction F] [--overwrite]
     taskfold data check DATA [--tasks LIST] [--model MTU_DIR | --config UPCYCLE.json]
 """
 
@@ -22,7 +22,7 @@ def _csv(value: str) -> list[str]:
 
 def add_data_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``data`` with its ``make-shapes`` and ``check`` subcommands to ``subparsers``."""
-    from .shapes import ALL_TASKS
+    from .shapes import ALL_TASKS, CAPTION_STYLES
 
     p = subparsers.add_parser("data", help="make the shapes-world dataset, check a dataset folder",
                               description="Training data is a folder with metadata.jsonl (one JSON row per "
@@ -38,6 +38,10 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same files (default 0)")
     m.add_argument("--tasks", type=_csv, default=list(ALL_TASKS),
                    help=f"comma-separated tasks (default {','.join(ALL_TASKS)})")
+    m.add_argument("--captions", choices=CAPTION_STYLES, default="plain",
+                   help="t2i captions: plain 'a (size) colour shape' (default), or rich, for pretraining a base: "
+                        "half plain, half positions, two-object relations, size comparisons and instruction-shaped "
+                        "captions with the instruction's result, so its text encoder learns every task word")
     m.add_argument("--test-fraction", type=float, default=0.1,
                    help="fraction of each task's rows in the test split (default 0.1)")
     m.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
@@ -60,7 +64,7 @@ def _cmd_make_shapes(args) -> int:
 
     start = time.perf_counter()
     info = make_shapes(args.out, n=args.n, size=args.size, seed=args.seed, tasks=args.tasks,
-                       test_fraction=args.test_fraction, overwrite=args.overwrite)
+                       test_fraction=args.test_fraction, overwrite=args.overwrite, captions=args.captions)
     print(f"wrote {args.out}: {info['rows']} rows ({len(info['tasks'])} tasks x {info['n']}, "
           f"{info['test_rows_per_task']} test rows each), {info['size']}x{info['size']}, seed {info['seed']}, "
           f"in {time.perf_counter() - start:.1f} s")

@@ -260,19 +260,159 @@ def _row_inpaint_mask(rng, size):
     return obj.caption(rng.random() < 0.5), images, {"object": obj.to_dict()}
 
 
+# --- rich t2i captions: a base whose text encoder learns every task word ------------------------
+
+#: Caption kinds of ``captions="rich"`` t2i rows and their shares. The plain caption of the t2i rows
+#: stays half of them; the rest puts every word of the other tasks' prompts (make, the, move, left,
+#: right, up, down, larger, smaller, remove) in captions whose image shows what the word means.
+RICH_CAPTIONS: dict[str, float] = {
+    "plain": 0.50,     # "a red circle", "a large red circle"
+    "position": 0.10,  # "a red circle up left": the centre in that part of the image
+    "relation": 0.10,  # "a red circle left of a blue square", "... up from ...": boxes apart on that axis
+    "pair": 0.05,      # "a red circle and a small blue square"
+    "compare": 0.05,   # "the red circle is larger than the blue square"
+    "recolour": 0.05,  # "make the circle blue" -> a blue circle (the instruction's result)
+    "move": 0.05,      # "move the (red) circle left" -> a (red) circle in the left part
+    "resize": 0.05,    # "make the (red) circle larger" -> a large (red) circle
+    "remove": 0.05,    # "(a red circle and a blue square ,) remove the blue square" -> without it
+}
+CAPTION_STYLES = ("plain", "rich")
+#: A position word holds when the object's centre lies in the outer ``REGION`` of the image on its side
+#: ("left": x < 0.42 side), as a move's result mostly does.
+REGION = 0.42
+RELATIONS = {("x", -1): "left of", ("x", 1): "right of", ("y", -1): "up from", ("y", 1): "down from"}
+
+
+def _in_region(rng, r: float, size: int, direction: int) -> float:
+    """A centre coordinate for an object of half extent ``r``: in the low (-1) or high (+1) part of the image,
+    anywhere (0)."""
+    lo, hi = _centre_range(r, size)
+    if direction < 0:
+        hi = min(hi, REGION * size)
+    elif direction > 0:
+        lo = max(lo, (1 - REGION) * size)
+    return rng.uniform(lo, hi)
+
+
+def _placed(rng, size: int, shape=None, colour=None, obj_size=None, dx: int = 0, dy: int = 0) -> ShapeObject:
+    """A random object whose centre lies in the part of the image ``(dx, dy)`` names (0: anywhere on that axis)."""
+    obj = random_object(rng, size, shape=shape, colour=colour, obj_size=obj_size)
+    r = obj.half_extent(size)
+    return replace(obj, x=_in_region(rng, r, size, dx), y=_in_region(rng, r, size, dy))
+
+
+def _pair_fits(size: int, sizes: tuple[str, str]) -> bool:
+    """Whether objects of ``sizes`` can stand apart (``_apart``) on one axis of a ``size`` image."""
+    (lo_a, hi_a), (lo_b, hi_b) = (_centre_range(OBJECT_SIZES[s] * size, size) for s in sizes)
+    reach = (OBJECT_SIZES[sizes[0]] + OBJECT_SIZES[sizes[1]]) * size + 1.0
+    return max(hi_b - lo_a, hi_a - lo_b) >= reach
+
+
+def _pair_sizes(rng, size: int, different: bool = False) -> tuple[str, str]:
+    """Sizes of two objects that fit apart: one large and one small when ``different``, else at most one
+    large (two large never fit side by side); both small where a large one does not fit."""
+    if different:
+        return ("large", "small") if rng.random() < 0.5 else ("small", "large")
+    sizes = (_pick(rng, OBJECT_SIZES), _pick(rng, OBJECT_SIZES))
+    if sizes == ("large", "large"):
+        sizes = ("large", "small") if rng.random() < 0.5 else ("small", "large")
+    return sizes if _pair_fits(size, sizes) else ("small", "small")
+
+
+def _two_objects(rng, size: int, sizes: tuple[str, str]) -> tuple[ShapeObject, ShapeObject, str, int]:
+    """Two objects of ``sizes`` with different (shape, colour), boxes apart along one axis:
+    ``(a, b, axis, sign)`` where ``sign`` is -1 when ``a`` lies before ``b`` on that axis (left of, up from)."""
+    a = random_object(rng, size, obj_size=sizes[0])
+    shape = _pick(rng, SHAPES)
+    colour = _pick(rng, PALETTE, exclude=(a.colour,) if shape == a.shape else ())
+    b = random_object(rng, size, shape=shape, colour=colour, obj_size=sizes[1])
+    ra, rb = a.half_extent(size), b.half_extent(size)
+    (lo_a, hi_a), (lo_b, hi_b) = _centre_range(ra, size), _centre_range(rb, size)
+    reach = ra + rb + 1.0
+    axis = "x" if rng.random() < 0.5 else "y"
+    for _ in range(10000):
+        ca = rng.uniform(lo_a, hi_a)
+        spans = [(lo, hi) for lo, hi in ((lo_b, min(hi_b, ca - reach)), (max(lo_b, ca + reach), hi_b)) if hi >= lo]
+        if spans:
+            lo, hi = spans[int(rng.integers(len(spans)))]
+            cb = rng.uniform(lo, hi)
+            break
+    else:  # pragma: no cover - _pair_sizes only asks for pairs that fit
+        raise ConfigError(f"could not place a {sizes[0]} and a {sizes[1]} object apart in a {size}x{size} image")
+    a, b = (replace(a, **{axis: ca}), replace(b, **{axis: cb}))
+    return a, b, axis, -1 if ca < cb else 1
+
+
+def _name(obj: ShapeObject, with_size: bool = False) -> str:
+    return f"{obj.size} {obj.colour} {obj.shape}" if with_size else f"{obj.colour} {obj.shape}"
+
+
+def _row_t2i_rich(rng, size):
+    """A t2i row with a caption of one of the :data:`RICH_CAPTIONS` kinds (drawn by their shares)."""
+    kinds = list(RICH_CAPTIONS)
+    kind = kinds[int(rng.choice(len(kinds), p=np.array(list(RICH_CAPTIONS.values())) / sum(RICH_CAPTIONS.values())))]
+    bg = background(rng, size)
+    with_size = rng.random() < 0.5
+    if kind == "compare" and not _pair_fits(size, ("large", "small")):
+        kind = "pair"  # a large and a small object do not fit apart at this image size
+    if kind == "plain":
+        objects = [random_object(rng, size)]
+        caption = objects[0].caption(with_size)
+    elif kind == "position":
+        dx, dy = ((-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (1, -1), (-1, 1), (1, 1))[int(rng.integers(8))]
+        objects = [_placed(rng, size, dx=dx, dy=dy)]
+        words = ([("up", "down")[dy > 0]] if dy else []) + ([("left", "right")[dx > 0]] if dx else [])
+        caption = " ".join([objects[0].caption(with_size), *words])
+    elif kind in ("relation", "pair", "compare"):
+        sizes = _pair_sizes(rng, size, different=kind == "compare")
+        a, b, axis, sign = _two_objects(rng, size, sizes)
+        objects = [a, b]
+        if kind == "relation":
+            caption = f"{a.caption(with_size)} {RELATIONS[axis, sign]} {b.caption(with_size)}"
+        elif kind == "pair":
+            caption = f"{a.caption(rng.random() < 0.5)} and {b.caption(rng.random() < 0.5)}"
+        else:
+            caption = f"the {_name(a)} is {'larger' if a.size == 'large' else 'smaller'} than the {_name(b)}"
+    elif kind == "recolour":  # the edit prompt's words; the image is its result
+        objects = [random_object(rng, size)]
+        caption = f"make the {objects[0].shape} {objects[0].colour}"
+    elif kind == "move":
+        direction = _pick(rng, MOVES)
+        objects = [_placed(rng, size, dx=MOVES[direction][0], dy=MOVES[direction][1])]
+        caption = f"move the {_name(objects[0]) if with_size else objects[0].shape} {direction}"
+    elif kind == "resize":
+        objects = [random_object(rng, size)]
+        word = "larger" if objects[0].size == "large" else "smaller"
+        caption = f"make the {_name(objects[0]) if with_size else objects[0].shape} {word}"
+    else:  # remove: with the two-object scene named first, or alone; the image never shows the removed object
+        a, b, _, _ = _two_objects(rng, size, _pair_sizes(rng, size))
+        objects = [a]
+        caption = f"remove the {_name(b)}"
+        if rng.random() < 0.5:
+            caption = f"{a.caption(False)} and {b.caption(False)} , {caption}"
+    extra = {"caption": kind, "objects": [o.to_dict() for o in objects]}
+    if len(objects) == 1:
+        extra["object"] = objects[0].to_dict()
+    return caption, {"target": render(bg, objects)}, extra
+
+
 _ROW_MAKERS = {"t2i": _row_t2i, "edit": _row_edit, "sr": _row_sr, "inpaint": _row_inpaint,
                "inpaint-mask": _row_inpaint_mask}
 ALL_TASKS = tuple(_ROW_MAKERS)
 
 
-def make_row(task: str, seed: int, index: int, size: int) -> tuple[str, dict[str, np.ndarray], dict]:
+def make_row(task: str, seed: int, index: int, size: int,
+             captions: str = "plain") -> tuple[str, dict[str, np.ndarray], dict]:
     """Row ``index`` of ``task``: ``(prompt, {"target"/"condition"/"mask": uint8 array}, extra columns)``.
 
     Drawn from the random stream seeded by ``(seed, task, index)``, so it is the same
-    whatever else is generated.
+    whatever else is generated. ``captions="rich"`` draws t2i rows with :data:`RICH_CAPTIONS`
+    (other tasks are the same either way).
     """
+    if captions not in CAPTION_STYLES:
+        raise ConfigError(f"--captions must be one of {', '.join(CAPTION_STYLES)}, got {captions!r}")
     rng = np.random.default_rng([seed, ALL_TASKS.index(task), index])
-    return _ROW_MAKERS[task](rng, size)
+    return (_row_t2i_rich if task == "t2i" and captions == "rich" else _ROW_MAKERS[task])(rng, size)
 
 
 # --- the dataset ---------------------------------------------------------------------------
@@ -293,23 +433,26 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 
 
 def make_shapes(out_dir: str | Path, n: int, size: int = 32, seed: int = 0, tasks=ALL_TASKS,
-                test_fraction: float = 0.1, overwrite: bool = False) -> dict:
+                test_fraction: float = 0.1, overwrite: bool = False, captions: str = "plain") -> dict:
     """Write ``n`` rows per task of the shapes world to ``out_dir`` and return its description.
 
     ``out_dir`` receives ``metadata.jsonl`` (the format of :mod:`taskfold.train.data`),
     one folder of PNGs per task, and ``shapes.json`` with the arguments and palette. The
     folder appears whole or not at all (written beside it and renamed); an existing
-    non-empty folder is replaced only with ``overwrite``.
+    non-empty folder is replaced only with ``overwrite``. ``captions="rich"`` gives the t2i rows the
+    captions a base is pretrained on (:data:`RICH_CAPTIONS`).
     """
     tasks = tuple(t.name for t in resolve_data_tasks(tasks))  # the built-in tasks: what the shapes world draws
     _check_args(n, size, seed, test_fraction)
+    if captions not in CAPTION_STYLES:
+        raise ConfigError(f"--captions must be one of {', '.join(CAPTION_STYLES)}, got {captions!r}")
     n_test = int(n * test_fraction)
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         lines = []
         for task in tasks:
             (tmp / task).mkdir()
             for i in range(n):
-                prompt, images, extra = make_row(task, seed, i, size)
+                prompt, images, extra = make_row(task, seed, i, size, captions)
                 row = {"task": task, "split": "test" if i >= n - n_test else "train", "prompt": prompt}
                 for column in ("target", "condition", "mask"):
                     if column in images:
@@ -319,7 +462,8 @@ def make_shapes(out_dir: str | Path, n: int, size: int = 32, seed: int = 0, task
                 lines.append(json.dumps(row | extra))
         (tmp / METADATA).write_text("\n".join(lines) + "\n", encoding="utf-8")
         info = {"format": FORMAT, "version": FORMAT_VERSION, "seed": seed, "n": n, "size": size,
-                "tasks": list(tasks), "test_fraction": test_fraction, "test_rows_per_task": n_test,
+                "tasks": list(tasks), "captions": captions, "test_fraction": test_fraction,
+                "test_rows_per_task": n_test,
                 "rows": len(lines), "shapes": list(SHAPES), "palette": PALETTE, "backgrounds": BACKGROUNDS,
                 "object_sizes": OBJECT_SIZES}
         (tmp / "shapes.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

@@ -193,3 +193,116 @@ def test_generation_speed(tmp_path):
     elapsed = time.perf_counter() - start
     assert info["rows"] == 1000
     assert elapsed < 10.0, f"1000 rows took {elapsed:.1f} s"
+
+
+# --- rich t2i captions (pretraining a base) ---------------------------------------------------------
+
+def words(prompts):
+    """The tiny tokenizer's words of ``prompts``, counted."""
+    from collections import Counter
+
+    from taskfold.upcycle.text_encoders import _normalizer, _pre_tokenizer
+
+    norm, pre = _normalizer(), _pre_tokenizer()
+    return Counter(w for p in prompts for w, _ in pre.pre_tokenize_str(norm.normalize_str(p)))
+
+
+@pytest.fixture(scope="module")
+def rich_rows():
+    return [make_row("t2i", 1, i, 32, captions="rich") for i in range(1500)]
+
+
+def test_rich_captions_use_every_word_of_every_built_in_tasks_prompts(rich_rows):
+    """Every word a built-in task's rows can hold (all the shapes world's prompts, and the prompts its row
+    makers actually drew) appears in the rich captions, at least 1 % of rows each."""
+    needed = set(words(shapes.shapes_world_prompts()))
+    needed |= set(words(make_row(task, 2, i, 32)[0] for task in shapes.ALL_TASKS for i in range(200)))
+    got = words(p for p, _, _ in rich_rows)
+    assert needed - set(got) == set()
+    rare = {w: got[w] for w in needed if got[w] < 0.01 * len(rich_rows)}
+    assert not rare, rare
+    # every caption fits the tiny encoder's 16 tokens with [BOS] and [EOS]
+    assert max(sum(words([p]).values()) for p, _, _ in rich_rows) <= 14
+
+
+def test_rich_captions_keep_plain_captions_a_half(rich_rows):
+    kinds = [extra["caption"] for _, _, extra in rich_rows]
+    assert set(kinds) == set(shapes.RICH_CAPTIONS)
+    assert 0.45 < kinds.count("plain") / len(kinds) < 0.55
+    for prompt, _, extra in rich_rows:
+        if extra["caption"] == "plain":
+            obj = extra["object"]
+            assert prompt in (f"a {obj['colour']} {obj['shape']}", f"a {obj['size']} {obj['colour']} {obj['shape']}")
+
+
+def test_rich_captions_say_what_the_image_shows(rich_rows):
+    """Read back from the pixels with the analyser: position words name the part of the image the centre is
+    in, relations and comparisons hold between the two objects, an instruction's image is its result."""
+    from taskfold.train.analyser import analyse_all
+
+    side = 32
+    low, high = shapes.REGION * side, (1 - shapes.REGION) * side
+    checked = unread = 0
+    for prompt, images, extra in rich_rows[:600]:
+        kind, objs = extra["caption"], extra["objects"]
+        found = analyse_all(images["target"])
+        if sorted((a.shape, a.colour) for a in found) != sorted((o["shape"], o["colour"]) for o in objs):
+            # two objects 1-2 px apart can touch through their anti-aliased edges: one component to the analyser
+            assert len(objs) == 2 and len(found) == 1
+            unread += 1
+            continue
+        by_name = {(a.shape, a.colour): a for a in found}
+        for o in objs:
+            a = by_name[o["shape"], o["colour"]]
+            assert a.size == o["size"]
+            low_by = shapes.OBJECT_SIZES[o["size"]] * side / 3 if o["shape"] == "triangle" else 0.0  # its centroid
+            assert a.centre == pytest.approx((o["x"], o["y"] + low_by), abs=1.0)
+        w = prompt.replace(",", "").split()
+        if kind in ("position", "move"):
+            (x, y), = [(o["x"], o["y"]) for o in objs]  # the shape's centre (checked against the pixels above)
+            assert all({"left": x < low, "right": x > high, "up": y < low, "down": y > high}[d] for d in
+                       set(w) & set(shapes.MOVES))
+        elif kind == "relation":
+            a, b = objs
+            (ra, rb) = (shapes.OBJECT_SIZES[o["size"]] * side for o in objs)
+            rel = " ".join(w[3:5]) if w[3] in ("left", "right", "up", "down") else " ".join(w[4:6])
+            axis, sign = {v: k for k, v in shapes.RELATIONS.items()}[rel]
+            assert -sign * (b[axis] - a[axis]) >= ra + rb  # boxes apart, a before b (sign -1)
+        elif kind == "compare":
+            a, b = (by_name[o["shape"], o["colour"]] for o in objs)
+            assert prompt.startswith(f"the {a.colour} {a.shape} is ")
+            assert prompt.endswith(f"than the {b.colour} {b.shape}")
+            assert (a.size, b.size) == (("large", "small") if " larger " in prompt else ("small", "large"))
+        elif kind == "recolour":
+            assert prompt == f"make the {found[0].shape} {found[0].colour}"
+        elif kind == "resize":
+            assert w[-1] == ("larger" if found[0].size == "large" else "smaller") and found[0].shape in w
+        elif kind == "remove":
+            named = (w[-1], w[-2])
+            assert named not in by_name and len(found) == 1
+            if "and" in w:  # the scene is named first: the kept object is the other one
+                assert {(w[2], w[1]), (w[6], w[5])} == {(found[0].shape, found[0].colour), named}
+        checked += kind != "plain"
+    assert checked > 200 and unread < 0.1 * checked
+
+
+def test_rich_captions_at_the_smallest_image_size():
+    """At 16 px a large and a small object do not fit apart: comparisons become pairs of small objects."""
+    rows = [make_row("t2i", 0, i, 16, captions="rich") for i in range(300)]
+    kinds = {extra["caption"] for _, _, extra in rows}
+    assert "compare" not in kinds and {"relation", "pair", "remove"} <= kinds
+    for _, _, extra in rows:
+        if len(extra["objects"]) == 2:
+            assert {o["size"] for o in extra["objects"]} == {"small"}
+
+
+def test_rich_captions_change_only_t2i_rows(tmp_path):
+    plain = make_shapes(tmp_path / "plain", n=6, size=16, seed=0, tasks=["t2i", "edit"])
+    rich = make_shapes(tmp_path / "rich", n=6, size=16, seed=0, tasks=["t2i", "edit"], captions="rich")
+    assert (plain["captions"], rich["captions"]) == ("plain", "rich")
+    a, b = digests(tmp_path / "plain"), digests(tmp_path / "rich")
+    edit_files = [k for k in a if k.startswith("edit/")]
+    assert edit_files and all(a[k] == b[k] for k in edit_files)
+    assert check_dataset(tmp_path / "rich").ok
+    with pytest.raises(ConfigError, match="--captions must be one of plain, rich, got 'fancy'"):
+        make_shapes(tmp_path / "bad", n=2, size=16, captions="fancy")
