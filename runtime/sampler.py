@@ -14,9 +14,11 @@ Per step, the task's guidance (:mod:`.guidance`) lists the UNet evaluations it n
 
 The UNet input is ``concat[scaled noisy latents, condition parts]`` in the task's layout
 (:func:`condition_parts`, also what training feeds); a dropped image condition is zeros (as in
-training), a dropped prompt is the empty prompt. The initial noise is
-``numpy.random.default_rng(seed)``; ``strength`` below 1 starts from the encoded condition
-image noised to that fraction of the schedule (img2img, :func:`~.schedulers.start_latents`).
+training), a dropped prompt is the empty prompt. Noise is :mod:`.noise`: one source per call,
+seeded with ``seed``, drawn for the initial noise and then for every ancestral step (euler-a), so a
+seed gives the same images in every language that runs a package. ``strength`` below 1 starts from
+the encoded condition image noised to that fraction of the schedule (img2img,
+:func:`~.schedulers.start_latents`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from taskfold.errors import ConfigError
 from taskfold.tasks import TaskSpec
 
 from . import guidance as G
+from .noise import noise_source, normal
 from .schedulers import SCHEDULERS, SchedulerConfig, check_strength, make_scheduler, start_latents
 
 Array = np.ndarray
@@ -147,7 +150,8 @@ def sample(model: Model, spec: TaskSpec, prompts: list[str], *, scheduler_config
                                   model.shift_factor)
     text = model.encode_text(prompts if spec.uses_text else [""] * b)
     empty = model.encode_text([""] * b)
-    noise = np.random.default_rng(seed).standard_normal((b, c, h, w), dtype=np.float32)
+    source = noise_source(seed)
+    noise = normal(source, (b, c, h, w))
     init = model.encode_images(condition) if strength < 1 else None
     x, start = start_latents(sched, noise, init, strength)
     for i in range(start, len(sched.timesteps)):
@@ -163,5 +167,5 @@ def sample(model: Model, spec: TaskSpec, prompts: list[str], *, scheduler_config
         else:
             outs = [np.asarray(model.unet(x_in, ts, states), np.float32) for x_in, states in evals]
         eps = G.combine(spec.guidance, outs, text_scale=s_text, image_scale=s_img if s_img is not None else 1.0)
-        x = sched.step(eps.astype(np.float32), i, x)
+        x = sched.step(eps.astype(np.float32), i, x, generator=source)
     return model.decode(x)

@@ -46,6 +46,8 @@ import numpy as np
 
 from taskfold.errors import ConfigError
 
+from .noise import NoiseSource, noise_source, normal
+
 SCHEDULERS = ("ddim", "euler", "euler-a", "dpmpp-2m", "dpmpp-2m-karras")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -222,7 +224,7 @@ class Scheduler(Protocol):
     def scale_model_input(self, x: np.ndarray, i: int) -> np.ndarray: ...
 
     def step(self, model_output: np.ndarray, i: int, x: np.ndarray,
-             generator: np.random.Generator | None = None) -> np.ndarray: ...
+             generator: NoiseSource | None = None) -> np.ndarray: ...
 
     def add_noise(self, x0: np.ndarray, noise: np.ndarray, t) -> np.ndarray: ...
 
@@ -251,8 +253,8 @@ class DDIMScheduler:
     ``prev`` is ``t - T // n`` for every spacing, as in diffusers (for ``linspace`` and
     ``trailing`` it is then not always the next timestep of the schedule); below 0 it is
     ``abar_0`` or 1 (``set_alpha_to_one``). ``eta = 0`` is deterministic. With ``eta > 0``
-    ``z`` is ``generator.standard_normal(x.shape, dtype=float32)`` per step: numpy's random
-    stream, so samples differ from torch-seeded diffusers runs of the same seed.
+    ``z`` is ``normal(generator, x.shape)`` per step (:mod:`.noise`, the sampler's seeded source),
+    so samples differ from torch-seeded diffusers runs of the same seed.
     """
 
     name = "ddim"
@@ -283,9 +285,9 @@ class DDIMScheduler:
         return x
 
     def step(self, model_output: np.ndarray, i: int, x: np.ndarray,
-             generator: np.random.Generator | None = None) -> np.ndarray:
-        """The latent at the previous timestep. ``generator`` is used only when ``eta > 0``
-        (a fresh unseeded one when it is None)."""
+             generator: NoiseSource | None = None) -> np.ndarray:
+        """The latent at the previous timestep. ``generator`` (a :mod:`.noise` source) is used only
+        when ``eta > 0`` (a fresh unseeded one when it is None)."""
         t = int(self._steps[_check_index(i, self.num_inference_steps)])
         abar_t = self._abar(t)
         abar_prev = self._abar(t - self.config.num_train_timesteps // self.num_inference_steps)
@@ -296,8 +298,7 @@ class DDIMScheduler:
         sigma = np.float32(self.eta) * np.sqrt(variance)
         x_prev = np.sqrt(abar_prev) * x0 + np.sqrt(1 - abar_prev - sigma * sigma) * eps
         if self.eta > 0:
-            generator = generator if generator is not None else np.random.default_rng()
-            x_prev = x_prev + sigma * generator.standard_normal(x.shape, dtype=np.float32)
+            x_prev = x_prev + sigma * normal(generator if generator is not None else noise_source(None), x.shape)
         return x_prev.astype(x.dtype)
 
     def add_noise(self, x0: np.ndarray, noise: np.ndarray, t) -> np.ndarray:
@@ -354,7 +355,7 @@ class EulerScheduler:
         return (_f32(x) / np.sqrt(sigma * sigma + 1)).astype(x.dtype)
 
     def step(self, model_output: np.ndarray, i: int, x: np.ndarray,
-             generator: np.random.Generator | None = None) -> np.ndarray:
+             generator: NoiseSource | None = None) -> np.ndarray:
         """The latent at ``sigma_{i+1}``. ``generator`` is unused (the step is deterministic)."""
         i = _check_index(i, self.num_inference_steps)
         sigma, sigma_next = self.sigmas[i], self.sigmas[i + 1]
@@ -386,13 +387,13 @@ class EulerAncestralScheduler(EulerScheduler):
         sigma_up = sqrt(sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2),  sigma_down = sqrt(sigma_next^2 - sigma_up^2)
 
     The noise is ``noise`` if given (parity tests pass diffusers' draw), else
-    ``generator.standard_normal`` — the sampler's own seeded numpy stream.
+    ``normal(generator, x.shape)`` — the sampler's own seeded source (:mod:`.noise`).
     """
 
     name = "euler-a"
 
     def step(self, model_output: np.ndarray, i: int, x: np.ndarray,
-             generator: np.random.Generator | None = None, noise: np.ndarray | None = None) -> np.ndarray:
+             generator: NoiseSource | None = None, noise: np.ndarray | None = None) -> np.ndarray:
         i = _check_index(i, self.num_inference_steps)
         sigma, sigma_next = self.sigmas[i], self.sigmas[i + 1]
         dtype, x, out = x.dtype, _f32(x), _f32(model_output)
@@ -406,8 +407,7 @@ class EulerAncestralScheduler(EulerScheduler):
         sigma_down = (sigma_next ** 2 - sigma_up ** 2) ** np.float32(0.5)
         x_prev = x + (x - x0) / sigma * (sigma_down - sigma)
         if noise is None:
-            generator = generator if generator is not None else np.random.default_rng()
-            noise = generator.standard_normal(x.shape, dtype=np.float32)
+            noise = normal(generator if generator is not None else noise_source(None), x.shape)
         return (x_prev + _f32(noise) * sigma_up).astype(dtype)
 
 
@@ -490,7 +490,7 @@ class DPMSolverPP2MScheduler:
         return x
 
     def step(self, model_output: np.ndarray, i: int, x: np.ndarray,
-             generator: np.random.Generator | None = None) -> np.ndarray:
+             generator: NoiseSource | None = None) -> np.ndarray:
         i = _check_index(i, self.num_inference_steps)
         if i != self._last + 1 and self._x0_prev is not None:
             raise ConfigError(f"DPM-Solver++ steps run in order: step {i} after step {self._last}")

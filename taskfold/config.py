@@ -44,10 +44,15 @@ def check_threads(n, what: str = "--threads"):
     return n
 
 
+#: The largest noise seed: seeds are MT19937's ``init_genrand`` seeds (taskfold.runtime.noise), 32 bits.
+MAX_SEED = 2**32 - 1
+
+
 def check_seed(seed, what: str = "--seed"):
-    """A noise seed: an integer in [0, 2**63)."""
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
-        raise ConfigError(f"{what} {seed!r} is not an integer in [0, 2**63)", hint="seeds are non-negative integers")
+    """A noise seed: an integer in [0, 2**32 - 1] (see :mod:`taskfold.runtime.noise`)."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{what} {seed!r} is not an integer in [0, {MAX_SEED}] (2**32 - 1)",
+                          hint="seeds are 32-bit unsigned integers (MT19937's seed)")
     return seed
 
 

@@ -126,6 +126,8 @@ def test_bad_values_are_refused_up_front_naming_the_value(world, tmp_path, capsy
     out = tmp_path / "o.png"
     cases = [
         (["run", pkg, "--task", "t2i", "--seed", "-1", "--out", out], "--seed -1"),
+        (["run", pkg, "--task", "t2i", "--seed", str(2**32), "--out", out],
+         "--seed 4294967296 is not an integer in [0, 4294967295]"),
         (["run", pkg, "--task", "t2i", "--guidance", "nan", "--out", out], "--guidance must be a finite number, got nan"),
         (["run", pkg, "--task", "t2i", "--guidance", "inf", "--out", out], "got inf"),
         (["run", pkg, "--task", "t2i", "--threads", "100000", "--out", out], "--threads 100000 is not between 1"),

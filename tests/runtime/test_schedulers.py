@@ -27,6 +27,7 @@ import pytest
 import torch
 
 from taskfold.errors import ConfigError
+from taskfold.runtime.noise import noise_source, normal
 from taskfold.runtime.schedulers import (
     DEFAULT_SPACING,
     DDIMScheduler,
@@ -182,12 +183,12 @@ def test_other_schedules_and_options_match_diffusers(name, cfg):
 
 @pytest.mark.parametrize("eta", [0.5, 1.0])
 def test_ddim_eta_matches_diffusers_given_the_same_noise(eta):
-    """Our noise comes from a numpy Generator; diffusers gets the same draws as variance_noise."""
+    """Our noise comes from the runtime's noise source; diffusers gets the same draws as variance_noise."""
     cfg = SchedulerConfig()
-    twin = np.random.default_rng(7)
-    ours = run_ours(make_scheduler("ddim", cfg, 20, eta=eta), noise(), generator=np.random.default_rng(7))
+    twin = noise_source(7)
+    ours = run_ours(make_scheduler("ddim", cfg, 20, eta=eta), noise(), generator=noise_source(7))
     theirs = run_diffusers(reference("ddim", cfg), 20, noise(), eta=eta,
-                           variance_noise=lambda: twin.standard_normal(SHAPE, dtype=np.float32))
+                           variance_noise=lambda: normal(twin, SHAPE))
     assert max_errors(ours, theirs).max() <= ATOL
     deterministic = run_ours(make_scheduler("ddim", cfg, 20), noise())
     assert np.abs(ours[-1] - deterministic[-1]).max() > 0.1  # the noise was really added
@@ -369,12 +370,12 @@ def _torch_noise(seed):
     return lambda: torch.randn(SHAPE, generator=g, dtype=torch.float32).numpy()
 
 
-def run_more(name, sched, x_T, noise_source=None):
+def run_more(name, sched, x_T, draw=None):
     x = x_T * np.float32(sched.init_noise_sigma)
     out = [x]
     for i, t in enumerate(sched.timesteps):
         eps = fake_unet(sched.scale_model_input(x, i), float(t))
-        x = sched.step(eps, i, x, noise=noise_source()) if name == "euler-a" else sched.step(eps, i, x)
+        x = sched.step(eps, i, x, noise=draw()) if name == "euler-a" else sched.step(eps, i, x)
         out.append(x)
     return out
 
@@ -415,7 +416,7 @@ def test_euler_ancestral_adds_noise_and_dpm_runs_its_steps_in_order():
     a = run_more("euler-a", ea, noise(), _torch_noise(0))[-1]
     b = run_more("euler-a", make_scheduler("euler-a", cfg, 10), noise(), _torch_noise(1))[-1]
     assert np.abs(a - b).max() > 0.1  # fresh noise every step
-    seeded = [make_scheduler("euler-a", cfg, 10).step(noise(), 0, noise(), generator=np.random.default_rng(3))
+    seeded = [make_scheduler("euler-a", cfg, 10).step(noise(), 0, noise(), generator=noise_source(3))
               for _ in range(2)]
     np.testing.assert_array_equal(*seeded)  # the sampler's own numpy stream is seeded
     dpm = make_scheduler("dpmpp-2m", cfg, 10)
