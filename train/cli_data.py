@@ -6,7 +6,7 @@ handlers parse, make one library call and print, and leave errors to ``taskfold.
 
     taskfold data make-shapes --out DIR [--n N] [--size S] [--seed K] [--tasks LIST]
                               [--captions plain|rich] [--test-fraction F] [--overwrite]
-    taskfold data check DATA [--tasks LIST] [--model MTU_DIR | --config UPCYCLE.json]
+    taskfold data check DATA [--tasks LIST] [--model MTU_DIR | --config UPCYCLE.json | --base BASE_DIR]
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     declared = c.add_mutually_exclusive_group()
     declared.add_argument("--model", help="an MTU directory: check its tasks, declared ones included")
     declared.add_argument("--config", help="an upcycle config file: its declared tasks (custom_tasks) are known too")
+    declared.add_argument("--base", help="a base folder (text_encoder/ inside): warn about words its text encoder "
+                                         "never trained on (as --model does)")
     c.set_defaults(func=_cmd_check)
     return p
 
@@ -87,6 +89,9 @@ def _cmd_check(args) -> int:
     report = check_dataset(args.data, tasks, custom=custom)
     for line in report.summary_lines():
         print(line)
+    warning = _coverage_warning(args, report, custom)
+    if warning:
+        print(warning, file=sys.stderr)
     for problem in report.problems:
         print(problem, file=sys.stderr)
     if report.problems:
@@ -94,3 +99,26 @@ def _cmd_check(args) -> int:
                         f"({len(report.problems)} problem(s), listed above)",
                         hint="fix or remove those rows, or train with --skip-bad-rows")
     return 0
+
+
+def _coverage_warning(args, report, custom) -> str | None:
+    """The words of the checked rows that the model's or base's text encoder never trained on (see
+    :mod:`.coverage`); ``None`` without --model / --base, or when the encoder records nothing."""
+    from .coverage import coverage_warning
+    from .data import resolve_data_tasks
+
+    if args.model:
+        from taskfold.upcycle.bundle import find_token_counts
+
+        counts = find_token_counts(args.model)
+    elif args.base:
+        from pathlib import Path
+
+        from taskfold.upcycle.text_encoders import read_token_counts
+
+        te = Path(args.base) / "text_encoder"
+        counts = read_token_counts(te) if te.is_dir() else None
+    else:
+        return None
+    reads = {t.name for t in resolve_data_tasks(report.tasks, custom) if t.uses_text}
+    return coverage_warning(counts, [(r.task, r.prompt) for r in report.rows if r.task in reads])

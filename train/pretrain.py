@@ -7,7 +7,8 @@ on the ``t2i`` rows of a dataset. The result is written as a base folder that
 ``taskfold upcycle --base`` reads like a diffusers pipeline folder::
 
     OUT/base/unet/                 the folded UNet (stock diffusers folder; + taskfold_dtr.json with DTR)
-    OUT/base/text_encoder/         tiny text encoder (config.json, tokenizer.json, model.safetensors)
+    OUT/base/text_encoder/         tiny text encoder (config.json, tokenizer.json, model.safetensors, and
+                                   token_counts.json: the words of the captions it was trained on)
     OUT/base/scheduler/scheduler_config.json
     OUT/base/codec.json            identity codec (the UNet works on RGB pixels)
     OUT/base/taskfold_base.json    how it was made: preset, DTR, train config, final loss

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,6 +243,7 @@ def train(mtu_dir: str | Path, data_dir: str | Path, cfg: TrainConfig, out: str 
     final = run.out / "mtu"
     if run.main:
         unwrapped = run.accel.unwrap_model(model)
+        _record_trained_words(run)
         save_mtu_run(unwrapped, final, run.cfg)
         log(f"wrote {final} ({run.cfg.steps} steps, {math.ceil(time.time() - run.t0)} s)")
     run.accel.wait_for_everyone()
@@ -276,6 +278,8 @@ def prepare_run(mtu_dir, data_dir, cfg: TrainConfig, out: Path, resume: bool, sk
         raise ConfigError(f"dataset {str(data_dir)!r} has no training rows for the model's tasks {tasks}")
     cfg.check_tasks(list(by_task))  # the tasks with rows must not all weigh zero
     text_encoder, codec = _encoders_for(mtu_dir, mtu, data_dir, cfg, say)
+    if main:
+        _warn_untrained_words(text_encoder, data, mtu, cfg)
     cfg = _with_noise_schedule(cfg, mtu_dir, mtu, say)
     set_trainable(mtu, cfg.trainable)
     text_encoder.requires_grad_(cfg.train_text_encoder)
@@ -303,6 +307,35 @@ def _encoders_for(mtu_dir, mtu, data_dir, cfg: TrainConfig, say):
                           f"or its base {mtu.base_info.source!r}",
                           hint="upcycle from a pipeline folder with vae/, or train a 3-channel pixel-space model")
     return text_encoder, codec
+
+
+def _text_rows(data, mtu) -> list[tuple[str, str]]:
+    """``(task, prompt)`` of the rows whose task reads its prompt."""
+    reads = {t.name for t in mtu.tasks if t.uses_text}
+    return [(r.task, r.prompt) for r in data.rows if r.task in reads]
+
+
+def _warn_untrained_words(text_encoder, data, mtu, cfg: TrainConfig) -> None:
+    """On stderr: the rows' words a frozen text encoder never trained on (:mod:`.coverage`)."""
+    from .coverage import coverage_warning
+
+    if not cfg.train_text_encoder:
+        warning = coverage_warning(getattr(text_encoder, "token_counts", None), _text_rows(data, mtu))
+        if warning:
+            print(warning, file=sys.stderr)
+
+
+def _record_trained_words(run: TrainRun) -> None:
+    """A trained tiny encoder's record gains the words of the rows it was trained on (one count per row). An
+    encoder that came without a record keeps none: what trained it before is unknown."""
+    from taskfold.upcycle.text_encoders import count_words
+
+    te = run.module.text_encoder
+    if run.cfg.train_text_encoder and getattr(te, "token_counts", None) is not None:
+        counts = dict(te.token_counts)
+        for word, n in count_words([p for _, p in _text_rows(run.data, run.mtu)]).items():
+            counts[word] = counts.get(word, 0) + n
+        te.token_counts = counts
 
 
 def _with_noise_schedule(cfg: TrainConfig, mtu_dir, mtu, say) -> TrainConfig:
@@ -442,8 +475,11 @@ def new_tiny_text_encoder(mtu, data_dir, seed: int = 0):
     from .shapes import shapes_world_prompts
 
     vocab = build_vocabulary(dataset_prompts(data_dir) + shapes_world_prompts())
-    return TinyTextEncoder(vocab, dim=int(mtu.unet.config.cross_attention_dim), layers=2,
-                           heads=4 if mtu.unet.config.cross_attention_dim % 4 == 0 else 1, max_length=16, seed=seed)
+    encoder = TinyTextEncoder(vocab, dim=int(mtu.unet.config.cross_attention_dim), layers=2,
+                              heads=4 if mtu.unet.config.cross_attention_dim % 4 == 0 else 1, max_length=16,
+                              seed=seed)
+    encoder.token_counts = {}  # nothing trained yet: training records its rows' words
+    return encoder
 
 
 def _write_components(d: Path, module: TrainModule, cfg: TrainConfig) -> None:

@@ -29,17 +29,14 @@ def find_encoders(mtu_dir: str | Path, mtu):
     is a pixel-space model (identity codec).
     """
 
-    src = Path(mtu.base_info.source) if mtu.base_info.kind == "diffusers" else None
-    dirs = [d for d in (Path(mtu_dir), src) if d is not None and d.is_dir()]
+    dirs = _model_dirs(mtu_dir, mtu.base_info.kind, mtu.base_info.source)
     text_encoder = None
-    for d in dirs:
-        te = d / "text_encoder"
-        if te.is_dir():
-            cfg_path = te / "config.json"
-            own = cfg_path.is_file() and json.loads(cfg_path.read_text()).get("kind") == "tiny"
-            flat = any((te / f).is_file() for f in ("tokenizer.json", "vocab.json"))
-            text_encoder = load_text_encoder(te if own or flat else d)
-            break
+    te = _text_encoder_dir(dirs)
+    if te is not None:
+        cfg_path = te / "config.json"
+        own = cfg_path.is_file() and json.loads(cfg_path.read_text()).get("kind") == "tiny"
+        flat = any((te / f).is_file() for f in ("tokenizer.json", "vocab.json"))
+        text_encoder = load_text_encoder(te if own or flat else te.parent)
     codec = None
     for d in dirs:
         if (d / "codec.json").is_file():
@@ -51,6 +48,27 @@ def find_encoders(mtu_dir: str | Path, mtu):
     if codec is None and mtu.latent_channels == 3:
         codec = IdentityCodec(3)
     return text_encoder, codec
+
+
+def _model_dirs(mtu_dir, base_kind: str, base_source) -> list[Path]:
+    """Where a model's companions are looked for, in order: its own directory, then its base pipeline folder."""
+    src = Path(base_source) if base_kind == "diffusers" and base_source else None
+    return [d for d in (Path(mtu_dir), src) if d is not None and d.is_dir()]
+
+
+def _text_encoder_dir(dirs: list[Path]) -> Path | None:
+    return next((d / "text_encoder" for d in dirs if (d / "text_encoder").is_dir()), None)
+
+
+def find_token_counts(mtu_dir: str | Path) -> dict[str, int] | None:
+    """The word counts of the captions the model's text encoder (the one :func:`find_encoders` loads) was trained
+    on, read without loading any weights; ``None`` when it records none (CLIP encoders, older tiny bases)."""
+    from .checkpoint import read_mtu_config
+    from .text_encoders import read_token_counts
+
+    base = read_mtu_config(mtu_dir)["base"]
+    te = _text_encoder_dir(_model_dirs(mtu_dir, base.get("kind"), base.get("source")))
+    return read_token_counts(te) if te is not None else None
 
 
 def find_scheduler_config(mtu_dir: str | Path | None, mtu) -> tuple[dict, Path] | None:

@@ -18,6 +18,12 @@ Folders written by ``save_pretrained``::
       config.json   kind "tiny"      config.json        CLIPTextConfig (transformers)
       tokenizer.json  WordLevel      model.safetensors
       model.safetensors              tokenizer.json, tokenizer_config.json
+      token_counts.json  (optional)
+
+``token_counts.json`` is a tiny encoder's record of what it was trained on: how often each word
+appeared in the captions of the rows that trained it (written by ``taskfold train`` /
+``taskfold pretrain`` when the encoder is trained). A word it does not list (or lists with 0) was
+never trained: its embedding is still the random initialisation. CLIP encoders record nothing.
 
 :func:`load_text_encoder` picks the class from what a folder holds; :func:`build_vocabulary`
 gives a tiny encoder's words from prompts.
@@ -43,6 +49,8 @@ TINY_FORMAT_VERSION = 1
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = range(4)
 CLIP_MODEL_TYPES = ("clip_text_model", "clip")
+#: A tiny encoder's record of the words it was trained on (see the module docstring).
+TOKEN_COUNTS_FILE = "token_counts.json"
 
 
 
@@ -102,18 +110,41 @@ def _pre_tokenizer():
     return pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation("isolated")])
 
 
+def prompt_words(prompt: str) -> list[str]:
+    """The words of ``prompt`` as the tiny tokenizer splits them (lower case; white space and punctuation)."""
+    return [word for word, _ in _pre_tokenizer().pre_tokenize_str(_normalizer().normalize_str(prompt))]
+
+
+def count_words(prompts: Sequence[str]) -> dict[str, int]:
+    """How often each word (:func:`prompt_words`) occurs in ``prompts``, sorted by word."""
+    norm, pre = _normalizer(), _pre_tokenizer()
+    counts: dict[str, int] = {}
+    for p in TextEncoder._check_prompts(prompts):
+        for word, _ in pre.pre_tokenize_str(norm.normalize_str(p)):
+            counts[word] = counts.get(word, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def build_vocabulary(prompts: Sequence[str], min_count: int = 1) -> list[str]:
     """The words of ``prompts`` as the tiny tokenizer splits them, sorted; those seen ``min_count``+ times.
 
     The order depends only on the set of words, not on the order of the rows, so the same
     dataset always gives the same ids. Special tokens are not included (they take ids 0-3).
     """
-    norm, pre = _normalizer(), _pre_tokenizer()
-    counts: dict[str, int] = {}
-    for p in TextEncoder._check_prompts(prompts):
-        for word, _ in pre.pre_tokenize_str(norm.normalize_str(p)):
-            counts[word] = counts.get(word, 0) + 1
-    return sorted(w for w, n in counts.items() if n >= min_count and w not in SPECIAL_TOKENS)
+    return [w for w, n in count_words(prompts).items() if n >= min_count and w not in SPECIAL_TOKENS]
+
+
+def read_token_counts(folder: str | Path) -> dict[str, int] | None:
+    """A tiny encoder folder's ``token_counts.json`` (word -> count), or ``None`` when it has none."""
+    path = Path(folder) / TOKEN_COUNTS_FILE
+    if not path.is_file():
+        return None
+    counts = _read_json(path, "text encoder token counts")
+    bad = [k for k, v in counts.items() if isinstance(v, bool) or not isinstance(v, int) or v < 0]
+    if bad:
+        raise CheckpointError(f"{str(path)!r} must map words to non-negative counts; {bad[0]!r} maps to "
+                              f"{counts[bad[0]]!r}", hint="it is written by `taskfold pretrain` / `taskfold train`")
+    return counts
 
 
 def wordlevel_tokenizer(words: Sequence[str], max_length: int):
@@ -192,6 +223,8 @@ class TinyTextEncoder(TextEncoder):
         self.config = TinyTextConfig(len(words) + len(SPECIAL_TOKENS), dim, layers, heads, max_length, ff_mult)
         self.tokenizer = tokenizer if tokenizer is not None else wordlevel_tokenizer(words, max_length)
         self.max_length, self.dim, self.vocab_size = max_length, dim, self.config.vocab_size
+        #: word -> how often it appeared in the captions this encoder was trained on; None: not recorded
+        self.token_counts: dict[str, int] | None = None
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
@@ -232,6 +265,8 @@ class TinyTextEncoder(TextEncoder):
             self.save_tokenizer(tmp)
             save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
                       str(tmp / "model.safetensors"))
+            if self.token_counts is not None:
+                write_json_atomic(tmp / TOKEN_COUNTS_FILE, dict(sorted(self.token_counts.items())))
         return Path(folder)
 
     @classmethod
@@ -269,6 +304,7 @@ class TinyTextEncoder(TextEncoder):
                                   f"wrong shape {sorted(bad)[:3]}")
         model.load_state_dict(state)
         model.source = str(folder.resolve())
+        model.token_counts = read_token_counts(folder)
         return model.eval()
 
     def to_dict(self):
