@@ -136,7 +136,7 @@ def timestep_fp32_selector(fp32_inputs=("timestep", "time_ids")):
 
     An op stays fp32 when it is not a learned layer (:data:`LEARNED_OPS`) and every
     non-constant input derives from ``fp32_inputs`` through such ops: the sinusoidal
-    embedding ``sin/cos(t * freq)`` and, with DTR, the mask row ``floor(t + 0.5)``. In fp16
+    embedding ``sin/cos(t * freq)`` and, with DTR, the mask row (``t`` rounded half up). In fp16
     ``t`` = 700.3 is stored as 700.5, which would pick mask row 701 instead of 700, and the
     embedding's arguments (up to ~1000 rad) would carry errors up to 0.25 rad. Learned layers
     (the time-embedding MLP, every ``time_emb_proj``) take the fp32 features cast to fp16.
@@ -212,9 +212,8 @@ def convert(module: torch.nn.Module, spec: GraphSpec, example: dict[str, torch.T
     inputs=[TensorType(name, shape, dtype)], outputs=[TensorType(name="out_sample", dtype)],
     convert_to="mlprogram", ...)``. The timestep needs no int/float tweak: it is a float32
     ``[B]`` input, diffusers' sinusoidal embedding takes it as is and its ``expand(B)`` is
-    traced with the static batch. DTR's ``floor(t + 0.5)`` runs in float64 in PyTorch and in
-    float32 in CoreML (no fp64 there): the same row unless ``t`` lies within a float32 ulp
-    below a ``.5`` boundary.
+    traced with the static batch. DTR's mask row (round half up,
+    :func:`taskfold.upcycle.dtr.timestep_index`) is computed in float32 exactly, as in PyTorch.
 
     ``precision``: ``"fp16"`` computes in fp16 except the timestep arithmetic
     (:func:`timestep_fp32_selector`); ``"fp32"`` computes in fp32. Inputs and outputs keep the

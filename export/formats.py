@@ -137,9 +137,10 @@ def export_onnx_adapters(job: ExportJob) -> list[dict]:
     example = example_inputs(spec, cfg.batch, job.h, job.w, seed=0)
     example.update({k: torch.from_numpy(v) for k, v in values[first].items()})
 
-    def make():
-        g = AdapterUNetGraph(mtu)
-        return g if dtype == "float32" else g.half()
+    def make():  # fp16: a half copy (the graph shares its tensors with the model, which the gate still needs)
+        import copy
+
+        return AdapterUNetGraph(mtu) if dtype == "float32" else AdapterUNetGraph(copy.deepcopy(mtu)).half()
     exported = export_graphs({GRAPH_NAME: make}, {GRAPH_NAME: spec}, {GRAPH_NAME: example}, job.tmp / "onnx",
                              cfg.opset, optimize_graphs=cfg.optimize, input_defaults={GRAPH_NAME: values[first]})
     rel = exported.graphs[GRAPH_NAME]

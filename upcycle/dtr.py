@@ -51,11 +51,22 @@ def dtr_mask_table(channels: int, timesteps: int = DEFAULT_TIMESTEPS, alpha: flo
 
 
 def timestep_index(timestep: torch.Tensor, timesteps: int = DEFAULT_TIMESTEPS) -> torch.Tensor:
-    """Mask row for each timestep: integers as they are, floats rounded half up; clamped to [0, T-1]."""
+    """Mask row for each timestep: integers as they are, floats rounded half up; clamped to [0, T-1].
+
+    Floats are rounded without float64 (exported graphs must not hold it: WebGPU, Core ML have
+    none) and without ``floor(t + 0.5)`` in float32, whose sum rounds ``0.5 - 2**-26`` up to 1:
+    ``f = floor(t)``, ``index = f + (t - f >= 0.5)``. After the clamp to [0, T-1] (T < 2**24),
+    ``floor`` and ``t - f`` are exact in float32, so this is the rule for every float32 ``t``.
+    Half-precision timesteps are widened to float32 first (the value they hold, rounded by the rule).
+    """
     t = torch.as_tensor(timestep)
-    if t.is_floating_point():
-        t = torch.floor(t.double() + 0.5)
-    return t.long().clamp(0, timesteps - 1)
+    if not t.is_floating_point():
+        return t.long().clamp(0, timesteps - 1)
+    if t.dtype not in (torch.float32, torch.float64):
+        t = t.float()
+    t = t.clamp(0, timesteps - 1)  # the bounds are integers: clamping first, then rounding, is the same rule
+    whole = torch.floor(t)
+    return (whole + (t - whole >= 0.5).to(t.dtype)).long()
 
 
 class DTRMasks(nn.Module):
