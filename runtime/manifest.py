@@ -22,6 +22,8 @@ from typing import Any, Callable
 from taskfold.errors import PackageError, TaskfoldError
 from taskfold.tasks import GUIDANCE_KINDS, INPUT_PARTS, task_from_record
 
+from .limits import bound
+
 FORMAT = "taskfold-package"
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -69,12 +71,13 @@ class Opt(Check):
 
 
 class ListOf(Check):
-    def __init__(self, item: Check, min_len: int = 0):
-        self.item, self.min_len = item, min_len
-        self.what = f"a list of {item.what}" + (f" (at least {min_len})" if min_len else "")
+    def __init__(self, item: Check, min_len: int = 0, max_len: int = 100000):
+        self.item, self.min_len, self.max_len = item, min_len, max_len
+        self.what = f"a list of {item.what}" + (f" (at least {min_len})" if min_len else "") + \
+            f" (at most {max_len})"
 
     def __call__(self, value, where):
-        if not isinstance(value, list) or len(value) < self.min_len:
+        if not isinstance(value, list) or not self.min_len <= len(value) <= self.max_len:
             return super().__call__(value, where)  # raises
         for i, v in enumerate(value):
             self.item(v, f"{where}[{i}]")
@@ -87,12 +90,12 @@ class ListOf(Check):
 class DictOf(Check):
     """An object whose keys are free (checked by ``key``) and whose values all pass ``item``."""
 
-    def __init__(self, item: Check, key: Check | None = None):
-        self.item, self.key = item, key
-        self.what = f"an object of {item.what}"
+    def __init__(self, item: Check, key: Check | None = None, max_len: int = 100000):
+        self.item, self.key, self.max_len = item, key, max_len
+        self.what = f"an object of {item.what} (at most {max_len} keys)"
 
     def __call__(self, value, where):
-        if not isinstance(value, dict):
+        if not isinstance(value, dict) or len(value) > self.max_len:
             return super().__call__(value, where)
         for k, v in value.items():
             if self.key is not None:
@@ -152,7 +155,8 @@ def _is_num(v) -> bool:
 
 def _is_rel_path(v) -> bool:
     """A relative POSIX path inside the package: no absolute path, no ``..``, no backslash or NUL."""
-    if not isinstance(v, str) or not v or len(v) > 4096 or "\\" in v or "\0" in v:
+    if not isinstance(v, str) or not v or len(v) > bound("path_chars") or "\\" in v or "\0" in v \
+            or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in v):
         return False
     if v.startswith("/") or re.match(r"^[A-Za-z]:", v):
         return False
@@ -168,49 +172,66 @@ NUM = Scalar("a finite number", _is_num)
 PATH = Scalar("a relative path string inside the package (no '..', not absolute)", _is_rel_path)
 NAME = Scalar("a file name (no '/', no '..')", lambda v: _is_rel_path(v) and "/" not in v and v != ".")
 SHA256 = Scalar("a sha256 hex digest", lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None)
-DIM = Scalar("an integer >= 0 or an axis name", lambda v: (_is_int(v) and v >= 0) or isinstance(v, str))
+DIM = Scalar("an integer from 1 to 2**31 or an axis name (a word)",
+             lambda v: (_is_int(v) and 1 <= v <= 1 << 31) or (isinstance(v, str) and re.fullmatch(r"\w{1,64}", v)))
 
 
 def one_of(*choices) -> Scalar:
     return Scalar(f"one of {', '.join(map(repr, choices))}", lambda v: v in choices)
 
 
-TENSOR = Obj({"name": STR, "shape": ListOf(DIM), "dtype": STR})
+def upto(name: str, low: int = 1) -> Scalar:
+    """An integer from ``low`` to the limits' bound ``name`` (package_schema.json)."""
+    top = bound(name)
+    return Scalar(f"an integer from {low} to {top}", lambda v: _is_int(v) and low <= v <= top)
+
+
+TENSOR_DTYPES = ("float32", "float16", "int64", "int32", "bool", "uint8")
+TENSOR = Obj({"name": Scalar("a tensor name", lambda v: isinstance(v, str) and 0 < len(v) <= 256),
+              "shape": ListOf(DIM, max_len=bound("tensor_rank")), "dtype": one_of(*TENSOR_DTYPES)})
 FILE_ENTRY = Obj({"bytes": NONNEG, "sha256": SHA256})
-COMPONENT_GRAPH = Obj({"file": NAME, "inputs": ListOf(TENSOR, 1)}, {"weights": ListOf(NAME), "outputs": ListOf(TENSOR)})
-TASK = Obj({"inputs": ListOf(one_of(*INPUT_PARTS), 1), "uses_text": BOOL, "guidance": one_of(*GUIDANCE_KINDS),
-            "guidance_scale": NUM, "in_channels": POS},
+COMPONENT_GRAPH = Obj({"file": NAME, "inputs": ListOf(TENSOR, 1, 16), "outputs": ListOf(TENSOR, 1, 16)},
+                      {"weights": ListOf(NAME, max_len=4096)})
+TASK = Obj({"inputs": ListOf(one_of(*INPUT_PARTS), 1, 8), "uses_text": BOOL, "guidance": one_of(*GUIDANCE_KINDS),
+            "guidance_scale": NUM, "in_channels": upto("channels")},
            {"name": STR, "image_guidance_scale": Opt(NUM), "graphs": DictOf(PATH), "strength": NUM, "steps": POS})
 LAYOUTS = ("graphs", "adapters")
 GRAPH = Obj({"task": STR, "format": STR, "path": PATH},
-            {"precision": STR, "external_data": ListOf(PATH), "weight_index": Opt(PATH), "inputs": ListOf(TENSOR, 1),
-             "outputs": ListOf(TENSOR, 1), "function": STR, "refittable_engine": PATH, "refit_from": PATH,
-             "layout": one_of(*LAYOUTS), "adapter": PATH, "backbone_id": NONNEG, "task_channels": POS,
-             "task_tensors": ListOf(TENSOR)})
+            {"precision": STR, "external_data": ListOf(PATH, max_len=4096), "weight_index": Opt(PATH),
+             "inputs": ListOf(TENSOR, 1, 16), "outputs": ListOf(TENSOR, 1, 16), "function": STR,
+             "refittable_engine": PATH, "refit_from": PATH, "layout": one_of(*LAYOUTS), "adapter": PATH,
+             "backbone_id": NONNEG, "task_channels": upto("channels"),
+             "task_tensors": ListOf(TENSOR, max_len=bound("task_tensors"))})
+TASK_NAME = Scalar("a task name (lower case letters, digits, '-' or '_', at most 32)",
+                   lambda v: isinstance(v, str) and re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", v) is not None)
 MANIFEST_SCHEMA = Obj({
     "format": STR,
     "schema_version": INT,
-    "sample": Obj({"height": POS, "width": POS, "batch": POS, "text_len": POS, "image_height": POS,
-                   "image_width": POS}),
-    "codec": Obj({"kind": one_of("identity", "vae"), "scale_factor": POS, "latent_channels": POS,
-                  "scaling_factor": NUM},
-                 {"shift_factor": Opt(NUM), "graphs": Opt(DictOf(COMPONENT_GRAPH))}),
-    "tasks": DictOf(TASK, key=Scalar("a task name", lambda v: isinstance(v, str) and 0 < len(v) <= 64)),
-    "graphs": ListOf(GRAPH),
-    "files": DictOf(FILE_ENTRY, key=PATH),
-    "scheduler": Obj({"num_train_timesteps": POS}),
+    "sample": Obj({"height": upto("latent_side"), "width": upto("latent_side"), "batch": upto("batch"),
+                   "text_len": upto("text_len"), "image_height": upto("image_side"),
+                   "image_width": upto("image_side")}),
+    "codec": Obj({"kind": one_of("identity", "vae"), "scale_factor": upto("latent_side"),
+                  "latent_channels": upto("channels"), "scaling_factor": NUM},
+                 {"shift_factor": Opt(NUM), "graphs": Opt(DictOf(COMPONENT_GRAPH, max_len=8))}),
+    "tasks": DictOf(TASK, key=TASK_NAME, max_len=bound("tasks")),
+    "graphs": ListOf(GRAPH, max_len=bound("graphs")),
+    "files": DictOf(FILE_ENTRY, key=PATH, max_len=bound("files")),
+    "scheduler": Obj({"num_train_timesteps": upto("num_train_timesteps", 2)}),
 }, {
-    "dtr": Opt(Obj({"timesteps": POS, "alpha": NUM, "beta": NUM})),
-    "text_encoder": Opt(Obj({"graph": Obj({"file": NAME, "inputs": ListOf(TENSOR, 1),
-                                           "tokenizer": Obj({"files": ListOf(NAME, 1), "max_length": POS},
-                                                                        {"pad_id": NONNEG})},
-                                          {"weights": ListOf(NAME)})})),
+    "dtr": Opt(Obj({"timesteps": upto("num_train_timesteps", 2), "alpha": NUM, "beta": NUM})),
+    "text_encoder": Opt(Obj({"graph": Obj({"file": NAME, "inputs": ListOf(TENSOR, 1, 16),
+                                           "outputs": ListOf(TENSOR, 1, 16),
+                                           "tokenizer": Obj({"files": ListOf(NAME, 1, 8),
+                                                             "max_length": upto("tokenizer_max_length", 2)},
+                                                            {"pad_id": upto("vocab_size", 0)})},
+                                          {"weights": ListOf(NAME, max_len=4096)})})),
     "model": Obj({}, {"unet_config": Opt(Obj({})), "upcycle": Opt(Obj({}))}),
     "sampling": Opt(Obj({"source": STR}, {"file": NAME, "tasks": ListOf(STR)})),
 })
-WEIGHT_RECORD = Obj({"name": STR, "file": NAME, "offset": NONNEG, "length": NONNEG, "shape": ListOf(NONNEG),
-                     "dtype": one_of(*WEIGHT_DTYPES)})
-WEIGHT_INDEX_SCHEMA = Obj({"format": STR, "schema_version": INT, "initializers": ListOf(WEIGHT_RECORD)})
+WEIGHT_RECORD = Obj({"name": STR, "file": NAME, "offset": NONNEG, "length": NONNEG,
+                     "shape": ListOf(NONNEG, max_len=bound("tensor_rank")), "dtype": one_of(*WEIGHT_DTYPES)})
+WEIGHT_INDEX_SCHEMA = Obj({"format": STR, "schema_version": INT,
+                           "initializers": ListOf(WEIGHT_RECORD, max_len=bound("graph.initializers"))})
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -275,7 +296,7 @@ def validate_weight_index(doc: Any, where: str) -> list[dict]:
     except PackageError as e:
         raise PackageError(str(e).replace("manifest: ", "", 1), hint=e.hint) from None
     for i, rec in enumerate(doc["initializers"]):
-        want = int(np.prod(rec["shape"], dtype=np.int64)) * np.dtype(rec["dtype"]).itemsize
+        want = math.prod(rec["shape"]) * np.dtype(rec["dtype"]).itemsize  # Python ints: no wrap-around
         if want != rec["length"]:
             raise PackageError(f"{where}: initializers[{i}] ({rec['name']!r}) has length {rec['length']}, but shape "
                                f"{rec['shape']} of {rec['dtype']} is {want} bytes",

@@ -9,9 +9,19 @@ guarantees, for every consumer:
   :class:`PackageError` naming the key and what was expected.
 * **Every path is confined**: a path the manifest, a weight index or a graph names is refused
   when absolute or when it has a ``..`` component; it is resolved one component at a time
-  from the package root, following symlinks only while they stay inside (an absolute link, or
-  one that climbs out, is refused without touching its target). Nothing outside the package is
-  opened, hashed or even ``stat``-ed — a refusal reveals nothing about the outside.
+  from the package root with ``lstat``, and **a package holds no links**: a symbolic link
+  anywhere on the way, or a file with more than one hard link, is refused without touching what
+  it points to. (With no links, the path the manifest names is the real path, so the folder an
+  ``.onnx`` graph's external data is resolved from is the one ONNX Runtime uses; a hard link
+  could be a file outside the package that no path check sees. A package that arrived with
+  links is copied whole with ``cp -rL``.) Nothing outside the package is opened, hashed or even
+  ``stat``-ed — a refusal reveals nothing about the outside.
+* **Graphs are admitted** (:mod:`.admission`): every ONNX graph the runtime runs — task UNets,
+  the adapters layout's backbone, text encoder, codec — is parsed once and must be a graph
+  taskfold's exporter could have written (operator set, declared inputs and outputs, bounded
+  static shapes, external data only where the exporter puts it) before any session exists.
+* **Every size is bounded** (:file:`package_schema.json`): each kind of file has a largest size
+  that is checked before it is read, and no file is read whole past it.
 * **Only listed files are opened**: a file is read only if ``manifest.files`` lists it with size
   and sha256, and only when its size on disk equals the listed one. With ``verify`` its sha256
   is checked too, once per reader, on the bytes actually read (a JSON side file is hashed from
@@ -25,8 +35,9 @@ guarantees, for every consumer:
   that the manifest does not list.
 
 What it does not guard against: a package modified *while* it is open (the files are checked
-when first used, then trusted), and hostile graphs that are well-formed (ONNX Runtime runs
-whatever operators a listed graph contains).
+when first used, then trusted; the runtime's own weight store holds the bytes it hashed, but
+graphs that ONNX Runtime loads itself are mapped by ONNX Runtime), and CoreML or TensorRT graphs,
+which are checked for listing, size and hash only (see the README's reliability section).
 """
 
 from __future__ import annotations
@@ -39,12 +50,21 @@ from pathlib import Path
 
 from taskfold.errors import PackageError
 
+from .admission import admit_graph, value_cap
+from .limits import bound
 from .manifest import MANIFEST, MAX_JSON_BYTES, parse_json, validate_manifest, validate_weight_index
 from .onnx_refs import external_refs
 
-_MAX_LINK_HOPS = 40
 _CHUNK = 1 << 22
 _HINT = "the package is damaged or was crafted; re-copy or re-export it (`taskfold verify PKG` lists every problem)"
+
+
+@dataclass(frozen=True)
+class _Ref:
+    tensor: str
+    location: str
+    offset: int
+    length: int | None
 
 
 @dataclass(frozen=True)
@@ -74,9 +94,25 @@ def _is_relative(rel) -> bool:
         and ".." not in rel.split("/") and not (len(rel) > 1 and rel[1] == ":")
 
 
-def _is_link_target(target: str) -> bool:
-    """A symlink target that may be followed (it is then resolved and kept inside): relative, no NUL."""
-    return bool(target) and not target.startswith("/") and "\0" not in target
+def graph_kind(rel: str) -> str:
+    """The admission kind of a graph by where the manifest keeps it: ``text_encoder/``, ``codec/``, else ``unet``."""
+    return {"text_encoder": "text_encoder", "codec": "codec"}.get(rel.split("/", 1)[0], "unet")
+
+
+def file_bound(rel: str) -> int:
+    """The largest size a listed file of this kind may have (``package_schema.json`` bounds.bytes)."""
+    name = rel.rsplit("/", 1)[-1]
+    if name.endswith(".onnx"):
+        return bound("bytes.graph")
+    if name.startswith("tokenizer") or name == "special_tokens_map.json":
+        return bound("bytes.tokenizer")
+    if name.endswith(".json"):
+        return bound("bytes.json")
+    if name.endswith(".safetensors") or name.endswith(".onnx_adapter"):
+        return bound("bytes.adapter")
+    if name.endswith(".weights") or name.endswith(".bin"):
+        return bound("bytes.weights")
+    return bound("bytes.other")
 
 
 class PackageReader:
@@ -95,6 +131,8 @@ class PackageReader:
         self.verify = verify
         self._hashed: set[str] = set()
         self._records: dict[str, list[WeightRecord]] = {}
+        self._arrays: dict[str, object] = {}
+        self._admitted: dict[str, object] = {}
         self.manifest = self._read_manifest()
         self.files: dict[str, dict] = self.manifest["files"]
 
@@ -109,23 +147,19 @@ class PackageReader:
     def _resolve(self, rel: str, where: str) -> tuple[str, os.stat_result]:
         """``(real path, lstat)`` of ``rel`` inside the package; refuses anything that leaves it.
 
-        Components are resolved one at a time from the root with ``lstat``; a symlink's target
-        is read (the link is inside) and followed only while it stays inside, so no path outside
-        the package is ever looked at.
+        Components are resolved one at a time from the root with ``lstat``; a symbolic link on the
+        way, or a regular file with several hard links, is refused, so no path outside the package
+        is ever looked at.
         """
         if not _is_relative(rel):
             raise self._fail(f"{where}: path {rel!r} is not a relative path inside the package (absolute paths and "
                              "'..' are refused)")
-        root = str(self.root)
-        cur, todo, hops = root, _split(rel), 0
-        st = os.lstat(root)
-        while todo:
-            part = todo.pop(0)
-            if part == "..":
-                if cur == root:
-                    raise self._fail(f"{where}: {rel!r} leads outside the package (through a symlink)")
-                cur = os.path.dirname(cur)
-                continue
+        cur = str(self.root)
+        parts = _split(rel)
+        if len(parts) > bound("path_depth"):
+            raise self._fail(f"{where}: {rel!r} is nested deeper than {bound('path_depth')} folders")
+        st = os.lstat(cur)
+        for part in parts:
             nxt = os.path.join(cur, part)
             try:
                 st = os.lstat(nxt)
@@ -134,13 +168,12 @@ class PackageReader:
             except OSError as e:
                 raise self._fail(f"{where}: cannot read {rel!r}: {e.strerror}") from None
             if stat.S_ISLNK(st.st_mode):
-                hops += 1
-                target = os.readlink(nxt)
-                if hops > _MAX_LINK_HOPS or not _is_link_target(target):
-                    raise self._fail(f"{where}: {rel!r} is a symlink that leads outside the package")
-                todo = _split(target) + todo
-                continue
+                raise self._fail(f"{where}: {rel!r} passes through a symbolic link; a package holds no links "
+                                 "(copy it with `cp -rL`)")
             cur = nxt
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            raise self._fail(f"{where}: {rel!r} has {st.st_nlink} hard links; a package holds no links (a hard "
+                             "link can be a file outside it; copy the package with `cp -r`)")
         return cur, st
 
     def path(self, rel: str, where: str = "manifest") -> Path:
@@ -152,6 +185,9 @@ class PackageReader:
                              "taskfold opens only listed files")
         if not stat.S_ISREG(st.st_mode):
             raise self._fail(f"{where}: {rel!r} is not a regular file")
+        if entry["bytes"] > file_bound(rel):
+            raise self._fail(f"{where}: {rel!r} is listed with {entry['bytes']} bytes, more than the "
+                             f"{file_bound(rel)} a file of its kind may have")
         if st.st_size != entry["bytes"]:
             raise self._fail(f"{rel}: {st.st_size} bytes, the manifest says {entry['bytes']}")
         return Path(real)
@@ -166,18 +202,32 @@ class PackageReader:
         return Path(real)
 
     def _walk(self, real: str, rel: str, bundle: bool) -> list[str]:
-        """Relative paths of the files (and symlinks) under the directory ``real`` (= ``rel``), never followed.
+        """Relative paths of the files (and links) under the directory ``real`` (= ``rel``), never followed.
 
-        In a bundle (``bundle``) a symlink is refused: its reader would follow it.
+        Iterative, at most ``path_depth`` folders deep and ``files`` entries; in a bundle
+        (``bundle``) a link is refused (its reader would follow it).
         """
-        out = []
-        for dirpath, dirnames, filenames in os.walk(real, followlinks=False):
-            base = (rel + dirpath[len(real):].replace(os.sep, "/")).strip("/")
-            links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
-            if bundle and (links or any(os.path.islink(os.path.join(dirpath, f)) for f in filenames)):
-                name = (links or [f for f in filenames if os.path.islink(os.path.join(dirpath, f))])[0]
-                raise self._fail(f"{base}/{name}: a symlink inside a bundle; refused")
-            out += [f"{base}/{f}" if base else f for f in filenames + links]
+        out, todo, limit = [], [(real, rel.strip("/"), 0)], bound("files")
+        while todo:
+            folder, base, depth = todo.pop()
+            if depth > bound("path_depth"):
+                raise self._fail(f"{base}: folders nested deeper than {bound('path_depth')}")
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except OSError as e:
+                raise self._fail(f"{base or '.'}: cannot list the folder: {e.strerror}") from None
+            for e in entries:
+                name = f"{base}/{e.name}" if base else e.name
+                if e.is_symlink():
+                    if bundle:
+                        raise self._fail(f"{name}: a symlink inside a bundle; refused")
+                    out.append(name)
+                elif e.is_dir(follow_symlinks=False):
+                    todo.append((e.path, name, depth + 1))
+                else:
+                    out.append(name)
+                if len(out) + len(todo) > limit:
+                    raise self._fail(f"more than {limit} files in the package folder")
         return sorted(out)
 
     # --- bytes ------------------------------------------------------------------------------------
@@ -200,6 +250,39 @@ class PackageReader:
         if self.verify and rel not in self._hashed:
             self._check_hash(rel, hashlib.sha256(data).hexdigest())
         return data
+
+    def read_array(self, rel: str, where: str = "manifest"):
+        """A listed file's bytes in memory (a uint8 array, read once per reader, hashed from the same bytes).
+
+        The runtime's weight store takes its weights from here rather than from a mapping, so the
+        bytes a session uses are the bytes that were hashed, and truncating the file later cannot
+        fault the process (a mapped file cut short raises SIGBUS).
+        """
+        import numpy as np
+
+        if rel in self._arrays:
+            return self._arrays[rel]
+        p = self.path(rel, where)
+        size = self.files[rel]["bytes"]
+        arr = np.empty(size, dtype=np.uint8)
+        view = memoryview(arr)
+        h = hashlib.sha256() if self.verify and rel not in self._hashed else None
+        with open(p, "rb") as f:
+            pos = 0
+            while pos < size:
+                n = f.readinto(view[pos:pos + _CHUNK])
+                if not n:
+                    break
+                if h is not None:
+                    h.update(view[pos:pos + n])
+                pos += n
+            if pos != size or f.read(1):
+                raise self._fail(f"{rel}: changed size while being read")
+        if h is not None:
+            self._check_hash(rel, h.hexdigest())
+        arr.flags.writeable = False
+        self._arrays[rel] = arr
+        return arr
 
     def read_json(self, rel: str, where: str = "manifest"):
         data = self.read_bytes(rel, where, limit=MAX_JSON_BYTES)
@@ -249,14 +332,38 @@ class PackageReader:
                 raise self._fail(str(e)) from None
         return self._records[index_rel]
 
-    def onnx_files(self, graph_rel: str, where: str) -> list[str]:
-        """``graph_rel`` and the listed files its external data names, every range inside its file."""
-        data = self.read_bytes(graph_rel, where)
+    def admit(self, graph_rel: str, where: str, inputs: list[dict], outputs: list[dict], task_tensors=()):
+        """Admit the graph ``graph_rel`` (:mod:`.admission`) once per reader; its external references."""
+        if graph_rel not in self._admitted:
+            data = self.read_bytes(graph_rel, where, limit=bound("bytes.graph"))
+            s = self.manifest["sample"]
+            dims = {"batch": s["batch"], "height": s["height"], "width": s["width"], "text_len": s["text_len"],
+                    "image_height": s["image_height"], "image_width": s["image_width"]}
+            try:
+                self._admitted[graph_rel] = admit_graph(
+                    data, where=graph_rel, kind=graph_kind(graph_rel), inputs=inputs, outputs=outputs, dims=dims,
+                    cap=value_cap(s["batch"], s["height"], s["width"]), task_tensors=task_tensors)
+            except PackageError as e:
+                raise self._fail(str(e)) from None
+        return self._admitted[graph_rel]
+
+    def onnx_files(self, graph_rel: str, where: str, io: dict | None = None) -> list[str]:
+        """``graph_rel`` and the listed files its external data names, every range inside its file.
+
+        With ``io`` (``inputs``, ``outputs``, ``task_tensors`` of a graph the runtime runs) the graph
+        is admitted first and its references are the admission's; otherwise (a graph only another
+        tool reads) the protobuf is scanned for every external reference it can hold.
+        """
+        if io is not None:
+            refs = self.admit(graph_rel, where, io["inputs"], io["outputs"], io.get("task_tensors", ()))
+            refs = [_Ref(*r) for r in refs.external]
+        else:
+            data = self.read_bytes(graph_rel, where, limit=bound("bytes.graph"))
+            try:
+                refs = external_refs(data, graph_rel)
+            except PackageError as e:
+                raise self._fail(str(e)) from None
         folder = graph_rel.rsplit("/", 1)[0] if "/" in graph_rel else ""
-        try:
-            refs = external_refs(data, graph_rel)
-        except PackageError as e:
-            raise self._fail(str(e)) from None
         files = [graph_rel]
         for ref in refs:
             what = f"{graph_rel}: external data of {ref.tensor!r}"
@@ -279,9 +386,11 @@ class PackageReader:
             self.directory(rel, where)
             return [f for f in self.files if f.startswith(rel.rstrip("/") + "/")]
         files: list[str] = []
+        runs = graph["format"] == "onnx"
         for r in (rel, graph.get("refittable_engine"), graph.get("refit_from")):
             if r is not None:
-                for f in self.onnx_files(r, where) if r.endswith(".onnx") else [r]:
+                io = graph if runs and r == rel else None
+                for f in self.onnx_files(r, where, io) if r.endswith(".onnx") else [r]:
                     self.path(f, where)
                     _add(files, f)
         for extra in graph.get("external_data", []) + ([graph["adapter"]] if graph.get("adapter") else []):
@@ -295,7 +404,8 @@ class PackageReader:
 
     def component_files(self, folder: str, rec: dict) -> list[str]:
         """The files of a text-encoder or codec graph record (``{file, weights}`` inside ``folder``)."""
-        files = self.onnx_files(f"{folder}/{rec['file']}", f"{folder}/{rec['file']}")
+        files = self.onnx_files(f"{folder}/{rec['file']}", f"{folder}/{rec['file']}",
+                                {"inputs": rec["inputs"], "outputs": rec.get("outputs") or []})
         for w in rec.get("weights", []):
             self.path(f"{folder}/{w}", folder)
             _add(files, f"{folder}/{w}")
@@ -307,6 +417,19 @@ class PackageReader:
         for f in files:
             self.path(f, "text_encoder.graph.tokenizer")
         return files
+
+    def tokenizer(self):
+        """The package's tokenizer, admitted and built from its checked files (what the runtime uses)."""
+        from .tokenizers import tokenizer_from_files
+
+        tok = self.manifest["text_encoder"]["graph"]["tokenizer"]
+        files = {rel.split("/", 1)[1]: self.read_bytes(rel, "text_encoder.graph.tokenizer", limit=bound("bytes.tokenizer"))
+                 for rel in self.tokenizer_files()}
+        try:
+            return tokenizer_from_files(files, max_length=tok["max_length"], pad_id=tok.get("pad_id"),
+                                        where="text_encoder")
+        except PackageError as e:
+            raise self._fail(str(e)) from None
 
     def _references(self):
         """``(what, files())`` for every part of the manifest that refers to files."""
@@ -345,6 +468,8 @@ class PackageReader:
             attempt(self.check, [rel])
         for _, files in self._references():
             attempt(files)
+        if self.manifest.get("text_encoder"):
+            attempt(self.tokenizer)
         on_disk = attempt(self._walk, str(self.root), "", False) or []
         problems += [f"{rel}: in the package folder but not listed in the manifest"
                      for rel in sorted(set(on_disk) - set(self.files) - {MANIFEST})]

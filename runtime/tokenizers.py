@@ -22,8 +22,95 @@ import numpy as np
 
 from taskfold.errors import ConfigError, PackageError
 
+from .limits import bound, tokenizer_kinds
+
 #: The files a runtime tokenizer may read, by name; nothing else in its folder is opened.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+_FATAL = (KeyboardInterrupt, SystemExit, MemoryError)
+
+
+def _library_call(fn, where: str, what: str):
+    """``fn()`` with anything the Rust library raises — its ``PanicException`` is a ``BaseException`` — as one
+    PackageError (an app's ``except Exception`` would miss a panic)."""
+    try:
+        return fn()
+    except _FATAL:
+        raise
+    except (ConfigError, PackageError):
+        raise
+    except BaseException as e:  # noqa: BLE001 - tokenizers' PanicException derives from BaseException
+        raise PackageError(f"{where}: the tokenizer failed {what} ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:160] if str(e) else ''})",
+                           hint="the package's tokenizer.json is damaged or crafted; re-export the package") from None
+
+
+def admit_tokenizer(d: dict, where: str) -> None:
+    """Refuse a ``tokenizer.json`` that is not one of the kinds taskfold writes (``package_schema.json``).
+
+    The model is WordLevel or BPE with a bounded vocabulary and merges; every normalizer,
+    pre-tokenizer, post-processor and decoder is of a listed type; a regular expression may only
+    be one of the listed patterns (a crafted pattern can take minutes on a short prompt);
+    truncation has no stride and padding and truncation lengths are bounded.
+    """
+    kinds = tokenizer_kinds()
+
+    def fail(problem: str):
+        raise PackageError(f"{where}: {problem}; taskfold writes only the tokenizer kinds of package_schema.json",
+                           hint="the package's tokenizer.json is damaged or crafted; re-export the package")
+
+    def component(node, allowed: list, field: str, path: str, depth: int = 0) -> None:
+        if node is None:
+            if None not in allowed:
+                fail(f"{path} is missing")
+            return
+        if not isinstance(node, dict) or node.get("type") not in allowed or depth > 4:
+            fail(f"{path} has type {node.get('type') if isinstance(node, dict) else type(node).__name__!r}")
+        if node["type"] == "Sequence":
+            children = node.get(field)
+            if not isinstance(children, list) or len(children) > 16:
+                fail(f"{path}.{field} is not a short list")
+            for i, c in enumerate(children):
+                component(c, [k for k in allowed if k is not None], field, f"{path}.{field}[{i}]", depth + 1)
+        pattern = node.get("pattern")
+        if pattern is not None:
+            regex = pattern.get("Regex") if isinstance(pattern, dict) else None
+            listed = kinds["split_patterns"] if node["type"] == "Split" else kinds["replace_patterns"]
+            if regex is not None and regex not in listed:
+                fail(f"{path} uses the regular expression {regex[:80]!r}, which is not one taskfold writes")
+            if regex is None and not (isinstance(pattern, dict) and isinstance(pattern.get("String"), str)
+                                      and len(pattern["String"]) <= 64):
+                fail(f"{path}.pattern is neither a listed regular expression nor a short string")
+
+    model = d.get("model")
+    if not isinstance(model, dict) or model.get("type") not in kinds["models"]:
+        fail(f"model type {model.get('type') if isinstance(model, dict) else None!r}")
+    vocab = model.get("vocab")
+    if not isinstance(vocab, dict) or not 0 < len(vocab) <= bound("vocab_size"):
+        fail(f"its vocabulary is not an object of 1 to {bound('vocab_size')} entries")
+    if model["type"] == "BPE":
+        merges = model.get("merges")
+        if not isinstance(merges, list) or len(merges) > bound("merges"):
+            fail(f"its merges are not a list of at most {bound('merges')}")
+        if model.get("dropout") not in (None, 0, 0.0):
+            fail("BPE dropout is set (sampling tokenization is random)")
+    if not isinstance(d.get("added_tokens", []), list) or len(d.get("added_tokens", [])) > 1024:
+        fail("added_tokens is not a list of at most 1024")
+    component(d.get("normalizer"), kinds["normalizers"], "normalizers", "normalizer")
+    component(d.get("pre_tokenizer"), kinds["pre_tokenizers"], "pretokenizers", "pre_tokenizer")
+    component(d.get("post_processor"), kinds["post_processors"], "processors", "post_processor")
+    component(d.get("decoder"), kinds["decoders"], "decoders", "decoder")
+    top = bound("tokenizer_max_length")
+    trunc = d.get("truncation")
+    if trunc is not None and (not isinstance(trunc, dict) or trunc.get("stride", 0) != 0
+                              or not isinstance(trunc.get("max_length"), int) or not 2 <= trunc["max_length"] <= top):
+        fail(f"truncation is not a max_length from 2 to {top} without stride")
+    pad = d.get("padding")
+    if pad is not None:
+        strategy = pad.get("strategy") if isinstance(pad, dict) else None
+        fixed = strategy.get("Fixed") if isinstance(strategy, dict) else None
+        if not (strategy == "BatchLongest" or (isinstance(fixed, int) and 2 <= fixed <= top)) \
+                or pad.get("pad_to_multiple_of") not in (None, 0, 1):
+            fail(f"padding is not fixed to a length from 2 to {top}")
 
 
 def _require_tokenizers():
@@ -59,17 +146,22 @@ class RuntimeTokenizer:
     def __call__(self, prompts: Sequence[str]) -> np.ndarray:
         if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
             raise ConfigError(f"prompts must be a list of strings, got {type(prompts).__name__}")
-        enc = self.tokenizer.encode_batch(list(prompts))
+        _check_lengths(prompts)
+        enc = _library_call(lambda: self.tokenizer.encode_batch(list(prompts)), "tokenizer", "on a prompt")
         return np.array([e.ids for e in enc], dtype=np.int64).reshape(len(enc), self.max_length)
 
     def untruncated(self, prompt: str) -> tuple[int, list[str]]:
         """``prompt`` before truncation: how many tokens it is (begin and end tokens included), and the pieces
         the vocabulary lacks (each encoded as the unknown token), in order, once each."""
+        _check_lengths([prompt])
         if self._plain is None:
-            self._plain = type(self.tokenizer).from_str(self.tokenizer.to_str())
-            self._plain.no_truncation()
-            self._plain.no_padding()
-        enc = self._plain.encode(prompt)
+            def twin():
+                plain = type(self.tokenizer).from_str(self.tokenizer.to_str())
+                plain.no_truncation()
+                plain.no_padding()
+                return plain
+            self._plain = _library_call(twin, "tokenizer", "to load")
+        enc = _library_call(lambda: self._plain.encode(prompt), "tokenizer", "on a prompt")
         unknown = []
         if self.unk_id is not None:
             for i, (start, end) in zip(enc.ids, enc.offsets):
@@ -77,6 +169,14 @@ class RuntimeTokenizer:
                 if i == self.unk_id and word and word not in unknown:
                     unknown.append(word)
         return len(enc.ids), unknown
+
+
+def _check_lengths(prompts) -> None:
+    top = bound("prompt_chars")
+    for p in prompts:
+        if len(p) > top:
+            raise ConfigError(f"a prompt of {len(p):,} characters; at most {top:,} are read",
+                              hint="shorten the prompt (the text encoder reads only its first tokens anyway)")
 
 
 def tokenizer_from_files(files: dict[str, bytes], max_length: int | None = None, pad_id: int | None = None,
@@ -91,11 +191,9 @@ def tokenizer_from_files(files: dict[str, bytes], max_length: int | None = None,
         raise PackageError(f"{where!r} holds no tokenizer.json (the files are {sorted(files)})",
                            hint="re-export the package with this taskfold; it writes tokenizer.json")
     d = _json(files["tokenizer.json"], f"{where}/tokenizer.json")
-    try:
-        tok = Tokenizer.from_str(files["tokenizer.json"].decode("utf-8"))
-    except Exception as e:  # the Rust library's own error type
-        raise PackageError(f"{where}/tokenizer.json is not a tokenizer the `tokenizers` library reads "
-                           f"({str(e).splitlines()[0][:200]})") from None
+    admit_tokenizer(d, f"{where}/tokenizer.json")
+    tok = _library_call(lambda: Tokenizer.from_str(files["tokenizer.json"].decode("utf-8")),
+                        f"{where}/tokenizer.json", "to load")
     cfg = _json(files["tokenizer_config.json"], f"{where}/tokenizer_config.json") \
         if "tokenizer_config.json" in files else {}
     padding = d.get("padding") or {}
@@ -103,8 +201,9 @@ def tokenizer_from_files(files: dict[str, bytes], max_length: int | None = None,
         strategy = padding.get("strategy")
         fixed = strategy.get("Fixed") if isinstance(strategy, dict) else None
         max_length = fixed or (d.get("truncation") or {}).get("max_length") or cfg.get("model_max_length")
-    if not isinstance(max_length, int) or max_length < 2:
-        raise PackageError(f"{where}: no usable max_length ({max_length!r}) for the tokenizer")
+    if not isinstance(max_length, int) or not 2 <= max_length <= bound("tokenizer_max_length"):
+        raise PackageError(f"{where}: no usable max_length ({max_length!r}; expected 2 to "
+                           f"{bound('tokenizer_max_length')}) for the tokenizer")
     if pad_id is None:
         pad_token = cfg.get("pad_token")
         pad_token = pad_token.get("content") if isinstance(pad_token, dict) else pad_token
@@ -115,7 +214,7 @@ def tokenizer_from_files(files: dict[str, bytes], max_length: int | None = None,
     kind = {"WordLevel": "wordlevel", "BPE": "clip-bpe"}.get(model.get("type"), "other")
     unk = model.get("unk_token")
     unk_id = tok.token_to_id(unk) if isinstance(unk, str) else None
-    return RuntimeTokenizer(tok, max_length, pad_id, kind, unk_id)
+    return _library_call(lambda: RuntimeTokenizer(tok, max_length, pad_id, kind, unk_id), where, "to set up")
 
 
 def load_tokenizer(folder: str | Path, max_length: int | None = None, pad_id: int | None = None) -> RuntimeTokenizer:

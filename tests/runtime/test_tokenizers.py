@@ -84,7 +84,7 @@ def test_bad_or_missing_files_are_one_error(tmp_path):
         tokenizer_from_files({"vocab.json": b"{}"})
     with pytest.raises(PackageError, match="cannot read tokenizer file .*tokenizer.json"):
         tokenizer_from_files({"tokenizer.json": b"{not json"})
-    with pytest.raises(PackageError, match="is not a tokenizer the `tokenizers` library reads"):
+    with pytest.raises(PackageError, match="model type 'Nope'"):
         tokenizer_from_files({"tokenizer.json": b'{"model": {"type": "Nope"}}'})
     with pytest.raises(PackageError, match="is not a directory"):
         load_tokenizer(tmp_path / "nothing")
@@ -100,3 +100,60 @@ def test_runtime_tokenizers_import_without_heavy_modules():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", f"heavy modules loaded: {done.stdout.strip()}"
+
+
+def _crafted(change) -> bytes:
+    d = json.loads(FIXTURE["wordlevel"]["tokenizer_json"])
+    change(d)
+    return json.dumps(d).encode()
+
+
+CRAFTED = {
+    "catastrophic split regex": (lambda d: d.update(pre_tokenizer={"type": "Split", "pattern": {"Regex": "(a+)+$"},
+                                                                   "behavior": "Isolated", "invert": False}),
+                                 "regular expression '(a+)+$'"),
+    "unknown normalizer": (lambda d: d.update(normalizer={"type": "Precompiled", "precompiled_charsmap": "AA=="}),
+                           "normalizer has type 'Precompiled'"),
+    "nested sequence of an unknown pre-tokenizer": (
+        lambda d: d["pre_tokenizer"]["pretokenizers"].append({"type": "Metaspace"}),
+        "pre_tokenizer.pretokenizers[2] has type 'Metaspace'"),
+    "truncation stride (a panic in the library)": (lambda d: d["truncation"].update(stride=100), "without stride"),
+    "huge fixed padding": (lambda d: d["padding"].update(strategy={"Fixed": 10 ** 8}), "padding is not fixed"),
+    "huge truncation": (lambda d: d["truncation"].update(max_length=10 ** 8), "truncation is not a max_length"),
+    "unigram model": (lambda d: d["model"].update(type="Unigram"), "model type 'Unigram'"),
+}
+
+
+@pytest.mark.parametrize("case", list(CRAFTED))
+def test_crafted_tokenizer_json_is_refused_before_the_library_sees_it(case, monkeypatch):
+    import tokenizers
+
+    change, words = CRAFTED[case]
+    seen = []
+    real = tokenizers.Tokenizer.from_str
+    monkeypatch.setattr(tokenizers.Tokenizer, "from_str", lambda *a: seen.append(a) or real(*a))
+    with pytest.raises(PackageError) as e:
+        tokenizer_from_files({"tokenizer.json": _crafted(change)})
+    assert words in str(e.value) and "package_schema.json" in str(e.value), str(e.value)
+    assert seen == []
+
+
+def test_a_panic_in_the_tokenizer_library_is_a_package_error():
+    """tokenizers' PanicException derives from BaseException: the runtime turns it into a PackageError."""
+    from tokenizers import Tokenizer
+
+    from taskfold.runtime.tokenizers import RuntimeTokenizer
+
+    crafted = _crafted(lambda d: d["truncation"].update(stride=100)).decode()
+    rt = RuntimeTokenizer(Tokenizer.from_str(crafted), 16, 0, "wordlevel")
+    rt.tokenizer = Tokenizer.from_str(crafted)  # as the crafted file set it, admission skipped
+    with pytest.raises(PackageError, match="PanicException") as e:
+        rt(["a red circle " * 20])
+    assert isinstance(e.value, Exception)
+
+
+def test_over_long_prompts_are_refused_by_length():
+    rt = tokenizer_from_files({"tokenizer.json": FIXTURE["wordlevel"]["tokenizer_json"].encode()})
+    with pytest.raises(ConfigError, match="a prompt of 100,001 characters; at most 100,000"):
+        rt(["a" * 100_001])
+    assert rt(["a" * 100_000]).shape == (1, rt.max_length)
