@@ -142,18 +142,80 @@ def t2i_success(out: np.ndarray, item: dict) -> bool:
     return len(analyse_all(out)) == 1 and bool(t2i_pass(out, item["prompt"]))
 
 
-def edit_success(out: np.ndarray, item: dict) -> bool:
-    """The output's object has the target's changed attribute and keeps the others: a recolour gives the new
-    colour, a resize the new size, a move puts the centre at least half the shift in the asked direction
-    (and less than half off the other axis); shape (and colour, unless recoloured) stay the source's."""
-    from .analyser import analyse
-    from .shapes import MOVE_FRACTION, MOVES
+#: What an edit must keep, besides making the asked change (:func:`edit_check`): the attributes of the scene.
+EDIT_ATTRIBUTES = ("objects", "shape", "colour", "size", "position", "background")
+#: Tolerances of the strict edit metric, in the shapes world's own scale: an object's centre may lie up to half a
+#: move's shift from where it belongs (a move by half the shift is not a move), a background up to half the
+#: distance between the two closest backgrounds from the input's.
+POSITION_TOLERANCE = 0.5  # x MOVE_FRACTION x image side
+BACKGROUND_TOLERANCE = 0.5  # x the distance between the two closest BACKGROUNDS
 
+
+def _edit_meta(item: dict) -> tuple[dict, dict, str]:
     meta = item.get("meta") or {}
     src, dst, kind = meta.get("source"), meta.get("object"), meta.get("edit")
     if not (src and dst and kind):
         raise DataError("an edit row needs the shapes world's 'source', 'object' and 'edit' to be scored",
                         hint="score a shapes-world dataset (`taskfold data make-shapes`)")
+    return src, dst, kind
+
+
+def _centroid(obj: dict, side: int) -> tuple[float, float]:
+    """Where the analyser finds the centre of ``obj``: its centroid (a triangle's lies a third of its half extent
+    below the centre the shapes world records)."""
+    from .shapes import OBJECT_SIZES
+
+    low = OBJECT_SIZES[obj["size"]] * side / 3 if obj["shape"] == "triangle" else 0.0
+    return obj["x"], obj["y"] + low
+
+
+def edit_check(out: np.ndarray, item: dict) -> list[str]:
+    """The attributes (:data:`EDIT_ATTRIBUTES`) an edit output got wrong; ``[]`` when it made the asked change
+    and kept everything else.
+
+    The output must show exactly one object (``objects``) with the target's ``shape``, ``colour`` and ``size``
+    (the source's, but for the one attribute the instruction changes), its centre within
+    :data:`POSITION_TOLERANCE` of the target's (``position``: the source's place, or the moved one), on the
+    input's background colour (``background``: the condition image's border colour, within
+    :data:`BACKGROUND_TOLERANCE`). A re-generated scene that happens to show the asked attribute fails here.
+    """
+    from .analyser import analyse_all, as_rgb255, background_of
+    from .shapes import BACKGROUNDS, MOVE_FRACTION
+
+    _, dst, _ = _edit_meta(item)
+    if "condition" not in item:
+        raise DataError("an edit row needs its condition image to score whether the background was kept")
+    objects = analyse_all(out)
+    if len(objects) != 1 or not objects[0].found:
+        return ["objects"]
+    a, side = objects[0], out.shape[0]
+    wrong = [k for k in ("shape", "colour", "size") if getattr(a, k) != dst[k]]
+    cx, cy = _centroid(dst, side)
+    if math.hypot(a.centre[0] - cx, a.centre[1] - cy) >= POSITION_TOLERANCE * MOVE_FRACTION * side:
+        wrong.append("position")
+    bg_out, _ = background_of(as_rgb255(out))
+    bg_in, _ = background_of(as_rgb255(to_unit(item["condition"])))
+    colours = [np.array(c, dtype=np.float64) for c in BACKGROUNDS.values()]
+    closest = min(np.linalg.norm(p - q) for i, p in enumerate(colours) for q in colours[i + 1:])
+    if np.linalg.norm(bg_out - bg_in) >= BACKGROUND_TOLERANCE * closest:
+        wrong.append("background")
+    return wrong
+
+
+def edit_success(out: np.ndarray, item: dict) -> bool:
+    """The strict edit metric: the asked change made and every other attribute kept (:func:`edit_check`)."""
+    return not edit_check(out, item)
+
+
+def edit_success_asked_only(out: np.ndarray, item: dict) -> bool:
+    """The earlier, lenient edit metric (kept for side-by-side reports): the output's object has the target's
+    changed attribute and the source's shape (and colour, unless recoloured); a move puts the centre at least
+    half the shift in the asked direction (and less than half off the other axis). Size, place and background
+    are not checked where the instruction did not ask about them, so a re-generated scene can pass."""
+    from .analyser import analyse
+    from .shapes import MOVE_FRACTION, MOVES
+
+    src, dst, kind = _edit_meta(item)
     a = analyse(out)
     if not a.found or a.shape != src["shape"]:
         return False
@@ -210,6 +272,8 @@ def inpaint_mask_success(out: np.ndarray, item: dict) -> bool:
 
 #: task -> whether an output did its job, for the shapes world's built-in tasks (sr is scored by PSNR gain)
 SUCCESS = {"t2i": t2i_success, "edit": edit_success, "inpaint": inpaint_success, "inpaint-mask": inpaint_mask_success}
+#: task -> {name: an earlier metric}, scored beside :data:`SUCCESS` so that reports can show both on the same outputs
+ALSO_SCORED = {"edit": {"asked_only": edit_success_asked_only}}
 
 
 def _inpaint_kind(item: dict) -> str:
@@ -217,9 +281,21 @@ def _inpaint_kind(item: dict) -> str:
     return "kept object large" if keep.get("size") == "large" else "both objects small"
 
 
-#: task -> the kind of row, for success counted per kind: an edit's instruction (colour, move, size); for
+#: The name of each kind of edit in reports (the rows' ``edit`` column says colour, move, size).
+EDIT_KINDS = {"colour": "recolour", "move": "move", "size": "resize"}
+
+#: task -> the kind of row, for success counted per kind: an edit's instruction (recolour, move, resize); for
 #: object removal whether size alone tells the two objects apart (the removed one is always small)
-KINDS = {"edit": lambda item: (item.get("meta") or {}).get("edit", "?"), "inpaint": _inpaint_kind}
+KINDS = {"edit": lambda item: EDIT_KINDS.get((item.get("meta") or {}).get("edit"), "?"), "inpaint": _inpaint_kind}
+
+
+def _count_by_kind(task: str, ok: list[bool], items: list[dict]) -> dict[str, list[int]]:
+    by: dict[str, list[int]] = {}
+    for o, it in zip(ok, items):
+        counts = by.setdefault(KINDS[task](it), [0, 0])
+        counts[0] += int(o)
+        counts[1] += 1
+    return dict(sorted(by.items()))
 
 
 def task_scores(task: str, images, items: list[dict]) -> dict:
@@ -227,27 +303,38 @@ def task_scores(task: str, images, items: list[dict]) -> dict:
 
     ``success_rate`` (with its 95 % Wilson interval): the share of outputs that did the task's job
     (:data:`SUCCESS`: read by the pixel analyser), for edit and inpaint also ``success_by_kind``
-    ``{kind: [successes, rows]}`` (:data:`KINDS`). Image-conditioned tasks also get PSNR and SSIM to
-    the target beside the trivial baseline of returning the condition image (for ``sr`` the bicubic
-    upsampled input), and ``psnr_gain_db``, the mean gain over that baseline with its 95 % interval —
-    ``sr``'s score. ``per_sample`` holds each image's own numbers.
+    ``{kind: [successes, rows]}`` (:data:`KINDS`); edit also the attributes each output got wrong
+    (``per_sample[i]["wrong"]``, :func:`edit_check`) and, under ``also``, the earlier metrics of
+    :data:`ALSO_SCORED` on the same outputs (``{name: {successes, success_rate, success_by_kind}}``).
+    Image-conditioned tasks also get PSNR and SSIM to the target beside the trivial baseline of
+    returning the condition image (for ``sr`` the bicubic upsampled input), and ``psnr_gain_db``, the
+    mean gain over that baseline with its 95 % interval — ``sr``'s score. ``per_sample`` holds each
+    image's own numbers.
     """
     per = [{} for _ in items]
     out: dict = {"n": len(items)}
     if task in SUCCESS:
-        ok = [bool(SUCCESS[task](to_unit(img), it)) for img, it in zip(images, items)]
+        if task == "edit":  # what each output got wrong; success is getting nothing wrong
+            wrong = [edit_check(to_unit(img), it) for img, it in zip(images, items)]
+            ok = [not w for w in wrong]
+        else:
+            ok = [bool(SUCCESS[task](to_unit(img), it)) for img, it in zip(images, items)]
         k = sum(ok)
         out |= {"success_rate": k / len(ok) if ok else math.nan, "success_interval": list(wilson_interval(k, len(ok))),
                 "successes": k}
         if task in KINDS:
-            by: dict[str, list[int]] = {}
-            for o, it in zip(ok, items):
-                counts = by.setdefault(KINDS[task](it), [0, 0])
-                counts[0] += int(o)
-                counts[1] += 1
-            out["success_by_kind"] = dict(sorted(by.items()))
+            out["success_by_kind"] = _count_by_kind(task, ok, items)
         for p, o in zip(per, ok):
             p["success"] = o
+        if task == "edit":
+            for p, w in zip(per, wrong):
+                p["wrong"] = w
+        for name, fn in ALSO_SCORED.get(task, {}).items():
+            also = [bool(fn(to_unit(img), it)) for img, it in zip(images, items)]
+            out.setdefault("also", {})[name] = {"successes": sum(also), "success_rate": sum(also) / len(also),
+                                                "success_by_kind": _count_by_kind(task, also, items)}
+            for p, o in zip(per, also):
+                p[name] = o
     if items and "condition" in items[0]:
         for p, img, it in zip(per, images, items):
             o, target, cond = to_unit(img), to_unit(it["target"]), to_unit(it["condition"])

@@ -2,14 +2,15 @@
 a target that did the job from the condition that did not."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from taskfold.train import shapes
 from taskfold.train.analyser import analyse
-from taskfold.train.metrics import (edit_success, inpaint_mask_success, inpaint_success, mean_interval,
-                                    t2i_success, task_scores, wilson_interval)
+from taskfold.train.metrics import (edit_check, edit_success, edit_success_asked_only, inpaint_mask_success,
+                                    inpaint_success, mean_interval, t2i_success, task_scores, wilson_interval)
 from taskfold.train.shapes import ALL_TASKS, make_row
 
 
@@ -115,10 +116,14 @@ def test_t2i_success_wants_the_one_asked_object():
 def test_edit_success_checks_each_kind_of_edit():
     bg = np.broadcast_to(np.array(shapes.BACKGROUNDS["white"], dtype=np.float64), (32, 32, 3))
     src = shapes.ShapeObject("square", "red", "large", 12.0, 16.0)
+    condition = shapes.render(bg, [src]).transpose(2, 0, 1) / 127.5 - 1
 
     def score(obj, prompt, kind, dst):
-        item = {"prompt": prompt, "meta": {"source": src.to_dict(), "object": dst.to_dict(), "edit": kind}}
-        return edit_success(shapes.render(bg, [obj]) / 255, item)
+        item = {"prompt": prompt, "meta": {"source": src.to_dict(), "object": dst.to_dict(), "edit": kind},
+                "condition": condition}
+        ok = edit_success(shapes.render(bg, [obj]) / 255, item)
+        assert ok <= edit_success_asked_only(shapes.render(bg, [obj]) / 255, item)  # strict passes less
+        return ok
 
     moved = shapes.ShapeObject("square", "red", "large", 19.0, 16.0)
     assert score(moved, "move the square right", "move", moved)
@@ -134,6 +139,96 @@ def test_edit_success_checks_each_kind_of_edit():
     assert not score(src, "make the square smaller", "size", small)
     assert not score(shapes.ShapeObject("square", "blue", "small", 12.0, 16.0), "make the square smaller", "size",
                      small)  # resized, but recoloured too
+    # the strict metric: the asked change is made, but something else changed too
+    assert not score(shapes.ShapeObject("square", "blue", "large", 20.0, 16.0), "make the square blue", "colour",
+                     blue)  # recoloured and moved
+    assert not score(shapes.ShapeObject("square", "red", "large", 26.0, 16.0), "move the square right", "move",
+                     moved)  # moved twice as far
+    assert not score(shapes.ShapeObject("square", "red", "small", 19.0, 16.0), "move the square right", "move",
+                     moved)  # moved and shrunk
+    assert not score(shapes.ShapeObject("square", "red", "small", 12.0, 21.0), "make the square smaller", "size",
+                     small)  # shrunk and moved down
+
+
+def items_with_outputs(n: int, seed: int):
+    """Edit rows (as the dataset loader gives them) and their targets as uint8 images."""
+    items = rows("edit", n, seed=seed)
+    return items, [np.rint((it["target"].transpose(1, 2, 0) + 1) * 127.5).astype(np.uint8) for it in items]
+
+
+@pytest.mark.parametrize("sigma, noise, shift", [(0.5, 6.0, 1), (1.0, 6.0, 1), (1.5, 6.0, 0), (1.0, 10.0, 0)])
+def test_strict_edit_metric_passes_degraded_targets(sigma, noise, shift):
+    """The strict metric on blurred, noisy, shifted and soft-cornered targets: >= 98 %.
+
+    Measured (200 rows each, seed 31): 100 % at sigma 0.5 (noise std 6, 1 px shifts), 99.0 % at sigma 1.0,
+    100 % at sigma 1.5 without a shift and at sigma 1 with noise std 10; soft corners 100 %. At sigma 1.5
+    with 1 px shifts 97.5 %: the five misses are all "objects", where ``np.roll`` wraps a blurred edge
+    across the border into a second blob (an artefact of this degradation, so not tested). Here 100 rows
+    per setting."""
+    items, targets = items_with_outputs(100, 31)
+    rng = np.random.default_rng(1)
+    ok = [edit_success(degrade(t, rng, sigma, noise, shift) / 255, it) for t, it in zip(targets, items)]
+    assert np.mean(ok) >= 0.98, [edit_check(degrade(t, rng, sigma, noise, shift) / 255, it)
+                                 for t, it, o in zip(targets, items, ok) if not o]
+    soft = [edit_success(degrade(soft_corners(t), rng, 0.5, 4.0, 0) / 255, it) for t, it in zip(targets, items)]
+    assert np.mean(soft) >= 0.98
+
+
+def regenerated(item: dict, change: str, rng) -> np.ndarray:
+    """The target re-drawn with one attribute the instruction did not ask for changed as well (what a model that
+    re-generates the scene does): another background, another place, another size or colour, a second object."""
+    meta = item["meta"]
+    dst = shapes.ShapeObject(**{k: meta["object"][k] for k in ("shape", "colour", "size", "x", "y")})
+    bg_name = min(shapes.BACKGROUNDS, key=lambda b: np.linalg.norm(
+        np.array(shapes.BACKGROUNDS[b]) - (item["condition"][:, 0, 0] + 1) * 127.5))
+    bg = np.broadcast_to(np.array(shapes.BACKGROUNDS[bg_name], dtype=np.float64), (32, 32, 3))
+    objects = [dst]
+    if change == "background":
+        other = [b for b in shapes.BACKGROUNDS if b != bg_name][int(rng.integers(2))]
+        bg = np.broadcast_to(np.array(shapes.BACKGROUNDS[other], dtype=np.float64), (32, 32, 3))
+    elif change == "position":  # the object elsewhere: at least a move's shift from its place
+        while True:
+            moved = shapes.random_object(rng, 32, shape=dst.shape, colour=dst.colour, obj_size=dst.size)
+            if np.hypot(moved.x - dst.x, moved.y - dst.y) >= shapes.MOVE_FRACTION * 32:
+                break
+        objects = [moved]
+    elif change == "size" and meta["edit"] != "size":
+        other = "small" if dst.size == "large" else "large"
+        r = shapes.OBJECT_SIZES[other] * 32 + shapes.MARGIN
+        objects = [replace(dst, size=other, x=float(np.clip(dst.x, r, 32 - r)), y=float(np.clip(dst.y, r, 32 - r)))]
+    elif change == "colour" and meta["edit"] != "colour":
+        objects = [replace(dst, colour=[c for c in shapes.PALETTE if c != dst.colour][int(rng.integers(5))])]
+    elif change == "objects":  # a second, small object beside it, where one fits 3 px clear of it (closer, the
+        # blur of a sample joins the two into one blob the analyser reads as one object)
+        extras = (shapes.random_object(rng, 32, obj_size="small") for _ in range(1000))
+        extra = next((e for e in extras if shapes._apart(dst, e, 32, gap=3.0)), None)
+        if extra is None:
+            return None
+        objects = [dst, extra]
+    else:
+        return None
+    return shapes.render(bg, objects)
+
+
+@pytest.mark.parametrize("change", ["background", "position", "size", "colour", "objects"])
+def test_strict_edit_metric_fails_re_generated_scenes(change):
+    """The asked change made, but one attribute not asked for changed too: the strict metric fails >= 98 % of them
+    and names that attribute; the earlier metric passes many.
+
+    Measured (200 rows, seed 32; rows where the change applies): the strict metric fails 100 % of each kind —
+    another background (200 rows; the earlier metric passes 100 %), another place (200; earlier 67 %), another
+    size (129; earlier 98 %), another colour (138; earlier 0 %), a second object (74; earlier 54 %)."""
+    items, _ = items_with_outputs(100, 32)
+    rng = np.random.default_rng(2)
+    scored = [(regenerated(it, change, rng), it) for it in items]
+    scored = [(degrade(im, rng, 1.0, 4.0, 0) / 255, it) for im, it in scored if im is not None]
+    assert len(scored) >= 25
+    wrong = [edit_check(im, it) for im, it in scored]
+    assert np.mean([bool(w) for w in wrong]) >= 0.98
+    assert np.mean([change in w for w in wrong]) >= 0.95, wrong
+    lenient = np.mean([edit_success_asked_only(im, it) for im, it in scored])
+    if change == "background":
+        assert lenient >= 0.9
 
 
 def test_intervals():
@@ -172,10 +267,14 @@ def test_success_is_counted_per_kind_of_edit_and_removal():
     # the target for every recolour, the unchanged condition for every move and resize
     outputs = np.stack([it["target"] if k == "colour" else it["condition"] for it, k in zip(items, kinds)])
     got = task_scores("edit", outputs, items)
-    want = {k: [kinds.count(k) if k == "colour" else 0, kinds.count(k)] for k in sorted(set(kinds))}
-    assert got["success_by_kind"] == want and set(want) == {"colour", "move", "size"}
+    names = {"colour": "recolour", "move": "move", "size": "resize"}
+    want = {names[k]: [kinds.count(k) if k == "colour" else 0, kinds.count(k)] for k in sorted(set(kinds))}
+    assert got["success_by_kind"] == dict(sorted(want.items())) and set(want) == {"recolour", "move", "resize"}
     assert got["successes"] == kinds.count("colour")
-    assert format_kinds(got) == ", ".join(f"{k} {a}/{b}" for k, (a, b) in want.items())
+    assert format_kinds(got) == ", ".join(f"{k} {a}/{b}" for k, (a, b) in sorted(want.items()))
+    # the earlier metric, scored on the same outputs beside it
+    assert got["also"]["asked_only"]["success_by_kind"] == got["success_by_kind"]
+    assert [p["wrong"] for p in got["per_sample"]][kinds.index("move")] == ["position"]
 
     items = rows("inpaint", 30)
     large = [it["meta"]["object"]["size"] == "large" for it in items]
