@@ -52,25 +52,22 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _cmd_run(args) -> int:
-    from taskfold._io import check_writable
+    from taskfold._io import check_output_file
     from taskfold.config import check_finite, check_seed, check_threads
-    from taskfold.errors import ConfigError, OutputExistsError
+    from taskfold.errors import ConfigError, printable
 
     from .package import open_package
 
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise ConfigError(f"--out {args.out!r} must end in .png")
-    if out.exists() and not args.overwrite:
-        raise OutputExistsError(f"{args.out!r} already exists", hint="choose another --out or pass --overwrite")
-    if out.exists() and out.is_dir():
-        raise ConfigError(f"--out {args.out!r} is a directory; give a .png file path")
+    check_output_file(out, args.overwrite)  # no link, no folder, an existing parent: before any generation
+    check_text(args.prompt, "--prompt")
     check_seed(args.seed)
     check_threads(args.threads)
     check_finite(args.guidance, "--guidance")
     check_finite(args.image_guidance, "--image-guidance")
     check_finite(args.strength, "--strength")
-    check_writable(out)
     pkg = open_package(args.package, backend=args.backend, provider=args.provider, verify=not args.no_verify,
                        threads=args.threads)
     used = pkg.sampling(args.task, steps=args.steps, strength=args.strength, guidance_scale=args.guidance,
@@ -82,11 +79,25 @@ def _cmd_run(args) -> int:
                           strength=used["strength"])
     pkg.save(images[0], out, overwrite=args.overwrite)
     for warning in pkg.prompt_warnings(args.task, args.prompt):  # after the inputs passed their checks
-        print(f"warning: {warning}", file=sys.stderr)
+        print(printable(f"warning: {warning}"), file=sys.stderr)
     h, w = pkg.image_size
-    print(f"wrote {out} ({w}x{h}, task {args.task}, {_settings(used, args)}, {args.scheduler}, "
-          f"{args.backend}/{args.provider}, {time.perf_counter() - start:.2f} s)")
+    print(printable(f"wrote {out} ({w}x{h}, task {args.task}, {_settings(used, args)}, {args.scheduler}, "
+                    f"{args.backend}/{args.provider}, {time.perf_counter() - start:.2f} s)"))
     return 0
+
+
+def check_text(text: str, what: str) -> str:
+    """``text`` if it is valid Unicode text: an argument of bytes that are not UTF-8 reaches Python as lone
+    surrogates (``surrogateescape``), which no tokenizer can read."""
+    from taskfold.errors import ConfigError
+
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raw = text[e.start:e.end].encode("utf-8", "surrogateescape")
+        raise ConfigError(f"{what} is not valid UTF-8 text: byte(s) {raw.hex(' ')} at character {e.start}",
+                          hint=f"give {what} as UTF-8 text") from None
+    return text
 
 
 def _settings(used: dict, args) -> str:

@@ -9,6 +9,7 @@ either exists whole or not at all.
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,11 @@ from taskfold.errors import ConfigError
 
 #: Pillow modes the runtime converts to RGB without asking: grey, palette, RGBA (alpha dropped).
 RGB_MODES = ("RGB", "L", "P", "RGBA", "LA", "I;16", "I", "CMYK")
+#: The largest image taskfold decodes, runtime inputs and training data alike: this many pixels a side
+#: (8192 x 8192 RGB is 200 MB decoded). Refused from the file's header, before any pixel is decoded.
+MAX_IMAGE_SIDE = 8192
+#: The file formats taskfold decodes (Pillow's names); others are refused unread.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 
 
 def to_chw(image: Image.Image) -> np.ndarray:
@@ -34,18 +40,39 @@ def mask_to_array(image: Image.Image) -> np.ndarray:
     return (np.asarray(image.convert("L"), dtype=np.float32)[None] >= 128).astype(np.float32)
 
 
-def open_image(path: str | Path, what: str = "image") -> Image.Image:
-    """Open ``path`` with Pillow, or raise a one-line error naming it."""
+def read_image(path: str | Path, what: str = "image", name: str | None = None, error=ConfigError) -> Image.Image:
+    """Decode the image file ``path``, or raise ``error`` naming it (as ``name``, default the path).
+
+    Its size is read from the header (``Image.open`` is lazy) and refused above :data:`MAX_IMAGE_SIDE`
+    before any pixel is decoded; every error Pillow raises for a bad file (decompression bombs included)
+    becomes one message.
+    """
     path = Path(path)
+    name = str(path) if name is None else name
     if not path.is_file():
-        raise ConfigError(f"{what} {str(path)!r} does not exist or is not a file")
+        raise error(f"{what} {name!r} does not exist or is not a file")
     try:
-        with Image.open(path) as im:
-            im.load()
-            return im.copy()
-    except (UnidentifiedImageError, OSError) as e:
-        raise ConfigError(f"{what} {str(path)!r} is not a readable image ({e.__class__.__name__})",
-                          hint="give a PNG or JPEG file") from None
+        with warnings.catch_warnings():  # Pillow's own bomb warning: the bound below refuses sooner
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path, formats=IMAGE_FORMATS) as im:
+                w, h = im.size
+                if max(w, h) > MAX_IMAGE_SIDE:
+                    raise error(f"{what} {name!r} is {w}x{h} pixels; taskfold reads images of at most "
+                                f"{MAX_IMAGE_SIDE} pixels a side", hint="resize it first")
+                im.load()
+                return im.copy()
+    except Image.DecompressionBombError as e:
+        raise error(f"{what} {name!r} is larger than taskfold reads (at most {MAX_IMAGE_SIDE} pixels a side): "
+                    f"{e}", hint="resize it first") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise error(f"{what} {name!r} is not a readable image ({reason})",
+                    hint=f"give a {', '.join(IMAGE_FORMATS[:-1])} or {IMAGE_FORMATS[-1]} file") from None
+
+
+def open_image(path: str | Path, what: str = "image") -> Image.Image:
+    """Open ``path`` with Pillow (:func:`read_image`), or raise a one-line :class:`ConfigError` naming it."""
+    return read_image(path, what)
 
 
 def fit_image(image: Image.Image, size: tuple[int, int], what: str, *, also: tuple[int, int] | None = None,

@@ -83,8 +83,8 @@ def read_versioned_json(path: Path, fmt: str, schema: int, error, what: str) -> 
     from taskfold import __version__
 
     try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        doc = json.loads(read_regular_file(path, error, what))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise error(f"cannot read {str(path)!r}: {e}") from None
     if not isinstance(doc, dict) or doc.get("format") != fmt:
         raise error(f"{str(path)!r} is not a taskfold {what} (format "
@@ -126,6 +126,109 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
         raise OutputExistsError(f"output directory {str(path)!r} already exists and is not empty",
                                 hint="choose another --out or pass --overwrite")
     return check_writable(path)
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _folders_above(real: str) -> set[tuple[int, int]]:
+    """The identities of the existing folders above the real path ``real`` (not ``real`` itself)."""
+    ids, parent = set(), os.path.dirname(real)
+    while True:
+        ident = _identity(parent)
+        if ident is not None:
+            ids.add(ident)
+        if parent == os.path.dirname(parent):
+            return ids
+        parent = os.path.dirname(parent)
+
+
+def check_apart_from_inputs(out: str | os.PathLike, inputs, what: str = "--out") -> None:
+    """Refuse an output that is, contains, or is inside one of ``inputs`` (``(name, path)`` pairs; paths that
+    do not exist, such as ``preset:tiny``, are skipped): writing there, or replacing it with ``--overwrite``,
+    would change or delete what the user gave.
+
+    Paths are compared by what they are on disk: real paths (symlinks followed), then device and inode of
+    the path and every folder above it, so a hard link, a bind mount or a case-insensitive spelling is
+    recognised too. ``name`` ``"."`` is the current folder: an output may lie inside it, but may not be it
+    or a folder above it.
+    """
+    out_real = os.path.realpath(out)
+    out_id = _identity(out_real)
+    above_out = _folders_above(out_real)
+    for name, given in inputs:
+        if given is None or not os.path.lexists(given):
+            continue
+        real = os.path.realpath(given)
+        ident = _identity(real)
+        if real == out_real or (ident is not None and ident == out_id):
+            relation = "is"
+        elif real.startswith(out_real.rstrip(os.sep) + os.sep) or (out_id is not None and out_id in _folders_above(real)):
+            relation = "contains"
+        elif name != "." and (out_real.startswith(real.rstrip(os.sep) + os.sep) or ident in above_out):
+            relation = "is inside"
+        else:
+            continue
+        given_as = f"the current folder ({real!r})" if name == "." else f"the {name} given ({str(given)!r})"
+        raise OutputError(f"{what} {str(out)!r} {relation} {given_as}; writing there would change or delete it",
+                          hint=f"choose a {what} outside every input of the command")
+
+
+def check_output_file(path: str | os.PathLike, overwrite: bool, what: str = "--out") -> Path:
+    """Refuse an output file path before any work is done: a symbolic link (even a dangling one), a folder,
+    an existing file unless ``overwrite``, a parent folder that does not exist (it is never created
+    silently), or one that cannot be written. Returns the path."""
+    path = Path(path)
+    if path.is_symlink():
+        raise OutputError(f"{what} {str(path)!r} is a symbolic link (to {os.readlink(path)!r}); taskfold writes "
+                          "only plain files", hint=f"give a {what} path that is not a link")
+    if path.is_dir():
+        raise OutputError(f"{what} {str(path)!r} is a folder; give a file path", hint=f"e.g. {what} {path / 'out.png'}")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{what} {str(path)!r} already exists", hint=f"choose another {what} or pass --overwrite")
+    check_writable(path, what)
+    parent = path.parent
+    if not parent.is_dir():
+        missing = "is not a folder" if parent.exists() else "does not exist"
+        raise OutputError(f"{what} {str(path)!r}: its folder {str(parent)!r} {missing}",
+                          hint="create the folder first, or choose another " + what)
+    return path
+
+
+#: The largest JSON document taskfold reads as a config, manifest or record (they are a few kB).
+MAX_JSON_BYTES = 16 * 2**20
+
+
+def read_regular_file(path: str | os.PathLike, error, what: str, max_bytes: int = MAX_JSON_BYTES) -> bytes:
+    """The bytes of ``path``, refused with ``error`` naming it when it is not a regular file (a FIFO or a
+    device would block or never end; it is opened without blocking and checked before any read) or is
+    larger than ``max_bytes``."""
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise error(f"cannot read {what} {str(path)!r}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                    else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device")
+            raise error(f"{what} {str(path)!r} is {kind}, not a regular file", hint="give the path of a file")
+        if st.st_size > max_bytes:
+            raise error(f"{what} {str(path)!r} is {st.st_size:,} bytes; the most taskfold reads is {max_bytes:,}")
+        with open(fd, "rb", closefd=False) as f:
+            data = f.read(max_bytes + 1)
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise error(f"{what} {str(path)!r} is more than {max_bytes:,} bytes; the most taskfold reads is {max_bytes:,}")
+    return data
 
 
 PARTIAL_SUFFIX = ".partial"

@@ -12,11 +12,14 @@ import os
 import sys
 
 from .config import from_args, option
-from .errors import TaskfoldError
+from .errors import TaskfoldError, printable
 
 
 #: what ``pip install 'taskfold[toolchain]'`` adds to the runtime-only install
 TOOLCHAIN_MODULES = ("torch", "diffusers", "transformers", "accelerate", "onnx", "safetensors", "matplotlib", "tqdm")
+#: The arguments, by name in every command that has them, that name files or folders the user gave. A
+#: command's ``--out`` may not be, contain or lie inside any of them (nor be or contain the current folder).
+INPUT_ARGS = ("base", "model", "finetuned", "data", "package", "config", "sampling", "image", "mask")
 
 
 def _csv(value: str) -> list[str]:
@@ -318,12 +321,12 @@ def _cmd_verify(args) -> int:
     reader = PackageReader(args.package)
     problems = reader.verify_all()
     if problems:
-        for p in problems:
-            print(f"{args.package}: {p}", file=sys.stderr)
+        for p in problems:  # a problem can quote a file name the package chose: escaped, it cannot fake a line
+            print(printable(f"{args.package}: {p}"), file=sys.stderr)
         raise PackageError(f"{len(problems)} problem(s) in {args.package!r}: it does not match its manifest",
                            hint="re-export the package or restore the files")
-    print(f"ok: {len(reader.files)} files match {args.package}/manifest.json, and they are every file its "
-          "graphs, weight indexes, text encoder and codec refer to")
+    print(printable(f"ok: {len(reader.files)} files match {args.package}/manifest.json, and they are every file "
+                    "its graphs, weight indexes, text encoder and codec refer to"))
     return 0
 
 
@@ -416,6 +419,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _inputs(args) -> list[tuple[str, str]]:
+    """``(name, path)`` of what the command was given (:data:`INPUT_ARGS`), the current folder first."""
+    pairs = [(".", os.curdir)]
+    for name in INPUT_ARGS:
+        value = getattr(args, name, None)
+        pairs += [(name, v) for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)]
+    return pairs
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub: everything loads from local paths
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")  # read when diffusers is first imported
@@ -426,6 +438,10 @@ def main(argv: list[str] | None = None) -> int:
             from diffusers.utils import logging as dlogging
 
             dlogging.set_verbosity_error()
+        if getattr(args, "out", None) is not None:  # before any work: never write over what the user gave
+            from ._io import check_apart_from_inputs
+
+            check_apart_from_inputs(args.out, _inputs(args))
         return args.func(args)
     except (TaskfoldError, OSError) as e:
         if args.debug:
@@ -438,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             code = 2
         else:
             msg, hint, code = " ".join(str(e).split()), e.hint, e.exit_code
-        print(f"error: {msg}" + (f" (hint: {hint})" if hint else ""), file=sys.stderr)
+        print(printable(f"error: {msg}" + (f" (hint: {hint})" if hint else "")), file=sys.stderr)
         return code
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] not in TOOLCHAIN_MODULES:

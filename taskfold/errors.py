@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class TaskfoldError(Exception):
     """Base class for every error a user can cause. ``hint`` says how to fix it."""
@@ -55,3 +57,18 @@ class DataError(TaskfoldError):
 
 class BenchError(TaskfoldError):
     """A benchmark could not be measured (a measuring process failed or ran out of memory)."""
+
+
+def printable(text) -> str:
+    """``text`` safe to print on a terminal: control characters (C0, DEL, C1), line separators, bidi
+    overrides and lone surrogates (undecodable bytes of a file name) escaped as ``repr`` would, without
+    its quotes, so a file name cannot move the cursor, clear a line, fake a message or fail to print.
+
+    Everything else, backslashes included, is kept as it is.
+    """
+    text = str(text)
+    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+#: C0 controls, DEL, C1 controls, line/paragraph separators, bidi embeddings/overrides/isolates, surrogates
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")

@@ -49,7 +49,7 @@ GUIDANCE_KINDS = ("none", "text", "image_text")
 IMAGE_LATENTS = ("scaled", "unscaled")
 #: Values a task entry written before the field existed means (an older model or package).
 LEGACY_FIELDS = {"image_latents": "scaled"}
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class TaskSpec(Config):
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", tuple(self.inputs))
-        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+        if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
             raise TaskError(f"invalid task name {self.name!r}: expected lower-case letters, digits, "
                             "'-' or '_', starting with a letter (at most 32 characters)")
         if not self.inputs or self.inputs[0] != "noisy":

@@ -18,6 +18,16 @@ LR_SCHEDULES = ("constant", "cosine")
 #: What ``lr_scale`` can name: the MTU components (``taskfold.upcycle.model.component_of``), the
 #: backbone (with ``trainable="all"``) and the text encoder.
 LR_COMPONENTS = ("experts", "routers", "task_embedding", "task_norms", "task_conv_in", "backbone", "text_encoder")
+#: Upper bounds of every count a training run can be asked for (a batch of 10**9 would allocate before
+#: anything could refuse it); the lower bound of each is 1.
+LIMITS = {
+    "steps": 10_000_000,
+    "batch_size": 4096,            # samples per process and micro-step
+    "grad_accum": 4096,
+    "checkpoint_every": 10_000_000,
+    "log_every": 10_000_000,
+    "num_train_timesteps": 100_000,
+}
 
 
 @dataclass(frozen=True)
@@ -56,9 +66,12 @@ class TrainConfig(Config):
     def __post_init__(self):
         object.__setattr__(self, "task_weights", dict(self.task_weights))
         object.__setattr__(self, "lr_scale", dict(self.lr_scale))
-        for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "log_every", "num_train_timesteps"):
+        for name, most in LIMITS.items():
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+            if getattr(self, name) > most:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name):,} is more than the most taskfold "
+                                  f"accepts, {most:,}")
         if self.optimizer not in ("adam", "adamw"):
             raise ConfigError(f"optimizer {self.optimizer!r} is not one of adam, adamw")
         for name in ("lr", "weight_decay", "max_grad_norm", "snr_gamma"):

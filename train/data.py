@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from taskfold.errors import DataError
-from taskfold.runtime.images import mask_to_array, to_chw
+from taskfold.runtime.images import mask_to_array, read_image, to_chw
 from taskfold.tasks import BUILTIN_TASKS, TaskSpec, resolve_tasks
 
 METADATA = "metadata.jsonl"
@@ -130,18 +130,16 @@ def resolve_data_tasks(tasks, custom: Iterable[TaskSpec] = ()) -> tuple[TaskSpec
 
 def _open_image(root: Path, rel: str, column: str, modes: tuple[str, ...],
                 problems: list[str]) -> Image.Image | None:
-    """Open and fully decode ``root/rel``; on failure append a message and return ``None``."""
+    """Open and fully decode ``root/rel`` (refused above the runtime's size bound before decoding); on failure
+    append a message and return ``None``."""
     path = root / rel
     if not path.is_file():
         problems.append(f"{column} file {rel!r} does not exist")
         return None
     try:
-        with Image.open(path) as im:
-            im.load()
-            image = im
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        reason = " ".join(str(e).split()) or type(e).__name__
-        problems.append(f"{column} {rel!r} is not a readable image ({reason})")
+        image = read_image(path, column, name=rel, error=DataError)
+    except DataError as e:
+        problems.append(str(e))
         return None
     if image.mode not in modes:
         problems.append(f"{column} {rel!r} has mode {image.mode!r}; expected {' or '.join(modes)}")

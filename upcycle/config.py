@@ -27,6 +27,20 @@ NOISE_SCHEDULES = {
 }
 from taskfold.tasks import TaskSpec, resolve_tasks
 
+#: Upper bounds of every size an upcycle config can set (a config file is someone else's input: a
+#: ``router_hidden`` of 10**9 would ask for hundreds of GB before anything could refuse it).
+LIMITS = {
+    "tasks": 64,                # tasks of one model
+    "custom_tasks": 64,         # declared tasks
+    "num_experts": 64,          # experts per FFN layer (the paper uses 4 to 16)
+    "expert_width": 65536,      # one expert's hidden width (it must also divide the FFN width)
+    "router_hidden": 4096,      # router MLP hidden size (default 64)
+    "task_embedding_dim": 4096,  # task embedding size (default 64)
+    "blocks": 1024,             # fnmatch patterns
+    "dtr_timesteps": 100_000,   # DTR's training timesteps (default 1000)
+    "seed": 2**63 - 1,          # torch.manual_seed's largest
+}
+
 
 @dataclass(frozen=True)
 class UpcycleConfig(Config):
@@ -61,11 +75,22 @@ class UpcycleConfig(Config):
     def __post_init__(self):
         object.__setattr__(self, "tasks", tuple(self.tasks))
         object.__setattr__(self, "blocks", tuple(self.blocks))
+        object.__setattr__(self, "custom_tasks", tuple(self.custom_tasks))
+        for name, most in LIMITS.items():  # before anything is built from them
+            v = getattr(self, name)
+            size = len(v) if isinstance(v, tuple) else v
+            if isinstance(size, int) and size > most:
+                raise ConfigError(f"{self.label} {name}: {'length ' if isinstance(v, tuple) else ''}{size:,} is more "
+                                  f"than the most taskfold accepts, {most:,}")
         object.__setattr__(self, "custom_tasks", tuple(
             t if isinstance(t, TaskSpec) else TaskSpec.from_dict(t) for t in self.custom_tasks))
         resolve_tasks(self.tasks, self.custom_tasks)  # unknown names fail here
         if self.num_experts < 1:
             raise ConfigError(f"--experts must be >= 1, got {self.num_experts}")
+        if self.expert_width is not None and self.expert_width < 1:
+            raise ConfigError(f"expert_width must be >= 1, got {self.expert_width}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
         if self.top_k is not None and not 1 <= self.top_k <= self.num_experts:
             raise ConfigError(f"--top-k {self.top_k} must be between 1 and --experts {self.num_experts}")
         if self.norm_mode not in NORM_MODES:
@@ -99,9 +124,12 @@ class UpcycleConfig(Config):
 
     @classmethod
     def from_json_file(cls, path: str | Path, **overrides) -> "UpcycleConfig":
+        from taskfold._io import read_regular_file
+
+        data = read_regular_file(path, ConfigError, "upcycle config")  # a FIFO or device would never end
         try:
-            d = json.loads(Path(path).read_text(), parse_constant=lambda c: float("nan"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            d = json.loads(data, parse_constant=lambda c: float("nan"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ConfigError(f"cannot read upcycle config {str(path)!r}: {e}") from None
         if not isinstance(d, dict):
             raise ConfigError(f"upcycle config {str(path)!r} must be a JSON object, got {type(d).__name__}",
