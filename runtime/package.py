@@ -262,18 +262,36 @@ class Package:
 
     def prompt_warnings(self, task: str, prompt: str) -> list[str]:
         """One-line warnings about ``prompt`` for ``task``: a prompt given to a task that reads no text, words
-        the text encoder's vocabulary lacks (encoded as unknown), a prompt longer than the encoder reads."""
+        the text encoder's vocabulary lacks (encoded as unknown; the first 20 named), a prompt longer than the
+        encoder reads.
+
+        A prompt of more than 256 words is tokenized in pieces of 256, split at white space (no token of the
+        tokenizers taskfold packages spans white space), so the time taken grows linearly with its length
+        whatever one call costs on a long prompt.
+        """
+        piece, named = 256, 20
         spec = self.spec(task)
         if not spec.uses_text:
             return [f"task {task!r} reads no text; the prompt {_short(prompt)!r} is ignored"] if prompt.strip() else []
         if self.manifest.get("text_encoder") is None or not prompt:
             return []
         tok = self._load_tokenizer()
+        words = prompt.split()
+        if len(words) <= piece:
+            n, unknown = tok.untruncated(prompt)
+        else:
+            ends = tok.untruncated("")[0]  # the begin/end tokens, counted once for the whole prompt
+            n, seen = ends, {}
+            for i in range(0, len(words), piece):
+                k, unk = tok.untruncated(" ".join(words[i:i + piece]))
+                n += k - ends
+                seen.update(dict.fromkeys(unk))
+            unknown = list(seen)
         out = []
-        n, unknown = tok.untruncated(prompt)
         if unknown:
-            out.append(f"prompt word(s) {', '.join(map(repr, unknown))} are not in the text encoder's vocabulary "
-                       f"(encoded as unknown)")
+            more = f" and {len(unknown) - named:,} more" if len(unknown) > named else ""
+            out.append(f"prompt word(s) {', '.join(map(repr, unknown[:named]))}{more} are not in the text encoder's "
+                       "vocabulary (encoded as unknown)")
         if n > tok.max_length:
             out.append(f"the prompt is {n} tokens; the text encoder reads the first {tok.max_length}")
         return out
