@@ -1,0 +1,322 @@
+/**
+ * The package manifest's schema (mirrors `runtime/manifest.py`): checked before anything trusts it.
+ *
+ * `manifest.json` (format `taskfold-package`, schema 1) is the only description of a package the
+ * runtime believes. A package is fetched from anywhere, so {@link validateManifest} checks the whole
+ * structure and every type up front and throws one {@link PackageError} naming the key and what was
+ * expected (`manifest: graphs[2].path: expected a relative path string …, got int 7`), in the
+ * Python runtime's words.
+ */
+
+import { PackageError, repr } from './errors.js';
+import { parseJsonChecked, unbox } from './json.js';
+import { GUIDANCE_KINDS, INPUT_PARTS, isFiniteNumber, isInt, taskFromRecord } from './tasks.js';
+import { TaskfoldError } from './errors.js';
+
+export const FORMAT = 'taskfold-package';
+export const SCHEMA_VERSION = 1;
+export const MANIFEST = 'manifest.json';
+export const WEIGHT_INDEX_FORMAT = 'taskfold-weight-index';
+export const WEIGHT_INDEX_SCHEMA_VERSION = 1;
+/** Largest manifest / JSON side file read (bytes). */
+export const MAX_JSON_BYTES = 64 << 20;
+export const WEIGHT_DTYPES = ['float32', 'float16', 'float64', 'int64', 'int32', 'int16', 'int8', 'uint8', 'bool'];
+/** Bytes per element of each weight dtype. */
+export const DTYPE_BYTES = /** @type {Record<string, number>} */ ({
+  float32: 4, float16: 2, float64: 8, int64: 8, int32: 4, int16: 2, int8: 1, uint8: 1, bool: 1,
+});
+/** The package version this runtime reports in its messages. */
+export const VERSION = '0.1.0';
+const HINT = 'the package is malformed or was not written by `taskfold export`; re-export it';
+
+// --- checkers ---------------------------------------------------------------------------------
+
+/** @typedef {{ what: string, check: (value: any, where: string) => any }} Check */
+
+/**
+ * Python's `json.dumps` (ASCII-escaped, `', '` and `': '` separators), for messages.
+ * @param {any} v
+ * @returns {string}
+ */
+export function jsonDumps(v) {
+  if (v === null || v === undefined) return 'null';
+  if (v === true) return 'true';
+  if (v === false) return 'false';
+  if (v instanceof Number) return repr(v);
+  if (typeof v === 'number') return Number.isInteger(v) ? String(v) : repr(v);
+  if (typeof v === 'string') {
+    return `"${[...v].map((ch) => {
+      const c = /** @type {number} */ (ch.codePointAt(0));
+      if (ch === '"') return '\\"';
+      if (ch === '\\') return '\\\\';
+      if (ch === '\n') return '\\n';
+      if (ch === '\r') return '\\r';
+      if (ch === '\t') return '\\t';
+      if (ch === '\b') return '\\b';
+      if (ch === '\f') return '\\f';
+      if (c < 0x20 || (c >= 0x7f && c < 0x10000)) return c < 0x7f ? `\\u${c.toString(16).padStart(4, '0')}` : c === 0x7f ? ch : `\\u${c.toString(16).padStart(4, '0')}`;
+      if (c >= 0x10000) {
+        const hi = 0xd800 + ((c - 0x10000) >> 10);
+        const lo = 0xdc00 + ((c - 0x10000) & 0x3ff);
+        return `\\u${hi.toString(16)}\\u${lo.toString(16)}`;
+      }
+      return ch;
+    }).join('')}"`;
+  }
+  if (Array.isArray(v)) return `[${v.map(jsonDumps).join(', ')}]`;
+  return `{${Object.entries(v).map(([k, x]) => `${jsonDumps(k)}: ${jsonDumps(x)}`).join(', ')}}`;
+}
+
+/** @param {any} v Python's `_show` in manifest.py */
+function show(v) {
+  const text = jsonDumps(v).slice(0, 60);
+  if (v !== null && typeof v === 'object' && !(v instanceof Number)) return text;
+  const type = v === null ? 'NoneType' : typeof v === 'string' ? 'str' : typeof v === 'boolean' ? 'bool'
+    : v instanceof Number ? 'float' : Number.isInteger(v) ? 'int' : 'float';
+  return `${type} ${text}`;
+}
+
+/**
+ * @param {string} what
+ * @param {string} where
+ * @param {any} value
+ */
+function refuse(what, where, value) {
+  return new PackageError(`manifest: ${where}: expected ${what}, got ${show(value)}`, HINT);
+}
+
+/**
+ * @param {string} what
+ * @param {(v: any) => boolean} test
+ * @returns {Check}
+ */
+export function scalar(what, test) {
+  return { what, check(v, where) { if (!test(v)) throw refuse(what, where, v); return v; } };
+}
+
+/** @param {Check} inner @returns {Check} */
+export function opt(inner) {
+  return { what: `${inner.what} or null`, check: (v, where) => (v === null ? null : inner.check(v, where)) };
+}
+
+/** @param {Check} item @param {number} [minLen] @returns {Check} */
+export function listOf(item, minLen = 0) {
+  const what = `a list of ${item.what}${minLen ? ` (at least ${minLen})` : ''}`;
+  return {
+    what,
+    check(v, where) {
+      if (!Array.isArray(v) || v.length < minLen) throw refuse(what, where, v);
+      v.forEach((x, i) => item.check(x, `${where}[${i}]`));
+      return v;
+    },
+  };
+}
+
+/** @param {Check} item @param {Check} [key] @returns {Check} */
+export function dictOf(item, key) {
+  const what = `an object of ${item.what}`;
+  return {
+    what,
+    check(v, where) {
+      if (!isObject(v)) throw refuse(what, where, v);
+      for (const [k, x] of Object.entries(v)) {
+        if (key) key.check(k, `${where} key ${repr(k)}`);
+        item.check(x, `${where}[${repr(k)}]`);
+      }
+      return v;
+    },
+  };
+}
+
+/**
+ * An object with `required` and `optional` keys (others are allowed and ignored).
+ * @param {Record<string, Check>} required
+ * @param {Record<string, Check>} [optional]
+ * @returns {Check}
+ */
+export function obj(required, optional = {}) {
+  return {
+    what: 'an object',
+    check(v, where) {
+      if (!isObject(v)) throw refuse('an object', where, v);
+      for (const [k, c] of Object.entries(required)) {
+        if (!Object.hasOwn(v, k)) throw new PackageError(`manifest: ${where}: missing key ${repr(k)}`, HINT);
+        c.check(v[k], `${where}.${k}`);
+      }
+      for (const [k, c] of Object.entries(optional)) if (Object.hasOwn(v, k)) c.check(v[k], `${where}.${k}`);
+      return v;
+    },
+  };
+}
+
+/** @param {any} v */
+function isObject(v) {
+  return v !== null && typeof v === 'object' && !Array.isArray(v) && !(v instanceof Number);
+}
+
+/**
+ * A relative POSIX path inside the package: not absolute, no `..` component, no backslash or NUL.
+ * @param {any} v
+ */
+export function isRelPath(v) {
+  if (typeof v !== 'string' || !v || v.length > 4096 || v.includes('\\') || v.includes('\0')) return false;
+  if (v.startsWith('/') || /^[A-Za-z]:/.test(v)) return false;
+  return v.split('/').every((p) => p !== '..');
+}
+
+const STR = scalar('a string', (v) => typeof v === 'string');
+const BOOL = scalar('true or false', (v) => typeof v === 'boolean');
+const INT = scalar('an integer', isInt);
+const NONNEG = scalar('an integer >= 0', (v) => isInt(v) && v >= 0);
+const POS = scalar('an integer >= 1', (v) => isInt(v) && v >= 1);
+const NUM = scalar('a finite number', isFiniteNumber);
+const PATH = scalar("a relative path string inside the package (no '..', not absolute)", isRelPath);
+const NAME = scalar("a file name (no '/', no '..')", (v) => isRelPath(v) && !v.includes('/') && v !== '.');
+const SHA256 = scalar('a sha256 hex digest', (v) => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v));
+const DIM = scalar('an integer >= 0 or an axis name', (v) => (isInt(v) && v >= 0) || typeof v === 'string');
+
+/** @param {...any} choices */
+export function oneOf(...choices) {
+  return scalar(`one of ${choices.map(repr).join(', ')}`, (v) => choices.includes(v));
+}
+
+const TENSOR = obj({ name: STR, shape: listOf(DIM), dtype: STR });
+const FILE_ENTRY = obj({ bytes: NONNEG, sha256: SHA256 });
+const COMPONENT_GRAPH = obj({ file: NAME, inputs: listOf(TENSOR, 1) }, { weights: listOf(NAME), outputs: listOf(TENSOR) });
+const TASK = obj(
+  { inputs: listOf(oneOf(...INPUT_PARTS), 1), uses_text: BOOL, guidance: oneOf(...GUIDANCE_KINDS), guidance_scale: NUM, in_channels: POS },
+  { name: STR, image_guidance_scale: opt(NUM), graphs: dictOf(PATH), strength: NUM, steps: POS },
+);
+export const LAYOUTS = ['graphs', 'adapters'];
+const GRAPH = obj({ task: STR, format: STR, path: PATH }, {
+  precision: STR, external_data: listOf(PATH), weight_index: opt(PATH), inputs: listOf(TENSOR, 1),
+  outputs: listOf(TENSOR, 1), function: STR, refittable_engine: PATH, refit_from: PATH,
+  layout: oneOf(...LAYOUTS), adapter: PATH, backbone_id: NONNEG, task_channels: POS, task_tensors: listOf(TENSOR),
+});
+export const MANIFEST_SCHEMA = obj({
+  format: STR,
+  schema_version: INT,
+  sample: obj({ height: POS, width: POS, batch: POS, text_len: POS, image_height: POS, image_width: POS }),
+  codec: obj({ kind: oneOf('identity', 'vae'), scale_factor: POS, latent_channels: POS, scaling_factor: NUM },
+    { shift_factor: opt(NUM), graphs: opt(dictOf(COMPONENT_GRAPH)) }),
+  tasks: dictOf(TASK, scalar('a task name', (v) => typeof v === 'string' && v.length > 0 && v.length <= 64)),
+  graphs: listOf(GRAPH),
+  files: dictOf(FILE_ENTRY, PATH),
+  scheduler: obj({ num_train_timesteps: POS }),
+}, {
+  dtr: opt(obj({ timesteps: POS, alpha: NUM, beta: NUM })),
+  text_encoder: opt(obj({
+    graph: obj({
+      file: NAME, inputs: listOf(TENSOR, 1),
+      tokenizer: obj({ files: listOf(NAME, 1), max_length: POS }, { pad_id: NONNEG }),
+    }, { weights: listOf(NAME) }),
+  })),
+  model: obj({}, { unet_config: opt(obj({})), upcycle: opt(obj({})) }),
+  sampling: opt(obj({ source: STR }, { file: NAME, tasks: listOf(STR) })),
+});
+const WEIGHT_RECORD = obj({ name: STR, file: NAME, offset: NONNEG, length: NONNEG, shape: listOf(NONNEG), dtype: oneOf(...WEIGHT_DTYPES) });
+const WEIGHT_INDEX_SCHEMA = obj({ format: STR, schema_version: INT, initializers: listOf(WEIGHT_RECORD) });
+
+// --- reading ----------------------------------------------------------------------------------
+
+/**
+ * @param {any} doc
+ * @param {string} fmt
+ * @param {number} schema
+ * @param {string} where
+ */
+export function checkVersioned(doc, fmt, schema, where) {
+  if (!isObject(doc) || doc.format !== fmt) {
+    const got = isObject(doc) ? doc.format : Array.isArray(doc) ? 'list' : typeof doc;
+    throw new PackageError(`${where} is not a taskfold ${fmt} document (format ${repr(got)}, expected ${repr(fmt)})`,
+      'give the --out of `taskfold export`');
+  }
+  const version = doc.schema_version;
+  if (!isInt(version) || version > schema || version < 1) {
+    throw new PackageError(`${where} has schema_version ${repr(version)}; this taskfold (${VERSION}) reads schema ${schema} and older`,
+      'upgrade taskfold to read it');
+  }
+  return doc;
+}
+
+/**
+ * The manifest, checked: structure and types, and the cross-references between its parts.
+ * Takes the document as {@link parseJsonChecked} returns it; returns it with plain numbers.
+ * @param {any} doc
+ * @returns {Manifest}
+ */
+export function validateManifest(doc) {
+  checkVersioned(doc, FORMAT, SCHEMA_VERSION, MANIFEST);
+  MANIFEST_SCHEMA.check(doc, 'manifest');
+  const taskNames = Object.keys(doc.tasks);
+  doc.graphs.forEach((/** @type {any} */ g, /** @type {number} */ i) => {
+    if (!Object.hasOwn(doc.tasks, g.task)) {
+      throw new PackageError(`manifest: graphs[${i}].task ${repr(g.task)} is not one of the package's tasks (${taskNames.join(', ')})`,
+        're-export the package');
+    }
+    if (g.format !== 'diffusers') obj({ inputs: listOf(TENSOR, 1), outputs: listOf(TENSOR, 1) }).check(g, `manifest.graphs[${i}]`);
+    if (g.layout === 'adapters' && g.format === 'onnx') {
+      obj({ adapter: PATH, backbone_id: NONNEG, task_channels: POS, task_tensors: listOf(TENSOR, 1) }).check(g, `manifest.graphs[${i}]`);
+    }
+  });
+  for (const [name, t] of Object.entries(doc.tasks)) {
+    if (t.inputs[0] !== 'noisy') {
+      throw new PackageError(`manifest: tasks[${repr(name)}].inputs must start with 'noisy', got ${repr(t.inputs)}`, 're-export the package');
+    }
+    try {
+      taskFromRecord(t);
+    } catch (e) {
+      if (!(e instanceof TaskfoldError)) throw e;
+      throw new PackageError(`manifest: tasks[${repr(name)}]: ${e.message}`, 're-export the package');
+    }
+  }
+  return unbox(doc);
+}
+
+/**
+ * The manifest from its bytes: parsed (UTF-8 JSON, no NaN) and validated.
+ * @param {Uint8Array | string} data
+ */
+export function readManifest(data) {
+  return validateManifest(parseJsonChecked(data, MANIFEST));
+}
+
+/**
+ * @typedef {{ name: string, file: string, offset: number, length: number, shape: number[], dtype: string }} WeightRecordDoc
+ * @typedef {{ name: string, shape: (number|string)[], dtype: string }} TensorDoc
+ * @typedef {{ task: string, format: string, path: string, inputs: TensorDoc[], outputs: TensorDoc[], layout?: string,
+ *   external_data?: string[], weight_index?: string | null, adapter?: string, task_tensors?: TensorDoc[],
+ *   task_channels?: number, backbone_id?: number, [k: string]: any }} GraphDoc
+ * @typedef {{ file: string, inputs: TensorDoc[], outputs?: TensorDoc[], weights?: string[] }} ComponentDoc
+ * @typedef {{ format: string, schema_version: number, sample: { height: number, width: number, batch: number, text_len: number,
+ *   image_height: number, image_width: number }, codec: { kind: string, scale_factor: number, latent_channels: number,
+ *   scaling_factor: number, shift_factor?: number | null, graphs?: Record<string, ComponentDoc> | null },
+ *   tasks: Record<string, Record<string, any>>, graphs: GraphDoc[], files: Record<string, { bytes: number, sha256: string }>,
+ *   scheduler: Record<string, any>, text_encoder?: { graph: ComponentDoc & { tokenizer: { files: string[], max_length: number,
+ *   pad_id?: number } } } | null, [k: string]: any }} Manifest
+ */
+
+/**
+ * The records of a graph's weight index, each one's `length` equal to its shape x dtype size.
+ * @param {any} doc as parseJsonChecked returns it
+ * @param {string} where
+ * @returns {WeightRecordDoc[]}
+ */
+export function validateWeightIndex(doc, where) {
+  checkVersioned(doc, WEIGHT_INDEX_FORMAT, WEIGHT_INDEX_SCHEMA_VERSION, where);
+  try {
+    WEIGHT_INDEX_SCHEMA.check(doc, where);
+  } catch (e) {
+    if (e instanceof PackageError) throw new PackageError(e.message.replace('manifest: ', ''), e.hint);
+    throw e;
+  }
+  const recs = unbox(doc).initializers;
+  recs.forEach((/** @type {WeightRecordDoc} */ rec, /** @type {number} */ i) => {
+    const want = rec.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[rec.dtype];
+    if (want !== rec.length) {
+      throw new PackageError(`${where}: initializers[${i}] (${repr(rec.name)}) has length ${rec.length}, but shape ${repr(rec.shape)} of ${rec.dtype} is ${want} bytes`,
+        'the package is damaged; re-copy or re-export it');
+    }
+  });
+  return recs;
+}
