@@ -153,8 +153,8 @@ def check_apart_from_inputs(out: str | os.PathLike, inputs, what: str = "--out")
     do not exist, such as ``preset:tiny``, are skipped): writing there, or replacing it with ``--overwrite``,
     would change or delete what the user gave.
 
-    Paths are compared by what they are on disk: real paths (symlinks followed), then device and inode of
-    the path and every folder above it, so a hard link, a bind mount or a case-insensitive spelling is
+    Paths are compared by what they are on disk: real paths (symlinks followed), and device and inode of
+    the path and of every folder above it, so a hard link, a bind mount or a case-insensitive spelling is
     recognised too. ``name`` ``"."`` is the current folder: an output may lie inside it, but may not be it
     or a folder above it.
     """
@@ -168,9 +168,9 @@ def check_apart_from_inputs(out: str | os.PathLike, inputs, what: str = "--out")
         ident = _identity(real)
         if real == out_real or (ident is not None and ident == out_id):
             relation = "is"
-        elif real.startswith(out_real.rstrip(os.sep) + os.sep) or (out_id is not None and out_id in _folders_above(real)):
+        elif out_id is not None and out_id in _folders_above(real):
             relation = "contains"
-        elif name != "." and (out_real.startswith(real.rstrip(os.sep) + os.sep) or ident in above_out):
+        elif name != "." and ident is not None and ident in above_out:
             relation = "is inside"
         else:
             continue
@@ -188,9 +188,11 @@ def check_output_file(path: str | os.PathLike, overwrite: bool, what: str = "--o
         raise OutputError(f"{what} {str(path)!r} is a symbolic link (to {os.readlink(path)!r}); taskfold writes "
                           "only plain files", hint=f"give a {what} path that is not a link")
     if path.is_dir():
-        raise OutputError(f"{what} {str(path)!r} is a folder; give a file path", hint=f"e.g. {what} {path / 'out.png'}")
+        raise OutputError(f"{what} {str(path)!r} is a folder; give a file path",
+                          hint=f"e.g. {what} {path / 'out.png'}")
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"{what} {str(path)!r} already exists", hint=f"choose another {what} or pass --overwrite")
+        raise OutputExistsError(f"{what} {str(path)!r} already exists",
+                                hint=f"choose another {what} or pass --overwrite")
     check_writable(path, what)
     parent = path.parent
     if not parent.is_dir():
