@@ -179,8 +179,27 @@ def export_package(mtu_or_dir, cfg: ExportConfig, out: str | Path, overwrite: bo
         manifest["text_encoder"] = _without_paths(components.get("text_encoder"))
         manifest["scheduler"] = components["scheduler"]
         write_json_atomic(tmp / MANIFEST, manifest)
+        admit_written(tmp)
     log(f"wrote {out}: {len(graphs)} graphs, {sum(f['bytes'] for f in manifest['files'].values()) / 1e6:.1f} MB")
     return manifest
+
+
+def admit_written(folder: Path) -> None:
+    """The package just written, read back as the runtime reads it: every graph the runtime runs admitted
+    (``runtime/package_schema.json``'s operators and bounds), every reference confined and listed, the
+    tokenizer admitted. A graph the exporter writes outside that schema fails the export, not a user's app."""
+    from taskfold.errors import PackageError
+    from taskfold.runtime.reader import PackageReader
+
+    try:
+        reader = PackageReader(folder, verify=False)
+        reader.referenced_files()
+        if reader.manifest.get("text_encoder"):
+            reader.tokenizer()
+    except PackageError as e:
+        raise ExportError(f"the exported package would be refused by the runtime: {e}",
+                          hint="the exporter wrote something runtime/package_schema.json does not admit; "
+                               "extend the schema (and its tests) if the graph is right") from None
 
 
 def _sampling(path, mtu_dir: Path | None, mtu) -> dict | None:

@@ -62,25 +62,32 @@ UNET_INPUTS = ("sample", "timestep", "encoder_hidden_states")
 
 
 class WeightStore:
-    """Memory-mapped weight files and the ONNX Runtime values over them, shared by all sessions.
+    """Weight files held in memory and the ONNX Runtime values over them, shared by all sessions.
 
-    Values are keyed by file and byte range, so two graphs that reference the same range of
-    ``shared.weights`` get the same ``OrtValue`` (one copy in memory). Every session made with
-    the store points into its mappings: whoever holds a session holds the store too
-    (:class:`UNetCall` does), so a mapping never goes away under a live session.
+    Each file is read once through the package reader (:meth:`PackageReader.read_array`: hashed
+    from the very bytes kept), so a session runs on the bytes that were verified and a file
+    truncated or rewritten after opening cannot fault the process. Values are keyed by file and
+    byte range, so two graphs that reference the same range of ``shared.weights`` get the same
+    ``OrtValue`` (one copy in memory). Every session made with the store points into its arrays:
+    whoever holds a session holds the store too (:class:`UNetCall` does).
     """
 
     def __init__(self):
-        self.maps: dict[str, np.memmap] = {}
+        self.arrays: dict[str, np.ndarray] = {}
         self.values: dict[tuple, object] = {}
+
+    def load(self, reader: PackageReader, records: list[WeightRecord]) -> None:
+        """Read (and, with verify, hash) every file ``records`` take bytes from, once."""
+        for rec in records:
+            key = str(rec.path)
+            if key not in self.arrays:
+                self.arrays[key] = reader.read_array(rec.path.relative_to(reader.root).as_posix(), "weights")
 
     def value(self, ort, rec: WeightRecord):
         key = (str(rec.path), rec.offset, rec.length, rec.dtype, rec.shape)
         if key not in self.values:
-            if key[0] not in self.maps:
-                self.maps[key[0]] = np.memmap(rec.path, dtype=np.uint8, mode="r")
             dtype = np.dtype(rec.dtype)
-            arr = np.frombuffer(self.maps[key[0]], dtype=dtype, count=rec.length // dtype.itemsize,
+            arr = np.frombuffer(self.arrays[key[0]], dtype=dtype, count=rec.length // dtype.itemsize,
                                 offset=rec.offset).reshape(rec.shape)
             self.values[key] = (arr, ort.OrtValue.ortvalue_from_numpy(arr))  # the array outlives the value
         return self.values[key][1]
@@ -225,8 +232,15 @@ class Package:
         self.layout = layout
         self._sessions: dict[str, object] = {}
         self._weights = WeightStore()
-        self._tokenizer = None
         self._specs: dict[str, TaskSpec] = {}
+        # What every task shares is checked at open, before any session: the tokenizer (admitted and built)
+        # and the text encoder and codec graphs (admitted). Each task's own graph is admitted before its session.
+        self._tokenizer = self._reader.tokenizer() if self.manifest.get("text_encoder") else None
+        te = self.manifest.get("text_encoder")
+        components = [("text_encoder", te["graph"])] if te else []
+        components += [("codec", rec) for rec in (self.manifest["codec"].get("graphs") or {}).values()]
+        for folder, rec in components:
+            self._reader.admit(f"{folder}/{rec['file']}", f"{folder}/{rec['file']}", rec["inputs"], rec["outputs"])
 
     # --- what the package holds -----------------------------------------------------------
 
@@ -331,7 +345,10 @@ class Package:
                               hint="run the graph (manifest graphs[].path) with onnxruntime directly")
         batch = _Batching(g["inputs"][0]["shape"][0] if isinstance(g["inputs"][0]["shape"][0], int) else None)
         dtype = np.dtype(g["inputs"][0]["dtype"])
-        self._checked(self._reader.graph_files(g))
+        files = self._reader.graph_files(g)  # confined, listed, admitted (the graph), byte ranges checked
+        if self.backend == "onnx" and self.layout != "adapters" and self.share_weights and g.get("weight_index"):
+            self._weights.load(self._reader, self._reader.weight_records(g["weight_index"], g["path"]))
+        self._checked(files)
         if self.backend == "onnx" and self.layout == "adapters":
             call, keep = self._adapter_call(g, dtype)
         elif self.backend == "onnx":
@@ -412,15 +429,9 @@ class Package:
         return encoder(tokenizer(list(prompts)).astype(np.int64)).astype(np.float32)
 
     def _load_tokenizer(self):
-        """The package's tokenizer (read, checked and built once)."""
+        """The package's tokenizer (read, checked, admitted and built once)."""
         if self._tokenizer is None:
-            from .tokenizers import tokenizer_from_files
-
-            tok = self.manifest["text_encoder"]["graph"]["tokenizer"]
-            files = {rel.split("/", 1)[1]: self._reader.read_bytes(rel, "text_encoder.graph.tokenizer")
-                     for rel in self._reader.tokenizer_files()}
-            self._tokenizer = tokenizer_from_files(files, max_length=tok["max_length"], pad_id=tok.get("pad_id"),
-                                                   where=f"{self.path}/text_encoder")
+            self._tokenizer = self._reader.tokenizer()
         return self._tokenizer
 
     def _codec(self, which: str, x: np.ndarray) -> np.ndarray:

@@ -162,13 +162,13 @@ class RuntimeTokenizer:
                 return plain
             self._plain = _library_call(twin, "tokenizer", "to load")
         enc = _library_call(lambda: self._plain.encode(prompt), "tokenizer", "on a prompt")
-        unknown = []
+        unknown: dict[str, None] = {}  # ordered, each once (a set's lookup keeps a long prompt linear)
         if self.unk_id is not None:
             for i, (start, end) in zip(enc.ids, enc.offsets):
                 word = prompt[start:end]
-                if i == self.unk_id and word and word not in unknown:
-                    unknown.append(word)
-        return len(enc.ids), unknown
+                if i == self.unk_id and word:
+                    unknown.setdefault(word)
+        return len(enc.ids), list(unknown)
 
 
 def _check_lengths(prompts) -> None:

@@ -168,14 +168,107 @@ def _unlist(c: Crafted, task="t2i"):
         c.manifest["files"].pop(rel)
 
 
+def _rewrite_graph(c: Crafted, change, task="t2i"):
+    import onnx
+
+    rel = c.graph(task)["path"]
+    model = onnx.load(str(c.root / rel), load_external_data=False)
+    change(model, onnx)
+    (c.root / rel).write_bytes(model.SerializeToString())
+    c.relist(rel)
+
+
+def _function_constant(c: Crafted, secret: Path):
+    """A model-local function whose Constant takes its tensor from the function's attribute default, stored
+    as external data pointing at a file of the attacker's (here: a listed copy, so only admission stops it)."""
+    def change(model, onnx):
+        h = onnx.helper
+        (c.root / "onnx" / "hidden.bin").write_bytes(secret.read_bytes()[:64])
+        c.relist("onnx/hidden.bin")
+        t = onnx.TensorProto(name="hidden", data_type=1, dims=[16], data_location=onnx.TensorProto.EXTERNAL)
+        for k, v in (("location", "hidden.bin"), ("offset", "0"), ("length", "64")):
+            t.external_data.add(key=k, value=v)
+        default = h.make_attribute("value", t)
+        fn = h.make_function("evil", "Hide", [], ["y"], [h.make_node("Constant", [], ["y"], value=t)],
+                             [h.make_opsetid("", 17)], attributes=[])
+        fn.attribute_proto.append(default)
+        model.functions.append(fn)
+        model.opset_import.append(h.make_opsetid("evil", 1))
+        model.graph.node.append(h.make_node("Hide", [], ["hidden_out"], domain="evil"))
+    _rewrite_graph(c, change)
+
+
+def _folder_symlink(c: Crafted):
+    """``onnx2 -> onnx`` inside the package; the graph is named through the link."""
+    os.symlink("onnx", c.root / "onnx2")
+    g = c.graph()
+    g["path"] = g["path"].replace("onnx/", "onnx2/", 1)
+    c.manifest["files"][g["path"]] = c.manifest["files"]["onnx/t2i.onnx"]
+
+
+def _hard_link(c: Crafted, secret: Path):
+    target = c.root / "text_encoder" / "tokenizer.json"
+    outside_copy = secret.with_name("tokenizer.json")
+    shutil.copy(target, outside_copy)
+    target.unlink()
+    os.link(outside_copy, target)
+    _WATCHED.append(str(outside_copy))
+
+
+def _add_nodes(c: Crafted, kind: str):
+    def change(model, onnx):
+        h = onnx.helper
+        if kind == "expand":
+            model.graph.node.append(h.make_node("Constant", [], ["bomb_shape"],
+                                                value=h.make_tensor("s", 7, [1], [2_000_000_000])))
+            model.graph.node.append(h.make_node("Expand", ["timestep", "bomb_shape"], ["bomb"]))
+        elif kind == "loop":
+            body = h.make_graph([h.make_node("Identity", ["cond_in"], ["cond_out"])], "body",
+                                [h.make_tensor_value_info("i", 7, []), h.make_tensor_value_info("cond_in", 9, [])],
+                                [h.make_tensor_value_info("cond_out", 9, [])])
+            model.graph.node.append(h.make_node("Constant", [], ["trips"], value=h.make_tensor("n", 7, [], [10 ** 12])))
+            model.graph.node.append(h.make_node("Loop", ["trips", ""], [], body=body))
+        elif kind == "domain":
+            model.opset_import.append(h.make_opsetid("evil", 1))
+            model.graph.node.append(h.make_node("Run", ["timestep"], ["ran"], domain="evil"))
+        elif kind == "input":
+            model.graph.input.append(h.make_tensor_value_info("extra", 1, [1]))
+    _rewrite_graph(c, change)
+
+
+def _sparse_graph(c: Crafted):
+    rel = c.graph()["path"]
+    with open(c.root / rel, "r+b") as f:
+        f.truncate(6 << 30)  # sparse: no disk used
+    c.manifest["files"][rel] = {"bytes": 6 << 30, "sha256": "0" * 64}
+
+
+def _tokenizer_regex(c: Crafted):
+    rel = "text_encoder/tokenizer.json"
+    d = json.loads((c.root / rel).read_text())
+    d["pre_tokenizer"] = {"type": "Split", "pattern": {"Regex": "(a+)+$"}, "behavior": "Isolated", "invert": False}
+    (c.root / rel).write_text(json.dumps(d))
+    c.relist(rel)
+
+
 ATTACKS = {
     "index file with ..": (lambda c, s: _index_file(c, "../../outside/secret.bin"), "expected a file name"),
     "index file absolute": (lambda c, s: _index_file(c, str(s)), "expected a file name"),
     "index file via unlisted absolute symlink": (lambda c, s: _symlink_weights(c, s, False, False),
-                                                 "symlink that leads outside"),
+                                                 "passes through a symbolic link"),
     "index file via unlisted relative symlink": (lambda c, s: _symlink_weights(c, s, True, False),
-                                                 "leads outside the package"),
-    "listed symlink pointing out": (lambda c, s: _symlink_weights(c, s, True, True), "leads outside the package"),
+                                                 "passes through a symbolic link"),
+    "listed symlink pointing out": (lambda c, s: _symlink_weights(c, s, True, True), "passes through a symbolic link"),
+    # --- a package is code (issue 23) ---
+    "function whose Constant reads external data": (lambda c, s: _function_constant(c, s), "defines 1 function"),
+    "graph path through a folder symlink inside": (lambda c, s: _folder_symlink(c), "passes through a symbolic link"),
+    "listed file hard-linked to a file outside": (lambda c, s: _hard_link(c, s), "hard links"),
+    "Expand to 2e9 elements": (lambda c, s: _add_nodes(c, "expand"), "would hold 2000000000 elements"),
+    "Loop of 1e12 trips": (lambda c, s: _add_nodes(c, "loop"), "uses operator Loop"),
+    "operator from an unknown domain": (lambda c, s: _add_nodes(c, "domain"), "imports opset evil 1"),
+    "graph input the manifest does not declare": (lambda c, s: _add_nodes(c, "input"), "its inputs are"),
+    "listed 6 GB sparse graph": (lambda c, s: _sparse_graph(c), "more than the 536870912 a file of its kind"),
+    "catastrophic tokenizer regex": (lambda c, s: _tokenizer_regex(c), "regular expression '(a+)+$'"),
     "manifest files entry with ..": (
         lambda c, s: c.manifest["files"].update({"../outside/secret.bin": {"bytes": 1, "sha256": "0" * 64}}),
         "'../outside/secret.bin'"),
@@ -212,6 +305,7 @@ def test_crafted_package_is_refused_without_touching_the_outside(tiny_package, t
     with pytest.raises(PackageError) as e:
         p = open_package(pkg)
         p.unet("t2i")
+        p.encode_text(["a red circle"])
     assert words in str(e.value), str(e.value)
     assert not sessions, "a session was created for a crafted package"
     with pytest.raises(PackageError):
@@ -249,7 +343,21 @@ MALFORMED = {
     "files of the wrong type": ({"files": [1]}, "manifest.files: expected an object"),
     "bytes a string": ({"files.onnx/t2i.onnx.bytes": "7"}, "expected an integer >= 0"),
     "sha256 not hex": ({"files.onnx/t2i.onnx.sha256": "zz"}, "expected a sha256 hex digest"),
-    "sample height zero": ({"sample.height": 0}, "manifest.sample.height: expected an integer >= 1"),
+    "sample height zero": ({"sample.height": 0}, "manifest.sample.height: expected an integer from 1 to 512"),
+    # every size a manifest sets has an upper bound (package_schema.json)
+    "sample height 1e5": ({"sample.height": 10 ** 5}, "manifest.sample.height: expected an integer from 1 to 512"),
+    "image side 1e5": ({"sample.image_width": 10 ** 5}, "sample.image_width: expected an integer from 1 to 4096"),
+    "timesteps 1e9": ({"scheduler.num_train_timesteps": 10 ** 9},
+                      "scheduler.num_train_timesteps: expected an integer from 2 to 10000"),
+    "latent channels 1e7": ({"codec.latent_channels": 10 ** 7}, "codec.latent_channels: expected an integer from 1 to 64"),
+    "tokenizer max_length 1e8": ({"text_encoder.graph.tokenizer.max_length": 10 ** 8},
+                                 "tokenizer.max_length: expected an integer from 2 to 512"),
+    "batch 0 in a graph input": ({"graphs.0.inputs.0.shape.0": 0}, "expected an integer from 1 to 2**31"),
+    "empty tensor name": ({"graphs.0.inputs.0.name": ""}, "expected a tensor name"),
+    "unknown tensor dtype": ({"graphs.0.inputs.0.dtype": "complex64"}, "inputs[0].dtype: expected one of"),
+    "task name with a newline": ({"tasks": {"depth\n": {}}}, "expected a task name"),
+    "file name with control characters": ({"files": {"onnx/\x1b[2K.onnx": {"bytes": 1, "sha256": "0" * 64}}},
+                                          "expected a relative path"),
     "guidance unknown": ({"tasks.t2i.guidance": "magic"}, "manifest.tasks['t2i'].guidance"),
     "graph of an unknown task": ({"graphs.0.task": "nope"}, "'nope' is not one of the package's tasks"),
     "graph without inputs": ({"graphs.0.inputs": None}, "missing key 'inputs'"),
@@ -273,6 +381,8 @@ def _set(doc, dotted, value):
     last = keys[-1]
     if value is None and not isinstance(node, list):
         node.pop(last)
+    elif isinstance(node, list):
+        node[int(last)] = value
     else:
         node[last] = value
 
@@ -379,3 +489,114 @@ def test_external_refs_agree_with_onnx_and_garbage_is_refused(tiny_package):
     for cut in (10, 1000, len(data) // 2):  # truncated models and random bytes: one PackageError each
         with pytest.raises(PackageError, match="not a well-formed ONNX model"):
             external_refs(bytes(data[:cut]) + rng.integers(0, 256, 64, dtype=np.uint8).tobytes(), "t2i.onnx")
+
+
+# --- sizes and crashes (issue 23) ------------------------------------------------------------------
+
+RESOURCE = """
+import json, resource, sys, time
+from taskfold.cli import main
+from taskfold.errors import PackageError
+from taskfold.runtime import open_package
+pkg = sys.argv[1]
+t0 = time.perf_counter()
+rc = main(["verify", pkg])
+try:
+    open_package(pkg).generate("t2i", "a red circle", steps=1)
+    refused = ""
+except PackageError as e:
+    refused = str(e)
+print(json.dumps({"rc": rc, "refused": refused, "seconds": time.perf_counter() - t0,
+                  "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def _long_prompt_regex_and_max_length(c: Crafted):
+    _tokenizer_regex(c)
+    c.manifest["text_encoder"]["graph"]["tokenizer"]["max_length"] = 10 ** 8
+
+
+RESOURCE_ATTACKS = {
+    "Expand to 2e9 elements": (lambda c: _add_nodes(c, "expand"), "would hold 2000000000 elements"),
+    "Loop of 1e12 trips": (lambda c: _add_nodes(c, "loop"), "uses operator Loop"),
+    "listed 6 GB sparse graph": (_sparse_graph, "more than the 536870912"),
+    "tokenizer max_length 1e8": (
+        lambda c: c.manifest["text_encoder"]["graph"]["tokenizer"].update(max_length=10 ** 8), "from 2 to 512"),
+    "catastrophic tokenizer regex": (_tokenizer_regex, "'(a+)+$'"),
+}
+
+
+@pytest.mark.parametrize("attack", list(RESOURCE_ATTACKS))
+def test_resource_attacks_are_refused_quickly_and_in_little_memory(tiny_package, tmp_path, attack):
+    """Each attack that used to exhaust the machine: refused by verify and the runtime in < 5 s, < 1 GB peak."""
+    craft, words = RESOURCE_ATTACKS[attack]
+    c = Crafted(tiny_package[1], tmp_path / "pkg")
+    craft(c)
+    pkg = c.save()
+    done = subprocess.run([sys.executable, "-c", RESOURCE, str(pkg)], capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: __import__("resource").setrlimit(
+                              __import__("resource").RLIMIT_AS, (4 << 30, 4 << 30)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["rc"] == 2 and words in done.stderr and words in got["refused"], (got, done.stderr[-1000:])
+    assert got["seconds"] < 5 and got["max_rss_mb"] < 1024, got
+
+
+def test_a_weights_file_truncated_under_a_live_session_cannot_crash_the_process(tiny_package, tmp_path):
+    """The weight store holds the bytes it hashed (no mapping): cutting the file short changes nothing."""
+    c = Crafted(tiny_package[1], tmp_path / "pkg")
+    pkg = c.save()
+    code = """
+import sys, numpy as np
+from taskfold.runtime import open_package
+p = open_package(sys.argv[1])
+x = np.ones((1, 3, 16, 16), np.float32); t = np.array([500.0], np.float32); h = np.ones((1, 16, 64), np.float32)
+a = p.unet("t2i")(x, t, h)
+with open(sys.argv[1] + "/onnx/shared.weights", "r+b") as f:
+    f.truncate(100)
+b = p.unet("t2i")(x, t, h)
+print(float(np.abs(a - b).max()), float(np.abs(a).max()))
+"""
+    done = subprocess.run([sys.executable, "-c", code, str(pkg)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])  # 135 was SIGBUS
+    diff, scale = map(float, done.stdout.split())
+    assert diff == 0.0 and scale > 0.01
+
+
+def test_deeply_nested_folders_are_one_problem_not_a_crash(tiny_package, tmp_path, capsys):
+    c = Crafted(tiny_package[1], tmp_path / "pkg")
+    pkg = c.save()
+    deep = pkg / "junk"
+    deep.mkdir()
+    for _ in range(1200):  # os.makedirs recurses itself
+        deep = deep / "d"
+        deep.mkdir()
+    assert main(["verify", str(pkg)]) == 2
+    err = capsys.readouterr().err
+    assert "folders nested deeper than 32" in err and "Traceback" not in err, err[-500:]
+
+
+def test_weight_index_shapes_whose_int64_product_wraps_are_refused(tiny_package, tmp_path):
+    c = Crafted(tiny_package[1], tmp_path / "pkg")
+    doc = c.index()
+    rec = doc["initializers"][0]
+    rec["shape"] = [2 ** 32, 2 ** 32]  # 2**64 elements: 0 in int64
+    rec["length"] = 0
+    c.write_index(doc)
+    pkg = c.save()
+    with pytest.raises(PackageError, match=r"shape \[4294967296, 4294967296\] of float32 is 73786976294838206464 bytes"):
+        open_package(pkg).unet("t2i")
+
+
+def test_every_graph_of_the_pristine_package_is_admitted_with_its_measured_sizes(tiny_package):
+    _, pkg_dir, _, _ = tiny_package
+    reader = PackageReader(pkg_dir)
+    closure = reader.referenced_files()
+    assert set(closure) == set(reader.files)
+    kinds = {rel: a for rel, a in reader._admitted.items()}
+    assert {r.split("/")[0] for r in kinds} == {"onnx", "text_encoder"}
+    for rel, a in kinds.items():
+        assert a.nodes > 100 and 0 < a.largest_value <= a.total_elements, (rel, a)
+    unet = kinds["onnx/t2i.onnx"]
+    # the largest value of the 16x16 tiny UNet: far below the cap it was admitted under (2**24)
+    assert unet.largest_value < 1 << 24
