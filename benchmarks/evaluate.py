@@ -188,6 +188,9 @@ def describe_scores(task: str, scores: dict) -> str:
     if "success_rate" in scores:
         kinds = format_kinds(scores)
         parts.append(f"task success {format_rate(scores)}" + (f" ({kinds})" if kinds else ""))
+        for name, also in scores.get("also", {}).items():  # an earlier metric on the same outputs
+            parts.append(f"earlier {name.replace('_', '-')} metric {also['successes']}/{scores['n']}"
+                         + (f" ({format_kinds(also)})" if format_kinds(also) else ""))
     if "psnr" in scores:
         parts.append(f"PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.3f} ({scores['psnr_gain_db']:+.2f} dB over "
                      f"the condition image: {scores['condition_baseline_psnr']:.2f} dB, "

@@ -189,7 +189,7 @@ def markdown(result: dict) -> str:
              + f". Command: `{result['command']}`", ""]
     if "table2" in result:
         t = result["table2"]
-        lines += ["| model | t2i success | edit success | inpaint success | sr PSNR gain (dB) | "
+        lines += ["| model | t2i success | edit success (strict) | inpaint success | sr PSNR gain (dB) | "
                   "edit / sr / inpaint PSNR |", "|---|---:|---:|---:|---:|---:|"]
         for name, r in t["rows"].items():
             rates = " | ".join(format_rate(r[k]) for k in ("t2i", "edit", "inpaint"))
@@ -202,6 +202,12 @@ def markdown(result: dict) -> str:
             kinds = [f"{name} {format_kinds(r[task])}" for name, r in t["rows"].items() if format_kinds(r[task])]
             if kinds:
                 lines += ["", f"`{task}` success by kind: " + "; ".join(kinds) + "."]
+        earlier = [f"{name} {r['edit']['also']['asked_only']['successes']}/{r['edit']['n']} "
+                   f"({format_kinds(r['edit']['also']['asked_only'])})"
+                   for name, r in t["rows"].items() if "asked_only" in r["edit"].get("also", {})]
+        if earlier:
+            lines += ["", "`edit` by the earlier metric (the asked attribute and the shape only; size, place and "
+                          "background unchecked), on the same outputs: " + "; ".join(earlier) + "."]
         lines += ["", f"{t['rows']['MTU (N=4, all tasks)']['t2i']['n']} test samples per task, DDIM, sampled with "
                       f"{_sampling_text(result.get('sampling'))}. Training time: " + ", ".join(
                           f"{k} {v:.0f} s" for k, v in t.get("train_seconds", {}).items()) + ".", ""]

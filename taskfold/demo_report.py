@@ -105,6 +105,8 @@ def _quality_rows(metrics: dict, model: str) -> list[list[str]]:
         kinds = format_kinds(m)
         if kinds:
             success += f"; {kinds}"
+        for name, also in m.get("also", {}).items():  # an earlier metric on the same outputs, for comparison
+            success += f" (earlier {name.replace('_', '-')} metric: {also['successes']}/{m['n']}; {format_kinds(also)})"
         if "psnr" in m:
             image = [f"{m['psnr']:.2f} / {m['ssim']:.3f}",
                      f"{m['condition_baseline_psnr']:.2f} / {m['condition_baseline_ssim']:.3f}",
@@ -195,6 +197,8 @@ def _grid(task: str, m: dict) -> str:
     score = []
     for s in samples:
         parts = [("done" if s["success"] else "not done")] if "success" in s else []
+        if s.get("wrong"):  # the strict edit metric names what the output got wrong
+            parts[0] += f" ({', '.join(s['wrong'])} wrong)"
         if "psnr_gain_db" in s:
             parts.append(f"{s['psnr_gain_db']:+.1f} dB")
         score.append(", ".join(parts) or "–")
@@ -318,10 +322,13 @@ def write_report(root: str | Path) -> Path:
     content = {
         "summary": summary, "metrics": metrics, "quality": _quality_rows(metrics, _model_name(root, stages)),
         "quality_note": "Task success, read by the deterministic pixel analyser (validated on degraded targets): "
-                        "t2i — the object has the prompt's shape and colour (and size when named); edit — the object "
-                        "has the asked attribute changed (colour, size or position) and keeps the others; inpaint — "
-                        "the named object is gone and the other kept. 95 % intervals: Wilson for rates, normal for "
-                        "mean gains. PSNR/SSIM compare the output with the dataset's target; the baseline returns the "
+                        "t2i — the object has the prompt's shape and colour (and size when named); edit (strict) — "
+                        "one object, with the asked change (recolour, move, resize) made and every other attribute "
+                        "kept: shape, colour, size, position (within half a move's shift) and the input's background "
+                        "(a column says what was wrong; the earlier metric, which checked only the asked attribute "
+                        "and the shape, is shown beside it on the same outputs); inpaint — the named object is gone "
+                        "and the other kept. 95 % intervals: Wilson for rates, normal for mean gains. "
+                        "PSNR/SSIM compare the output with the dataset's target; the baseline returns the "
                         "condition image (sr: upsampled bicubically). img2img s: the condition image noised to the "
                         "first of the last s × steps sampling steps; guidance: text / image scale.",
         "flops": _flop_rows(bench),

@@ -52,12 +52,18 @@ def test_markdown_table_holds_every_number():
                                   "single-task fine-tunes": scores(16, 10.37)},
                          "seconds": 99.0, "train_seconds": {"mtu-run": 1478.0, "single-t2i-run": 262.4}},
               "dtr": {"with DTR": rate(7)}}
-    result["table2"]["rows"]["MTU (N=4, all tasks)"]["edit"]["success_by_kind"] = {"colour": [9, 20], "move": [1, 22]}
+    result["table2"]["rows"]["MTU (N=4, all tasks)"]["edit"]["success_by_kind"] = {"recolour": [9, 20],
+                                                                                   "move": [1, 22]}
+    result["table2"]["rows"]["MTU (N=4, all tasks)"]["edit"]["also"] = {"asked_only": {
+        "successes": 30, "success_rate": 30 / 64, "success_by_kind": {"recolour": [19, 20], "move": [11, 22]}}}
     result["sampling"] = {"file": "models/tiny-mtu/sampling.json", "tasks": {
         "edit": {"strength": 0.75, "guidance_scale": 3.0, "image_guidance_scale": 1.2, "steps": 20},
         "t2i": {"guidance_scale": 3.0, "steps": 20}}}
     md = mtu_table.markdown(result)
-    assert "`edit` success by kind: MTU (N=4, all tasks) colour 9/20, move 1/22." in md
+    assert "`edit` success by kind: MTU (N=4, all tasks) recolour 9/20, move 1/22." in md
+    assert ("`edit` by the earlier metric (the asked attribute and the shape only; size, place and background "
+            "unchecked), on the same outputs: MTU (N=4, all tasks) 30/64 (recolour 19/20, move 11/22).") in md
+    assert "| model | t2i success | edit success (strict) |" in md
     assert "`inpaint` success by kind" not in md
     assert ("sampled with models/tiny-mtu/sampling.json (edit img2img 0.75, guidance 3/1.2, 20 steps; "
             "t2i from noise, guidance 3, 20 steps)") in md

@@ -70,6 +70,12 @@ def test_page_shows_every_image_and_number(demo):
             kinds = m["success_by_kind"]
             assert sum(n for _, n in kinds.values()) == m["n"] and sum(k for k, _ in kinds.values()) == m["successes"]
             shown.append(", ".join(f"{kind} {k}/{n}" for kind, (k, n) in kinds.items()))
+        for name, also in m.get("also", {}).items():  # the earlier edit metric, beside the strict one
+            shown.append(f"earlier {name.replace('_', '-')} metric: {also['successes']}/{m['n']}")
+        if task == "edit":
+            assert set(kinds) <= {"recolour", "move", "resize"} and "asked_only" in m["also"]
+            for s in m["samples"][:8]:  # each column's verdict names what the strict metric found wrong
+                assert ("(" + ", ".join(s["wrong"]) + " wrong)" in page) if s["wrong"] else s["success"]
         assert shown
         for cell in shown:
             assert cell in page and cell in (demo / "report.md").read_text(), cell
