@@ -86,6 +86,8 @@ class WeightStore:
     def value(self, ort, rec: WeightRecord):
         key = (str(rec.path), rec.offset, rec.length, rec.dtype, rec.shape)
         if key not in self.values:
+            if key[0] not in self.arrays:  # a graph this process exported itself (bench's references), not a package
+                self.arrays[key[0]] = np.fromfile(rec.path, dtype=np.uint8)
             dtype = np.dtype(rec.dtype)
             arr = np.frombuffer(self.arrays[key[0]], dtype=dtype, count=rec.length // dtype.itemsize,
                                 offset=rec.offset).reshape(rec.shape)
