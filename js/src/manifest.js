@@ -12,13 +12,14 @@ import { PackageError, repr } from './errors.js';
 import { parseJsonChecked, unbox } from './json.js';
 import { GUIDANCE_KINDS, INPUT_PARTS, isFiniteNumber, isInt, taskFromRecord } from './tasks.js';
 import { TaskfoldError } from './errors.js';
+import { bound } from './limits.js';
 
 export const FORMAT = 'taskfold-package';
 export const SCHEMA_VERSION = 1;
 export const MANIFEST = 'manifest.json';
 export const WEIGHT_INDEX_FORMAT = 'taskfold-weight-index';
 export const WEIGHT_INDEX_SCHEMA_VERSION = 1;
-/** Largest manifest / JSON side file read (bytes). */
+/** Largest manifest / JSON side file read (bytes); a real SD manifest is a few hundred KB. */
 export const MAX_JSON_BYTES = 64 << 20;
 export const WEIGHT_DTYPES = ['float32', 'float16', 'float64', 'int64', 'int32', 'int16', 'int8', 'uint8', 'bool'];
 /** Bytes per element of each weight dtype. */
@@ -99,26 +100,26 @@ export function opt(inner) {
   return { what: `${inner.what} or null`, check: (v, where) => (v === null ? null : inner.check(v, where)) };
 }
 
-/** @param {Check} item @param {number} [minLen] @returns {Check} */
-export function listOf(item, minLen = 0) {
-  const what = `a list of ${item.what}${minLen ? ` (at least ${minLen})` : ''}`;
+/** @param {Check} item @param {number} [minLen] @param {number} [maxLen] @returns {Check} */
+export function listOf(item, minLen = 0, maxLen = 100000) {
+  const what = `a list of ${item.what}${minLen ? ` (at least ${minLen})` : ''} (at most ${maxLen})`;
   return {
     what,
     check(v, where) {
-      if (!Array.isArray(v) || v.length < minLen) throw refuse(what, where, v);
+      if (!Array.isArray(v) || v.length < minLen || v.length > maxLen) throw refuse(what, where, v);
       v.forEach((x, i) => item.check(x, `${where}[${i}]`));
       return v;
     },
   };
 }
 
-/** @param {Check} item @param {Check} [key] @returns {Check} */
-export function dictOf(item, key) {
-  const what = `an object of ${item.what}`;
+/** @param {Check} item @param {Check} [key] @param {number} [maxLen] @returns {Check} */
+export function dictOf(item, key, maxLen = 100000) {
+  const what = `an object of ${item.what} (at most ${maxLen} keys)`;
   return {
     what,
     check(v, where) {
-      if (!isObject(v)) throw refuse(what, where, v);
+      if (!isObject(v) || Object.keys(v).length > maxLen) throw refuse(what, where, v);
       for (const [k, x] of Object.entries(v)) {
         if (key) key.check(k, `${where} key ${repr(k)}`);
         item.check(x, `${where}[${repr(k)}]`);
@@ -159,7 +160,11 @@ function isObject(v) {
  * @param {any} v
  */
 export function isRelPath(v) {
-  if (typeof v !== 'string' || !v || v.length > 4096 || v.includes('\\') || v.includes('\0')) return false;
+  if (typeof v !== 'string' || !v || [...v].length > bound('path_chars') || v.includes('\\') || v.includes('\0')) return false;
+  for (const ch of v) {
+    const c = /** @type {number} */ (ch.codePointAt(0));
+    if (c < 32 || (c >= 127 && c < 160)) return false;
+  }
   if (v.startsWith('/') || /^[A-Za-z]:/.test(v)) return false;
   return v.split('/').every((p) => p !== '..');
 }
@@ -173,49 +178,73 @@ const NUM = scalar('a finite number', isFiniteNumber);
 const PATH = scalar("a relative path string inside the package (no '..', not absolute)", isRelPath);
 const NAME = scalar("a file name (no '/', no '..')", (v) => isRelPath(v) && !v.includes('/') && v !== '.');
 const SHA256 = scalar('a sha256 hex digest', (v) => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v));
-const DIM = scalar('an integer >= 0 or an axis name', (v) => (isInt(v) && v >= 0) || typeof v === 'string');
+const DIM = scalar('an integer from 1 to 2**31 or an axis name (a word)',
+  (v) => (isInt(v) && v >= 1 && v <= 2 ** 31) || (typeof v === 'string' && /^[\p{L}\p{N}_]{1,64}$/u.test(v)));
 
 /** @param {...any} choices */
 export function oneOf(...choices) {
   return scalar(`one of ${choices.map(repr).join(', ')}`, (v) => choices.includes(v));
 }
 
-const TENSOR = obj({ name: STR, shape: listOf(DIM), dtype: STR });
+/**
+ * An integer from `low` to the limits' bound `name` (package_schema.json).
+ * @param {string} name
+ * @param {number} [low]
+ */
+function upto(name, low = 1) {
+  const top = bound(name);
+  return scalar(`an integer from ${low} to ${top}`, (v) => isInt(v) && v >= low && v <= top);
+}
+
+export const TENSOR_DTYPES = ['float32', 'float16', 'int64', 'int32', 'bool', 'uint8'];
+const TENSOR = obj({
+  name: scalar('a tensor name', (v) => typeof v === 'string' && v.length > 0 && [...v].length <= 256),
+  shape: listOf(DIM, 0, bound('tensor_rank')), dtype: oneOf(...TENSOR_DTYPES),
+});
 const FILE_ENTRY = obj({ bytes: NONNEG, sha256: SHA256 });
-const COMPONENT_GRAPH = obj({ file: NAME, inputs: listOf(TENSOR, 1) }, { weights: listOf(NAME), outputs: listOf(TENSOR) });
+const COMPONENT_GRAPH = obj({ file: NAME, inputs: listOf(TENSOR, 1, 16), outputs: listOf(TENSOR, 1, 16) },
+  { weights: listOf(NAME, 0, 4096) });
 const TASK = obj(
-  { inputs: listOf(oneOf(...INPUT_PARTS), 1), uses_text: BOOL, guidance: oneOf(...GUIDANCE_KINDS), guidance_scale: NUM, in_channels: POS },
+  { inputs: listOf(oneOf(...INPUT_PARTS), 1, 8), uses_text: BOOL, guidance: oneOf(...GUIDANCE_KINDS), guidance_scale: NUM, in_channels: upto('channels') },
   { name: STR, image_guidance_scale: opt(NUM), graphs: dictOf(PATH), strength: NUM, steps: POS },
 );
 export const LAYOUTS = ['graphs', 'adapters'];
 const GRAPH = obj({ task: STR, format: STR, path: PATH }, {
-  precision: STR, external_data: listOf(PATH), weight_index: opt(PATH), inputs: listOf(TENSOR, 1),
-  outputs: listOf(TENSOR, 1), function: STR, refittable_engine: PATH, refit_from: PATH,
-  layout: oneOf(...LAYOUTS), adapter: PATH, backbone_id: NONNEG, task_channels: POS, task_tensors: listOf(TENSOR),
+  precision: STR, external_data: listOf(PATH, 0, 4096), weight_index: opt(PATH), inputs: listOf(TENSOR, 1, 16),
+  outputs: listOf(TENSOR, 1, 16), function: STR, refittable_engine: PATH, refit_from: PATH,
+  layout: oneOf(...LAYOUTS), adapter: PATH, backbone_id: NONNEG, task_channels: upto('channels'),
+  task_tensors: listOf(TENSOR, 0, bound('task_tensors')),
 });
+const TASK_NAME = scalar("a task name (lower case letters, digits, '-' or '_', at most 32)",
+  (v) => typeof v === 'string' && /^[a-z][a-z0-9_-]{0,31}$/.test(v));
 export const MANIFEST_SCHEMA = obj({
   format: STR,
   schema_version: INT,
-  sample: obj({ height: POS, width: POS, batch: POS, text_len: POS, image_height: POS, image_width: POS }),
-  codec: obj({ kind: oneOf('identity', 'vae'), scale_factor: POS, latent_channels: POS, scaling_factor: NUM },
-    { shift_factor: opt(NUM), graphs: opt(dictOf(COMPONENT_GRAPH)) }),
-  tasks: dictOf(TASK, scalar('a task name', (v) => typeof v === 'string' && v.length > 0 && v.length <= 64)),
-  graphs: listOf(GRAPH),
-  files: dictOf(FILE_ENTRY, PATH),
-  scheduler: obj({ num_train_timesteps: POS }),
+  sample: obj({
+    height: upto('latent_side'), width: upto('latent_side'), batch: upto('batch'), text_len: upto('text_len'),
+    image_height: upto('image_side'), image_width: upto('image_side'),
+  }),
+  codec: obj({ kind: oneOf('identity', 'vae'), scale_factor: upto('latent_side'), latent_channels: upto('channels'), scaling_factor: NUM },
+    { shift_factor: opt(NUM), graphs: opt(dictOf(COMPONENT_GRAPH, undefined, 8)) }),
+  tasks: dictOf(TASK, TASK_NAME, bound('tasks')),
+  graphs: listOf(GRAPH, 0, bound('graphs')),
+  files: dictOf(FILE_ENTRY, PATH, bound('files')),
+  scheduler: obj({ num_train_timesteps: upto('num_train_timesteps', 2) }),
 }, {
-  dtr: opt(obj({ timesteps: POS, alpha: NUM, beta: NUM })),
+  dtr: opt(obj({ timesteps: upto('num_train_timesteps', 2), alpha: NUM, beta: NUM })),
   text_encoder: opt(obj({
     graph: obj({
-      file: NAME, inputs: listOf(TENSOR, 1),
-      tokenizer: obj({ files: listOf(NAME, 1), max_length: POS }, { pad_id: NONNEG }),
-    }, { weights: listOf(NAME) }),
+      file: NAME, inputs: listOf(TENSOR, 1, 16), outputs: listOf(TENSOR, 1, 16),
+      tokenizer: obj({ files: listOf(NAME, 1, 8), max_length: upto('tokenizer_max_length', 2) }, { pad_id: upto('vocab_size', 0) }),
+    }, { weights: listOf(NAME, 0, 4096) }),
   })),
   model: obj({}, { unet_config: opt(obj({})), upcycle: opt(obj({})) }),
   sampling: opt(obj({ source: STR }, { file: NAME, tasks: listOf(STR) })),
 });
-const WEIGHT_RECORD = obj({ name: STR, file: NAME, offset: NONNEG, length: NONNEG, shape: listOf(NONNEG), dtype: oneOf(...WEIGHT_DTYPES) });
-const WEIGHT_INDEX_SCHEMA = obj({ format: STR, schema_version: INT, initializers: listOf(WEIGHT_RECORD) });
+const WEIGHT_RECORD = obj({
+  name: STR, file: NAME, offset: NONNEG, length: NONNEG, shape: listOf(NONNEG, 0, bound('tensor_rank')), dtype: oneOf(...WEIGHT_DTYPES),
+});
+const WEIGHT_INDEX_SCHEMA = obj({ format: STR, schema_version: INT, initializers: listOf(WEIGHT_RECORD, 0, bound('graph.initializers')) });
 
 // --- reading ----------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** @typedef {{ tensor: string, location: string, offset: number, length: number | null }} ExternalRef */
 
-class Malformed extends Error {}
+export class Malformed extends Error {}
 
 /**
  * @param {Uint8Array} buf
@@ -46,7 +46,7 @@ function varint(buf, pos, end) {
  * @param {number} end
  * @returns {Generator<[number, number, any]>}
  */
-function* fields(buf, start, end) {
+export function* fields(buf, start, end) {
   let pos = start;
   while (pos < end) {
     let key;
@@ -69,7 +69,7 @@ function* fields(buf, start, end) {
 }
 
 /** @param {Uint8Array} buf @param {number[]} span */
-function text(buf, span) {
+export function text(buf, span) {
   try {
     return utf8.decode(buf.subarray(span[0], span[1]));
   } catch {

@@ -27,7 +27,6 @@ import { decodePng, fitImage, fitMask, maskToTensor, toChw, toRgb, toRgba } from
 import { DirSource, PackageReader } from './reader.js';
 import { concat, rows, sample, checkInputs, checkOptions } from './sampler.js';
 import { taskFromRecord, needsCondition, needsMask } from './tasks.js';
-import { tokenizerFromFiles } from './tokenizers.js';
 
 export const UNET_INPUTS = ['sample', 'timestep', 'encoder_hidden_states'];
 
@@ -394,14 +393,21 @@ export class Package {
 
   /** The package's tokenizer (read, checked, admitted and built once). */
   async loadTokenizer() {
-    if (this.tokenizer === null) {
-      const te = /** @type {NonNullable<Manifest['text_encoder']>} */ (this.manifest.text_encoder);
-      /** @type {Record<string, Uint8Array>} */
-      const files = {};
-      for (const rel of await this.reader.tokenizerFiles()) files[rel.split('/').slice(1).join('/')] = await this.reader.readBytes(rel, 'text_encoder.graph.tokenizer');
-      this.tokenizer = tokenizerFromFiles(files, te.graph.tokenizer.max_length, te.graph.tokenizer.pad_id ?? null, `${this.path}/text_encoder`);
-    }
+    if (this.tokenizer === null) this.tokenizer = await this.reader.tokenizer();
     return this.tokenizer;
+  }
+
+  /**
+   * What every task shares, checked before any session (as the Python runtime does at open): the
+   * tokenizer (admitted and built) and the text encoder and codec graphs (admitted, listed, hashed).
+   */
+  async checkShared() {
+    const te = this.manifest.text_encoder;
+    if (te) {
+      await this.loadTokenizer();
+      await this.reader.componentFiles('text_encoder', te.graph);
+    }
+    for (const rec of Object.values(this.manifest.codec.graphs ?? {})) await this.reader.componentFiles('codec', rec);
   }
 
   /**
@@ -640,5 +646,7 @@ function short(text, limit = 60) {
  */
 export async function openPackage(location, options = {}) {
   const reader = await PackageReader.open(location, { verify: options.verify ?? true, fetch: options.fetch });
-  return new Package(reader, options);
+  const pkg = new Package(reader, options);
+  await pkg.checkShared();
+  return pkg;
 }

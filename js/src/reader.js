@@ -9,7 +9,7 @@
  *   NaN/Infinity, every key and type of the schema, one {@link PackageError} naming the key.
  * - **Every path is confined**: a path the manifest, a weight index or a graph names is refused
  *   when absolute or when it has a `..` component. In a folder it is resolved one component at a
- *   time from the package root, following symlinks only while they stay inside; from a URL each
+ *   time from the package root, and a symbolic link or a hard-linked file is refused; from a URL each
  *   component is percent-encoded and the resolved URL must keep the package's origin and path
  *   prefix (redirects are refused), so no other origin is ever asked for anything.
  * - **Only listed files are opened**: a file is read only if `manifest.files` lists it with size
@@ -30,8 +30,10 @@ import { PackageError, repr } from './errors.js';
 import { parseJsonChecked } from './json.js';
 import { MANIFEST, MAX_JSON_BYTES, validateManifest, validateWeightIndex } from './manifest.js';
 import { externalRefs } from './onnx_refs.js';
+import { bound } from './limits.js';
+import { admitGraph, graphKind } from './admission.js';
+import { tokenizerFromFiles } from './tokenizers.js';
 
-const MAX_LINK_HOPS = 40;
 const HINT = 'the package is damaged or was crafted; re-copy or re-export it (`taskfold verify PKG` lists every problem)';
 
 /**
@@ -56,6 +58,20 @@ function split(rel) {
   return rel.split('/').filter((p) => p !== '' && p !== '.');
 }
 
+/**
+ * The largest size a listed file of this kind may have (`package_schema.json` bounds.bytes).
+ * @param {string} rel
+ */
+export function fileBound(rel) {
+  const name = rel.split('/').pop() ?? '';
+  if (name.endsWith('.onnx')) return bound('bytes.graph');
+  if (name.startsWith('tokenizer') || name === 'special_tokens_map.json') return bound('bytes.tokenizer');
+  if (name.endsWith('.json')) return bound('bytes.json');
+  if (name.endsWith('.safetensors') || name.endsWith('.onnx_adapter')) return bound('bytes.adapter');
+  if (name.endsWith('.weights') || name.endsWith('.bin')) return bound('bytes.weights');
+  return bound('bytes.other');
+}
+
 /** @param {string} rel */
 function folderOf(rel) {
   return rel.includes('/') ? rel.slice(0, rel.lastIndexOf('/')) : '';
@@ -78,8 +94,9 @@ export async function sha256Hex(data) {
 // --- sources: where the bytes come from ---------------------------------------------------------
 
 /**
- * A package folder on this machine (Node): paths resolved one component at a time with `lstat`,
- * symlinks followed only while they stay inside, so nothing outside is ever looked at.
+ * A package folder on this machine (Node): paths resolved one component at a time with `lstat`; a
+ * symbolic link on the way, or a file with several hard links, is refused, so nothing outside is
+ * ever looked at.
  */
 export class DirSource {
   /** @param {string} root real path of the package folder */
@@ -112,18 +129,11 @@ export class DirSource {
   async resolve(rel, where, fail) {
     const fs = await import('node:fs/promises');
     const path = await import('node:path');
-    const root = this.root;
-    let cur = root;
-    let todo = split(rel);
-    let hops = 0;
-    let st = await fs.lstat(root);
-    while (todo.length) {
-      const part = /** @type {string} */ (todo.shift());
-      if (part === '..') {
-        if (cur === root) throw fail(`${where}: ${repr(rel)} leads outside the package (through a symlink)`);
-        cur = path.dirname(cur);
-        continue;
-      }
+    let cur = this.root;
+    const parts = split(rel);
+    if (parts.length > bound('path_depth')) throw fail(`${where}: ${repr(rel)} is nested deeper than ${bound('path_depth')} folders`);
+    let st = await fs.lstat(cur);
+    for (const part of parts) {
       const next = path.join(cur, part);
       try {
         st = await fs.lstat(next);
@@ -133,15 +143,12 @@ export class DirSource {
         throw fail(`${where}: cannot read ${repr(rel)}: ${/** @type {any} */ (e).message}`);
       }
       if (st.isSymbolicLink()) {
-        hops += 1;
-        const target = await fs.readlink(next);
-        if (hops > MAX_LINK_HOPS || !target || target.startsWith('/') || target.includes('\0')) {
-          throw fail(`${where}: ${repr(rel)} is a symlink that leads outside the package`);
-        }
-        todo = [...split(target), ...todo];
-        continue;
+        throw fail(`${where}: ${repr(rel)} passes through a symbolic link; a package holds no links (copy it with \`cp -rL\`)`);
       }
       cur = next;
+    }
+    if (st.isFile() && st.nlink > 1) {
+      throw fail(`${where}: ${repr(rel)} has ${st.nlink} hard links; a package holds no links (a hard link can be a file outside it; copy the package with \`cp -r\`)`);
     }
     return [cur, { size: st.size, isFile: st.isFile() }];
   }
@@ -374,14 +381,22 @@ export class PackageReader {
     if (this.source instanceof UrlSource) {
       const url = this.source.url(rel, where, fail);
       if (!Object.hasOwn(this.files, rel)) throw this.notListed(rel, where);
+      this.checkBound(rel, where);
       return url;  // its size is checked when it is read
     }
     const [real, st] = await this.source.resolve(rel, where, fail);
     const entry = Object.hasOwn(this.files, rel) ? this.files[rel] : undefined;
     if (entry === undefined) throw this.notListed(rel, where);
     if (!st.isFile) throw this.fail(`${where}: ${repr(rel)} is not a regular file`);
+    this.checkBound(rel, where);
     if (st.size !== entry.bytes) throw this.fail(`${rel}: ${st.size} bytes, the manifest says ${entry.bytes}`);
     return real;
+  }
+
+  /** @param {string} rel @param {string} where */
+  checkBound(rel, where) {
+    const n = this.files[rel].bytes;
+    if (n > fileBound(rel)) throw this.fail(`${where}: ${repr(rel)} is listed with ${n} bytes, more than the ${fileBound(rel)} a file of its kind may have`);
   }
 
   /** @param {string} rel @param {string} where */
@@ -496,14 +511,27 @@ export class PackageReader {
   /**
    * `graphRel` and the listed files its external data names, every range inside its file; and the
    * external-data locations as the graph names them (what ONNX Runtime Web is given).
+   * With `io` (the inputs, outputs and task tensors of a graph the runtime runs) the graph is admitted
+   * first (admission.js).
    * @param {string} graphRel
    * @param {string} where
+   * @param {{ inputs: import('./manifest.js').TensorDoc[], outputs: import('./manifest.js').TensorDoc[], task_tensors?: import('./manifest.js').TensorDoc[] } | null} [io]
    * @returns {Promise<{ files: string[], locations: Map<string, string> }>}
    */
-  async onnxFiles(graphRel, where) {
+  async onnxFiles(graphRel, where, io = null) {
     const known = this.onnx.get(graphRel);
     if (known) return known;
-    const data = await this.readBytes(graphRel, where);
+    const data = await this.readBytes(graphRel, where, bound('bytes.graph'));
+    if (io) {
+      const s = this.manifest.sample;
+      const dims = { batch: s.batch, height: s.height, width: s.width, text_len: s.text_len, image_height: s.image_height, image_width: s.image_width };
+      try {
+        admitGraph(data, { where: graphRel, kind: graphKind(graphRel), inputs: io.inputs, outputs: io.outputs, dims, taskTensors: io.task_tensors ?? [] });
+      } catch (e) {
+        if (e instanceof PackageError) throw this.fail(e.message);
+        throw e;
+      }
+    }
     if (this.source instanceof UrlSource) this.bytes.set(graphRel, data);
     const folder = folderOf(graphRel);
     let refs;
@@ -541,7 +569,8 @@ export class PackageReader {
     const files = [];
     for (const r of [rel, graph.refittable_engine, graph.refit_from]) {
       if (r === undefined || r === null) continue;
-      const list = r.endsWith('.onnx') ? (await this.onnxFiles(r, where)).files : [r];
+      const io = graph.format === 'onnx' && r === rel ? graph : null;
+      const list = r.endsWith('.onnx') ? (await this.onnxFiles(r, where, io)).files : [r];
       for (const f of list) {
         await this.path(f, where);
         add(files, f);
@@ -564,12 +593,28 @@ export class PackageReader {
    * @param {ComponentDoc} rec
    */
   async componentFiles(folder, rec) {
-    const { files } = await this.onnxFiles(`${folder}/${rec.file}`, `${folder}/${rec.file}`);
+    const { files } = await this.onnxFiles(`${folder}/${rec.file}`, `${folder}/${rec.file}`, { inputs: rec.inputs, outputs: rec.outputs ?? [] });
     for (const w of rec.weights ?? []) {
       await this.path(`${folder}/${w}`, folder);
       add(files, `${folder}/${w}`);
     }
     return files;
+  }
+
+  /** The package's tokenizer, admitted and built from its checked files. */
+  async tokenizer() {
+    const tok = /** @type {NonNullable<Manifest['text_encoder']>} */ (this.manifest.text_encoder).graph.tokenizer;
+    /** @type {Record<string, Uint8Array>} */
+    const files = {};
+    for (const rel of await this.tokenizerFiles()) {
+      files[rel.split('/').slice(1).join('/')] = await this.readBytes(rel, 'text_encoder.graph.tokenizer', bound('bytes.tokenizer'));
+    }
+    try {
+      return tokenizerFromFiles(files, tok.max_length, tok.pad_id ?? null, 'text_encoder');
+    } catch (e) {
+      if (e instanceof PackageError) throw this.fail(e.message);
+      throw e;
+    }
   }
 
   /** The text encoder's tokenizer files (`text_encoder/<name>`), each one checked. */

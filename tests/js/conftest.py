@@ -94,3 +94,20 @@ def images(tmp_path_factory):
         out[f"mask{side}"] = d / f"mask{side}.png"
         Image.fromarray(mask).save(out[f"mask{side}"])
     return out
+
+
+@pytest.fixture(scope="session")
+def parity_cases(tiny_mtu_package, sd_package, images):
+    """Every task x scheduler of both packages, and the Python runtime's images for them."""
+    from ._parity import cases_for, python_images
+
+    cases = cases_for("tiny", tiny_mtu_package, images, steps=4) + cases_for("sd", sd_package, images, steps=3)
+    return cases, python_images(cases)
+
+
+@pytest.fixture(scope="session")
+def chromium(node):
+    """Debian's Chromium, or a skip (``make test`` installs it with apt when it is missing)."""
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; never a downloaded browser build)")
+    return CHROMIUM

@@ -6,16 +6,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from ._parity import TOLERANCE, cases_for, compare, failures, python_images, report
+from ._parity import TOLERANCE, compare, failures, report
 from .conftest import run_node
-
-
-@pytest.fixture(scope="session")
-def parity_cases(tiny_mtu_package, sd_package, images):
-    cases = cases_for("tiny", tiny_mtu_package, images, steps=4) + cases_for("sd", sd_package, images, steps=3)
-    return cases, python_images(cases)
 
 
 def test_node_images_equal_the_python_runtimes(node, parity_cases, tmp_path):
