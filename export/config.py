@@ -70,6 +70,14 @@ class ExportConfig(Config):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ConfigError(f"--{name} must be a positive pixel count, got {v}")
+        from taskfold.runtime.limits import bound  # a package's sizes are bounded where the runtime reads them
+
+        for name, top in (("batch", bound("batch")), ("text_len", bound("text_len")), ("height", bound("image_side")),
+                          ("width", bound("image_side")), ("parity_timesteps", 64)):
+            v = getattr(self, name)
+            if v is not None and v > top:
+                raise ConfigError(f"--{name.replace('_', '-')} {v} is more than {top}, the most a package may hold "
+                                  "(runtime/package_schema.json)")
         if self.opset < MIN_OPSET:
             raise ConfigError(f"--opset {self.opset} is below {MIN_OPSET}, the oldest opset taskfold exports")
         if self.opset > max_opset():
