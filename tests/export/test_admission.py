@@ -62,3 +62,13 @@ def test_the_schema_file_is_the_one_list_and_every_listed_operator_has_a_shape_r
         "ArgMax", "Flatten", "Split"}
     assert listed - ruled == set()
     assert {"Loop", "Scan", "If"} & listed == set()
+
+
+@pytest.mark.parametrize("field,value,words", [("height", 10 ** 5, "--height 100000 is more than 4096"),
+                                               ("batch", 99, "--batch 99 is more than 16"),
+                                               ("text_len", 10 ** 4, "--text-len 10000 is more than 512")])
+def test_export_sizes_are_bounded_as_the_runtime_bounds_them(field, value, words):
+    from taskfold.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=words):
+        ExportConfig(**{field: value})
