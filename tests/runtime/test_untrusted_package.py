@@ -269,6 +269,8 @@ ATTACKS = {
     "graph input the manifest does not declare": (lambda c, s: _add_nodes(c, "input"), "its inputs are"),
     "listed 6 GB sparse graph": (lambda c, s: _sparse_graph(c), "more than the 536870912 a file of its kind"),
     "catastrophic tokenizer regex": (lambda c, s: _tokenizer_regex(c), "regular expression '(a+)+$'"),
+    "empty shape for a graph input": (lambda c, s: c.graph()["inputs"][0].update(shape=[]),
+                                      "the manifest declares float32 []"),
     "manifest files entry with ..": (
         lambda c, s: c.manifest["files"].update({"../outside/secret.bin": {"bytes": 1, "sha256": "0" * 64}}),
         "'../outside/secret.bin'"),
