@@ -345,9 +345,9 @@ class Package:
             raise ConfigError(f"task {task!r}'s graph takes {names}; the runtime's sampler drives graphs with "
                               f"{list(UNET_INPUTS)} (SDXL graphs need the app to supply text_embeds and time_ids)",
                               hint="run the graph (manifest graphs[].path) with onnxruntime directly")
+        files = self._reader.graph_files(g)  # confined, listed, admitted (the graph), byte ranges checked
         batch = _Batching(g["inputs"][0]["shape"][0] if isinstance(g["inputs"][0]["shape"][0], int) else None)
         dtype = np.dtype(g["inputs"][0]["dtype"])
-        files = self._reader.graph_files(g)  # confined, listed, admitted (the graph), byte ranges checked
         if self.backend == "onnx" and self.layout != "adapters" and self.share_weights and g.get("weight_index"):
             self._weights.load(self._reader, self._reader.weight_records(g["weight_index"], g["path"]))
         self._checked(files)
