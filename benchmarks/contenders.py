@@ -70,7 +70,7 @@ def _graph_items(plan: Plan) -> list[dict]:
                       "index": g.get("weight_index"), "weights": g.get("external_data", []), "spec": spec,
                       "parity": g.get("parity"), "conv_in": conv_in_flops(config, channels, b, h, w),
                       "feeds": [_numpy_inputs(spec, b, h, w)]})
-    shared = {g["task"]: g for g in plan.manifest["graphs"] if g.get("layout") == "adapters"}
+    shared = {g["task"]: g for g in plan.manifest["graphs"] if g.get("layout") == "adapters" and g["format"] == "onnx"}
     for task in plan.tasks:
         if task in shared:
             g = shared[task]
@@ -100,11 +100,11 @@ def _graph_items(plan: Plan) -> list[dict]:
     return items
 
 
-def _onnx_caller(sess, feed: dict, provider: str, run_options=None):
+def _onnx_caller(sess, feed: dict, provider: str):
     """``call()`` running ``sess`` once on ``feed``; on CUDA the inputs stay on the GPU (I/O binding)."""
     if provider != "cuda":
         out = [sess.get_outputs()[0].name]
-        return lambda: sess.run(out, feed, run_options)
+        return lambda: sess.run(out, feed)
     import onnxruntime as ort
 
     binding = sess.io_binding()
@@ -116,7 +116,7 @@ def _onnx_caller(sess, feed: dict, provider: str, run_options=None):
     binding.bind_output(sess.get_outputs()[0].name, "cuda")
 
     def call():
-        sess.run_with_iobinding(binding, run_options)
+        sess.run_with_iobinding(binding)
         binding.synchronize_outputs()
     call.keep = keep  # the device inputs live as long as the call
     return call
@@ -131,7 +131,7 @@ def onnx_contenders(cfg: BenchConfig, plan: Plan, roles=("base", "base-plain", "
     """The base, folded, shared-graph (adapters) and unfolded graphs in ONNX Runtime, opened as the runtime opens
     them, and the base graph opened plainly (``ORT_ENABLE_ALL``, pre-packed: what a user exporting it alone gets)."""
     from taskfold.export.flops import onnx_flops
-    from taskfold.runtime.package import WeightStore, load_adapter, ort_session
+    from taskfold.runtime.package import WeightStore, load_task_tensors, ort_session
     from taskfold.runtime.reader import PackageReader, local_weight_records
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cfg.provider == "cuda" \
@@ -143,23 +143,13 @@ def onnx_contenders(cfg: BenchConfig, plan: Plan, roles=("base", "base-plain", "
     for it in [it for it in _graph_items(plan) if it["role"] in roles]:
         store = stores.setdefault(it["root"], WeightStore()) if cfg.share_weights and it["role"] in (
             "base", "folded", "unfolded") else None
-        run_options = adapter = None
-        if it["role"] == "adapters":  # one session for every task, each call with its task's adapter
-            g = next(g for g in plan.manifest["graphs"] if g.get("adapter") == it["adapter"])
+        if it["role"] == "adapters":  # one session for every task, each call fed its task's tensors as inputs
+            g = next(g for g in plan.manifest["graphs"] if g.get("adapter") == it["adapter"] and g["format"] == "onnx")
             if it["path"] not in shared:
                 shared[it["path"]] = ort_session(package.path(it["path"]), providers=providers, threads=cfg.threads)
             sess = shared[it["path"]]
-            import onnxruntime as ort
-
-            adapter = load_adapter(ort, package.path(it["adapter"]), g, package)
-            feeds = [_padded(f, it["channels"]) for f in it["feeds"]]
-            if cfg.provider == "cuda":  # I/O binding ignores active adapters: bind the task tensors as inputs
-                values = {k: v.numpy() for k, v in
-                          ort.AdapterFormat.read_adapter(str(package.path(it["adapter"]))).get_parameters().items()}
-                feeds = [dict(f, **values) for f in feeds]
-            else:
-                run_options = ort.RunOptions()
-                run_options.add_active_adapter(adapter)
+            values = load_task_tensors(package, g)
+            feeds = [dict(_padded(f, it["channels"]), **values) for f in it["feeds"]]
         else:
             if it["role"] == "folded":  # the package's own graph: through the package reader
                 path = package.path(it["path"])
@@ -173,13 +163,13 @@ def onnx_contenders(cfg: BenchConfig, plan: Plan, roles=("base", "base-plain", "
         name = "base (plain ORT, adapters process)" if it["role"] == "base-plain" and "folded" not in roles \
             else it["name"]
         c = Contender(name, it["role"], f"onnxruntime {cfg.provider}",
-                      _cycle([_onnx_caller(sess, f, cfg.provider, run_options) for f in feeds]),
+                      _cycle([_onnx_caller(sess, f, cfg.provider) for f in feeds]),
                       onnx_flops(it["root"] / it["path"]).total, "onnx graph", it["conv_in"], task=it["task"],
                       graph_bytes=_file_bytes(it["root"], [it["path"], *it["weights"]]), parity=it["parity"])
-        # sessions read the mapped weights in place, run options point at their adapter: all must outlive the call
-        c.keep = (stores, sess, run_options, adapter)
+        # sessions read the mapped weights in place: the stores must outlive the call
+        c.keep = (stores, sess)
         if it["role"] == "adapters":
-            g = next(g for g in plan.manifest["graphs"] if g.get("adapter") == it["adapter"])
+            g = next(g for g in plan.manifest["graphs"] if g.get("adapter") == it["adapter"] and g["format"] == "onnx")
             c.elementwise_flops = g["flops"]["by_op"].get("Mul (elementwise)")
         out.append(c)
     return out

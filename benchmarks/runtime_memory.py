@@ -9,12 +9,13 @@ tasks and run ``--calls`` UNet calls on each, read ``VmRSS`` and ``VmHWM`` (peak
 The figure is the growth over the imported-runtime baseline, in MiB, for
 
 * the **adapters** layout: one session for every task (fully optimised, pre-packed), each
-  task an adapter;
+  task's tensors (``adapters/<task>.safetensors``) fed as inputs;
 * the **graphs** layout with ``share_weights=True`` (one mapped backbone for every task's
   session) and ``share_weights=False`` (each session its own optimised, packed copy;
   ``--unshared-tasks`` caps how many, an SD-sized model does not fit a small machine four times);
 * **plain**: ``onnxruntime.InferenceSession`` on one task graph with its defaults
-  (``ORT_ENABLE_ALL``) — what a user running one exported UNet alone gets.
+  (``ORT_ENABLE_ALL``) — what a user running one exported UNet alone gets (a package with the
+  adapters layout only: the shared graph, fed the first task's tensors).
 
 The median UNet call time of the last task opened is reported beside each (single medians on a
 shared machine, not a comparison: ``taskfold bench`` compares latency). Disk: every layout's bytes
@@ -46,8 +47,10 @@ for task in tasks:
     g = pkg.graph(task)
     if mode == "plain":
         import onnxruntime as ort
+        from taskfold.runtime.package import load_task_tensors
         sess = ort.InferenceSession(str(pkg._reader.path(g["path"])), providers=["CPUExecutionProvider"])
-        fn = lambda x, t, h: sess.run(None, {"sample": x, "timestep": t, "encoder_hidden_states": h})
+        extra = load_task_tensors(pkg._reader, g) if g.get("adapter") else {}
+        fn = lambda x, t, h: sess.run(None, {"sample": x, "timestep": t, "encoder_hidden_states": h, **extra})
     else:
         fn = pkg.unet(task)
     shape = {t["name"]: t["shape"] for t in g["inputs"]}

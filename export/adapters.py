@@ -10,10 +10,12 @@ matrices) and ``s_tau`` the vector repeating ``r_i`` over expert ``i``'s ``m`` h
 so one graph holds ``W1_cat``, ``W2_cat`` and ``b2`` once, and a task is, per FFN, ``s`` (``N m``
 numbers) and its norm affine (``2 d``), plus ``conv_in``'s weight and bias — the sample is
 zero-padded to the widest task's channels and a narrower task's weight has zeros there, so the
-padding changes nothing. Those task tensors are graph inputs whose initializers hold the
-first task's values; every task's values are written as an ONNX Runtime adapter
-(``onnxruntime.AdapterFormat``, ``<task>.onnx_adapter``), activated per call with
-``RunOptions.add_active_adapter`` — one session, one pre-packed backbone, any task per call.
+padding changes nothing. Those task tensors are **required graph inputs** (no initializer of the
+same name, so every ONNX Runtime API feeds them alike: Python, and the JavaScript API, which has
+no adapter API and drops feeds named like initializers), and each task's values are one
+safetensors file, ``adapters/<task>.safetensors``, whose ``__metadata__`` names its task and
+backbone (:func:`taskfold.runtime.package.task_file_metadata`). The runtime feeds them as inputs
+every call — one session, one pre-packed backbone, any task per call.
 
 Per-(task, expert) norms do not fit this form: each expert sees a differently normalised input,
 so ``W1`` would be per task (a full ``2 N m x d`` matrix per layer and task, the size of the
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,7 +41,8 @@ from .graph import GraphSpec, TensorSpec, is_sdxl, unet_graph_spec
 
 #: the graph of the adapters layout
 GRAPH_NAME = "unet"
-ADAPTER_SUFFIX = ".onnx_adapter"
+#: each task's tensors: ``adapters/<task>.safetensors``
+TASK_FILE_SUFFIX = ".safetensors"
 
 
 def check_adapters_layout(mtu: MTUNet) -> None:
@@ -181,28 +185,16 @@ def adapter_graph_spec(mtu: MTUNet, batch: int, height: int, width: int, text_le
     return GraphSpec(spec.inputs + extra, spec.outputs)
 
 
-def with_task_defaults(model, defaults: dict[str, "object"]) -> None:
-    """Give the graph inputs named in ``defaults`` initializers with those values (an ONNX input with an
-    initializer of the same name is an overridable default)."""
-    from onnx import numpy_helper
-
-    have = {t.name for t in model.graph.initializer}
-    for name, value in defaults.items():
-        if name not in have:
-            model.graph.initializer.append(numpy_helper.from_array(value, name))
-
-
 def backbone_id(graph_sha256: str) -> int:
-    """The 31-bit id an adapter records as its ``model_version``: whose backbone it belongs to."""
+    """The 31-bit id of the shared graph (from its sha256) a task file records: whose backbone it belongs to."""
     return int(graph_sha256[:8], 16) & 0x7FFFFFFF
 
 
-def write_adapter(values: dict, path, backbone: int, adapter_version: int = 1) -> None:
-    """``values`` (name -> numpy array) as an ONNX Runtime adapter file for the backbone with id ``backbone``."""
-    import onnxruntime as ort
+def write_task_file(values: dict, path, task: str, backbone: int) -> None:
+    """``values`` (name -> numpy array, :func:`task_tensor_names` order) as the task's safetensors file."""
+    from safetensors.numpy import save_file
 
-    a = ort.AdapterFormat()
-    a.set_adapter_version(adapter_version)
-    a.set_model_version(backbone)
-    a.set_parameters({k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in values.items()})
-    a.export_adapter(str(path))
+    from taskfold.runtime.package import task_file_metadata
+
+    save_file({k: np.ascontiguousarray(v) for k, v in values.items()}, str(path),
+              metadata=task_file_metadata(task, backbone))

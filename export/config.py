@@ -56,7 +56,7 @@ class ExportConfig(Config):
         if not self.layout or any(x not in LAYOUTS for x in self.layout) or len(set(self.layout)) != len(self.layout):
             raise ConfigError(f"--layout {','.join(self.layout) or '(none)'} is not one or both of "
                               f"{', '.join(LAYOUTS)}", hint="graphs: one folded graph per task; adapters: one shared "
-                                                            "graph and an ONNX Runtime adapter per task")
+                                                            "graph and a task-tensors file per task")
         bad = [f for f in self.formats if f not in FORMATS]
         if bad or not self.formats:
             raise ConfigError(f"unknown export format(s) {bad or '(none)'}; choose from {', '.join(FORMATS)}")

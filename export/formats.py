@@ -33,6 +33,8 @@ class ExportJob:
     timesteps: list[float]
     log: Callable[[str], None] = print
     results: list[ParityResult] = field(default_factory=list)
+    #: the adapters layout's ONNX entries (TensorRT's shared engine takes the same task files)
+    onnx_adapters: list[dict] = field(default_factory=list)
     #: what sits beside the model (:mod:`taskfold.upcycle.bundle`): text encoder, codec, noise schedule
     text_encoder: object = None
     codec: object = None
@@ -113,17 +115,19 @@ def export_onnx(job: ExportJob) -> list[dict]:
 
 
 def export_onnx_adapters(job: ExportJob) -> list[dict]:
-    """The adapters layout (:mod:`.adapters`): one shared UNet graph and one ONNX Runtime adapter per task.
+    """The adapters layout (:mod:`.adapters`): one shared UNet graph whose task tensors are required inputs,
+    and one ``adapters/<task>.safetensors`` per task.
 
-    Every task is gated with its adapter active, exactly as the graphs layout's task graphs are.
+    Every task is gated as the runtime runs it: its file read back by the runtime's parser and fed as
+    inputs, exactly as the graphs layout's task graphs are gated.
     """
     import numpy as np
     import torch
 
     from taskfold._io import sha256_file
 
-    from .adapters import (ADAPTER_SUFFIX, GRAPH_NAME, AdapterUNetGraph, adapter_graph_spec, backbone_id,
-                           task_tensor_names, task_tensors, widest, write_adapter)
+    from .adapters import (GRAPH_NAME, TASK_FILE_SUFFIX, AdapterUNetGraph, adapter_graph_spec, backbone_id,
+                           task_tensor_names, task_tensors, widest, write_task_file)
     from .flops import onnx_flops
     from .graph import example_inputs
     from .onnx import export_graphs
@@ -133,39 +137,49 @@ def export_onnx_adapters(job: ExportJob) -> list[dict]:
     np_dtype = np.float16 if dtype == "float16" else np.float32
     spec = adapter_graph_spec(mtu, cfg.batch, job.h, job.w, cfg.text_len, dtype, cfg.dynamic)
     values = {t: {k: v.numpy().astype(np_dtype) for k, v in task_tensors(mtu, t).items()} for t in job.tasks}
-    first = job.tasks[0]
     example = example_inputs(spec, cfg.batch, job.h, job.w, seed=0)
-    example.update({k: torch.from_numpy(v) for k, v in values[first].items()})
+    example.update({k: torch.from_numpy(v) for k, v in values[job.tasks[0]].items()})
 
     def make():  # fp16: a half copy (the graph shares its tensors with the model, which the gate still needs)
         import copy
 
         return AdapterUNetGraph(mtu) if dtype == "float32" else AdapterUNetGraph(copy.deepcopy(mtu)).half()
     exported = export_graphs({GRAPH_NAME: make}, {GRAPH_NAME: spec}, {GRAPH_NAME: example}, job.tmp / "onnx",
-                             cfg.opset, optimize_graphs=cfg.optimize, input_defaults={GRAPH_NAME: values[first]})
+                             cfg.opset, optimize_graphs=cfg.optimize)
     rel = exported.graphs[GRAPH_NAME]
     backbone = backbone_id(sha256_file(job.tmp / rel))
     (job.tmp / "adapters").mkdir()
     names = task_tensor_names(mtu)
+    listed = [{"name": n, "shape": list(values[job.tasks[0]][n].shape), "dtype": dtype} for n in names]
     sizes = {"batch": cfg.batch, "height": job.h, "width": job.w}
     flops = onnx_flops(job.tmp / rel, {s.name: [sizes.get(d, d) for d in s.shape] for s in spec.inputs[:3]},
                        elementwise_inputs=frozenset(n for n in names if n.endswith(".scale")))
     unet_io = _unet_io(spec)
+    run = _task_tensor_runner(job.tmp / rel, widest(mtu))
     out = []
     for t in job.tasks:
-        adapter = f"adapters/{t}{ADAPTER_SUFFIX}"
-        write_adapter(values[t], job.tmp / adapter, backbone)
-        res = job.gate(_adapter_runner(job.tmp / rel, job.tmp / adapter, widest(mtu)), t, "onnx", cfg.precision)
+        task_file = f"adapters/{t}{TASK_FILE_SUFFIX}"
+        write_task_file(values[t], job.tmp / task_file, t, backbone)
+        fed = read_task_file(job.tmp / task_file, t, backbone, listed)
+        res = job.gate(lambda x, fed=fed: run(x, fed), t, "onnx", cfg.precision)
         job.log(f"onnx (adapters) {t}: parity {res.relative_error:.1e} (tolerance {res.tolerance:.0e}), "
-                f"adapter {(job.tmp / adapter).stat().st_size / 1024:.0f} KiB")
-        out.append({"task": t, "format": "onnx", "layout": "adapters", "path": rel, "adapter": adapter,
+                f"task tensors {(job.tmp / task_file).stat().st_size / 1024:.0f} KiB")
+        out.append({"task": t, "format": "onnx", "layout": "adapters", "path": rel, "adapter": task_file,
                     "backbone_id": backbone, "precision": cfg.precision, "opset": cfg.opset,
                     "external_data": exported.weights[GRAPH_NAME], "weight_index": exported.index[GRAPH_NAME],
-                    **unet_io, "task_channels": mtu.task_in_channels(t),
-                    "task_tensors": [{"name": n, "shape": list(values[t][n].shape), "dtype": dtype} for n in names],
+                    **unet_io, "task_channels": mtu.task_in_channels(t), "task_tensors": listed,
                     "flops": flops.to_dict(), "parity": res.to_dict() | {"provider": "CPUExecutionProvider",
-                                                                         "adapter_active": True}})
+                                                                         "task_tensors": "inputs"}})
+    job.onnx_adapters = out
     return out
+
+
+def read_task_file(path: Path, task: str, backbone: int, listed: list[dict]) -> dict:
+    """A task file as the runtime reads it (:func:`taskfold.runtime.safetensors_io.read_tensors`)."""
+    from taskfold.runtime.package import task_file_metadata
+    from taskfold.runtime.safetensors_io import read_tensors
+
+    return read_tensors(Path(path).read_bytes(), Path(path).name, listed, task_file_metadata(task, backbone))
 
 
 def _unet_io(spec) -> dict:
@@ -174,25 +188,21 @@ def _unet_io(spec) -> dict:
     return {"inputs": d["inputs"][:3], "outputs": d["outputs"]}
 
 
-def _adapter_runner(graph, adapter, channels: int):
-    """``inputs -> output`` of the shared graph with ``adapter`` active, the sample zero-padded to ``channels``."""
+def _task_tensor_runner(graph, channels: int):
+    """``(inputs, task tensors) -> output`` of the shared graph in one session, the sample zero-padded to
+    ``channels``, the task tensors fed as inputs."""
     import numpy as np
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(graph), opts, providers=["CPUExecutionProvider"])
-    lora = ort.LoraAdapter()
-    lora.Load(str(adapter))
-    run_options = ort.RunOptions()
-    run_options.add_active_adapter(lora)
 
-    def run(inputs):
+    def run(inputs, tensors):
         x = inputs["sample"]
         pad = np.zeros((x.shape[0], channels - x.shape[1], *x.shape[2:]), x.dtype)
-        feed = dict(inputs, sample=np.concatenate([x, pad], 1))
-        return sess.run(None, feed, run_options)[0]
-    run.keep = (sess, lora)
+        return sess.run(None, dict(inputs, sample=np.concatenate([x, pad], 1), **tensors))[0]
+    run.session = sess
     return run
 
 
@@ -360,42 +370,30 @@ def export_tensorrt_layouts(job: ExportJob) -> list[dict]:
 
 
 def export_tensorrt_adapters(job: ExportJob) -> list[dict]:
-    """One engine from the shared graph, its task tensors network inputs (the graph's initializer defaults are
-    dropped in the copy TensorRT parses), fed per call from the task's ONNX Runtime adapter file."""
-    import onnx
-
-    from taskfold.runtime.tensorrt_runner import adapter_feed
-
+    """One engine built from the shared ONNX graph, its task tensors network inputs as in ONNX, fed per call from
+    the task's ``adapters/<task>.safetensors`` (written by the ONNX export, read back as the runtime reads it)."""
     from . import tensorrt as trt_export
-    from .adapters import GRAPH_NAME, adapter_graph_spec, task_tensor_names, widest
+    from .adapters import GRAPH_NAME, adapter_graph_spec, widest
 
     cfg, mtu = job.cfg, job.mtu
     shared = job.tmp / "onnx" / f"{GRAPH_NAME}.onnx"
-    names = set(task_tensor_names(mtu))
-    model = onnx.load(str(shared), load_external_data=False)
-    keep = [t for t in model.graph.initializer if t.name not in names]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
-    stripped = shared.with_name(f".{GRAPH_NAME}.tensorrt.onnx")  # beside its external data
-    onnx.save_model(model, str(stripped))
+    onnx_entries = {g["task"]: g for g in job.onnx_adapters}
     rel = "tensorrt/shared.plan"
     (job.tmp / "tensorrt").mkdir(exist_ok=True)
     spec = adapter_graph_spec(mtu, cfg.batch, job.h, job.w, cfg.text_len, "float32", False)
-    try:
-        trt_export.build_engine(stripped, job.tmp / rel, spec, fp16=True,
-                                timing_cache_path=job.tmp / "tensorrt" / "timing.cache")
-    finally:
-        stripped.unlink(missing_ok=True)
+    trt_export.build_engine(shared, job.tmp / rel, spec, fp16=True,
+                            timing_cache_path=job.tmp / "tensorrt" / "timing.cache")
     precision = "fp16" if cfg.precision == "fp16" else "fp32"
     out = []
     for t in job.tasks:
-        adapter = job.tmp / "adapters" / f"{t}.onnx_adapter"
+        g = onnx_entries[t]
+        values = read_task_file(job.tmp / g["adapter"], t, g["backbone_id"], g["task_tensors"])
         run = trt_export.engine_runner(job.tmp / rel)
-        values = adapter_feed(adapter)
         res = job.gate(_padded_runner(lambda x, v=values: run(dict(x, **v)), widest(mtu)), t, "tensorrt", "fp16")
-        out.append({"task": t, "format": "tensorrt", "layout": "adapters", "path": rel,
-                    "adapter": f"adapters/{t}.onnx_adapter", "task_channels": mtu.task_in_channels(t),
-                    "precision": precision, **_unet_io(spec), "parity": res.to_dict()})
+        out.append({"task": t, "format": "tensorrt", "layout": "adapters", "path": rel, "adapter": g["adapter"],
+                    "backbone_id": g["backbone_id"], "task_tensors": g["task_tensors"],
+                    "task_channels": mtu.task_in_channels(t), "precision": precision, **_unet_io(spec),
+                    "parity": res.to_dict()})
         job.log(f"tensorrt (adapters) {t}: parity {res.relative_error:.1e}")
     return out
 
@@ -433,8 +431,8 @@ def export_tensorrt(job: ExportJob) -> list[dict]:
 
 
 def export_onnx_layouts(job: ExportJob) -> list[dict]:
-    """ONNX in each asked-for layout: one folded graph per task (``graphs``), or one shared graph and an
-    adapter per task (``adapters``)."""
+    """ONNX in each asked-for layout: one folded graph per task (``graphs``), or one shared graph and a
+    task-tensors file per task (``adapters``)."""
     out = export_onnx(job) if "graphs" in job.cfg.layout else []  # TensorRT builds from these graphs too
     return out + (export_onnx_adapters(job) if "adapters" in job.cfg.layout else [])
 

@@ -203,13 +203,11 @@ class OnnxExport:
 
 
 def export_graphs(modules: dict, spec_of: dict[str, GraphSpec], example_of: dict[str, dict], out_dir: Path,
-                  opset: int = MIN_OPSET, optimize_graphs: bool = False, prefix: str = "onnx",
-                  input_defaults: dict[str, dict] | None = None) -> OnnxExport:
+                  opset: int = MIN_OPSET, optimize_graphs: bool = False, prefix: str = "onnx") -> OnnxExport:
     """Trace ``modules[name]`` for each name, pool their weights, write ``out_dir/<name>.onnx``.
 
     ``modules`` maps a graph name to a zero-argument callable returning the module, so only
-    one folded UNet needs to be in memory at a time. ``input_defaults[name]`` gives graph inputs
-    initializers (overridable defaults: the adapters layout's task tensors).
+    one folded UNet needs to be in memory at a time.
     """
     out_dir = Path(out_dir)
     scratch = Path(tempfile.mkdtemp(prefix="taskfold-onnx-", dir=out_dir.parent))
@@ -227,10 +225,6 @@ def export_graphs(modules: dict, spec_of: dict[str, GraphSpec], example_of: dict
 
                 optimize(path, work / "opt.onnx", spec_of[name])
                 model = onnx.load(str(work / "opt.onnx"), load_external_data=False)
-            if input_defaults and name in input_defaults:
-                from .adapters import with_task_defaults
-
-                with_task_defaults(model, input_defaults[name])
             pool.add_graph(name, model, base_dir=work)
             shutil.rmtree(work)
         weights = pool.finalize(out_dir)

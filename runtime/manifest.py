@@ -272,9 +272,14 @@ def validate_manifest(doc: Any) -> dict:
                                f"({', '.join(doc['tasks'])})", hint="re-export the package")
         if g["format"] != "diffusers":  # graphs a runtime runs declare their inputs and outputs
             Obj({"inputs": ListOf(TENSOR, 1), "outputs": ListOf(TENSOR, 1)})(g, f"manifest.graphs[{i}]")
-        if g.get("layout") == "adapters" and g["format"] == "onnx":  # which adapter and backbone a task is
+        if g.get("layout") == "adapters" and g["format"] in ("onnx", "tensorrt"):  # its task file and backbone
             Obj({"adapter": PATH, "backbone_id": NONNEG, "task_channels": POS, "task_tensors": ListOf(TENSOR, 1)})(
                 g, f"manifest.graphs[{i}]")
+            names = [t["name"] for t in g["task_tensors"]]
+            clash = [n for n in names if names.count(n) > 1 or n in {t["name"] for t in g["inputs"]}]
+            if clash:
+                raise PackageError(f"manifest: graphs[{i}].task_tensors: {clash[0]!r} is named twice or like one of "
+                                   "the graph's inputs", hint="re-export the package")
     for name, t in doc["tasks"].items():
         if t["inputs"][0] != "noisy":
             raise PackageError(f"manifest: tasks[{name!r}].inputs must start with 'noisy', got {t['inputs']}",

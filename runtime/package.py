@@ -141,31 +141,43 @@ def ort_session(path: Path, *, providers: list[str], threads: int | None = None,
                            hint="`taskfold verify PKG` checks the package's files") from None
 
 
-def load_adapter(ort, path: Path, graph: dict, reader: PackageReader):
-    """An ONNX Runtime adapter of the shared graph, checked against the manifest before it is used.
+#: ``__metadata__["format"]`` of an adapters-layout task file (``adapters/<task>.safetensors``)
+TASK_FILE_FORMAT = "taskfold-task-tensors"
 
-    It must belong to this package's backbone (its ``model_version`` is the backbone id the
-    manifest records) and hold exactly the task tensors the graph takes, with their shapes and
-    dtypes; anything else is one :class:`PackageError`.
+
+def task_file_metadata(task: str, backbone_id: int) -> dict[str, str]:
+    """The ``__metadata__`` a task file holds: whose task and whose backbone its tensors are."""
+    return {"format": TASK_FILE_FORMAT, "task": task, "backbone_id": str(backbone_id)}
+
+
+def load_task_tensors(reader: PackageReader, graph: dict) -> dict[str, np.ndarray]:
+    """The task tensors of an adapters-layout graph entry, read from its ``.safetensors`` file and checked.
+
+    The file is read through the package reader (listed, size- and hash-checked) and parsed by
+    :mod:`.safetensors_io`: it must hold exactly the entry's ``task_tensors`` (names, shapes, dtypes:
+    the graph's inputs) and the ``__metadata__`` of this task and backbone
+    (:func:`task_file_metadata`), so a file of another task or package is refused. Anything else is
+    one :class:`PackageError` naming the file and the key. No session is involved.
     """
-    where = f"adapter {path.name}"
+    from .safetensors_io import MAX_HEADER_BYTES, read_tensors
+
+    rel, where = graph["adapter"], f"graph {graph['task']}/{graph['format']}"
+    if rel.endswith(".onnx_adapter"):
+        raise reader._fail(f"{where}: {rel!r} is an ONNX Runtime adapter, which this taskfold no longer reads "
+                           "(task tensors are a .safetensors file per task); re-export the package")
+    if "task_tensors" not in graph or "backbone_id" not in graph:
+        raise reader._fail(f"{where}: the entry names no task_tensors and backbone_id for {rel!r}")
+    sizes = []
+    for t in graph["task_tensors"]:
+        if not all(isinstance(d, int) for d in t["shape"]) or t["dtype"] not in ("float32", "float16"):
+            raise reader._fail(f"{where}: task tensor {t['name']!r} is {t['dtype']} {t['shape']}; task tensors are "
+                               "float32 or float16 of a fixed shape")
+        sizes.append(int(np.prod(t["shape"], dtype=np.int64)) * np.dtype(t["dtype"]).itemsize)
+    data = reader.read_bytes(rel, where, limit=8 + MAX_HEADER_BYTES + sum(sizes))
     try:
-        fmt = ort.AdapterFormat.read_adapter(str(path))
-        params = {k: v.numpy() for k, v in fmt.get_parameters().items()}
-        owner = fmt.get_model_version()
-    except Exception as e:  # ORT's own exception types for a file that is not an adapter
-        raise reader._fail(f"{where} is not an ONNX Runtime adapter ({str(e).splitlines()[0][:200]})") from None
-    if owner != graph["backbone_id"]:
-        raise reader._fail(f"{where} belongs to another backbone (id {owner}; this package's is "
-                           f"{graph['backbone_id']}): an adapter from another package")
-    want = {t["name"]: (tuple(t["shape"]), t["dtype"]) for t in graph["task_tensors"]}
-    got = {k: (tuple(v.shape), v.dtype.name) for k, v in params.items()}
-    if got != want:
-        diff = sorted(set(got) ^ set(want)) or [k for k in want if got[k] != want[k]]
-        raise reader._fail(f"{where} does not hold the graph's task tensors (first difference: {diff[0]!r})")
-    adapter = ort.LoraAdapter()
-    adapter.Load(str(path))
-    return adapter
+        return read_tensors(data, rel, graph["task_tensors"], task_file_metadata(graph["task"], graph["backbone_id"]))
+    except PackageError as e:
+        raise reader._fail(str(e)) from None
 
 
 class UNetCall:
@@ -350,9 +362,10 @@ class Package:
         dtype = np.dtype(g["inputs"][0]["dtype"])
         if self.backend == "onnx" and self.layout != "adapters" and self.share_weights and g.get("weight_index"):
             self._weights.load(self._reader, self._reader.weight_records(g["weight_index"], g["path"]))
+        tensors = load_task_tensors(self._reader, g) if g.get("adapter") else {}  # hashed from the bytes parsed
         self._checked(files)
         if self.backend == "onnx" and self.layout == "adapters":
-            call, keep = self._adapter_call(g, dtype)
+            call, keep = self._adapter_call(g, dtype, tensors)
         elif self.backend == "onnx":
             weights = self._reader.weight_records(g["weight_index"], g["path"]) \
                 if self.share_weights and g.get("weight_index") else None
@@ -370,11 +383,7 @@ class Package:
                 if self.backend == "coreml" else tensorrt_runner(self._reader.path(g["path"]))
             io_dtype = np.float32 if self.backend == "coreml" else dtype
             width = int(g["inputs"][0]["shape"][1])
-            extra = {}
-            if self.backend == "tensorrt" and g.get("adapter"):  # the shared engine takes the task tensors as inputs
-                from .tensorrt_runner import adapter_feed
-
-                extra = adapter_feed(self._reader.path(g["adapter"]))
+            extra = tensors  # the shared TensorRT engine takes the task tensors as inputs too
 
             def call(x, t, h):
                 if x.shape[1] < width:  # the shared-graph form: padded to the widest task
@@ -385,17 +394,18 @@ class Package:
         self._sessions[task] = UNetCall(call, batch, keep)
         return self._sessions[task]
 
-    def _adapter_call(self, g: dict, dtype):
-        """The shared graph's one session (fully optimised, pre-packed) with this task's adapter active."""
-        ort = ONNX.check_installed()
+    def _adapter_call(self, g: dict, dtype, tensors: dict[str, np.ndarray]):
+        """The shared graph's one session (fully optimised, pre-packed), fed this task's tensors as inputs."""
         key = ("backbone", g["path"])
         if key not in self._sessions:
             self._sessions[key] = ort_session(self._reader.path(g["path"]), providers=self._providers,
                                               threads=self.threads)
         sess = self._sessions[key]
-        adapter = load_adapter(ort, self._reader.path(g["adapter"]), g, self._reader)
-        run_options = ort.RunOptions()
-        run_options.add_active_adapter(adapter)
+        takes = {i.name for i in sess.get_inputs()}
+        if takes != set(UNET_INPUTS) | set(tensors):
+            odd = sorted(takes ^ (set(UNET_INPUTS) | set(tensors)))
+            raise self._reader._fail(f"graph {g['task']}/onnx: {g['path']} takes {len(takes)} inputs, the manifest "
+                                     f"names {len(UNET_INPUTS) + len(tensors)} (first difference: {odd[0]!r})")
         out_name = sess.get_outputs()[0].name
         channels = int(g["inputs"][0]["shape"][1])
 
@@ -403,8 +413,8 @@ class Package:
             if x.shape[1] < channels:  # a narrower task: its conv_in weight is zero on the padding
                 x = np.concatenate([x, np.zeros((x.shape[0], channels - x.shape[1], *x.shape[2:]), x.dtype)], 1)
             return sess.run([out_name], {"sample": x.astype(dtype), "timestep": t.astype(np.float32),
-                                         "encoder_hidden_states": h.astype(dtype)}, run_options)[0].astype(np.float32)
-        return call, (sess, adapter, run_options)
+                                         "encoder_hidden_states": h.astype(dtype), **tensors})[0].astype(np.float32)
+        return call, (sess,)
 
     def _component(self, key: str, folder: str, rec: dict):
         if key not in self._sessions:
@@ -501,7 +511,8 @@ class Package:
         ``image`` / ``mask``: what the task's input layout needs (see :meth:`load_condition`,
         :meth:`load_mask`); one image is used for every prompt. ``steps``, ``strength`` and the
         guidance scales default to the task's recommended sampling as the package records it
-        (:meth:`sampling`). Noise is ``numpy.random.default_rng(seed)``, as in the PyTorch reference.
+        (:meth:`sampling`). Noise is :mod:`.noise` seeded with ``seed`` (MT19937, the same numbers in every
+        language), as in the PyTorch reference.
         ``strength`` below 1 (image-conditioned tasks) starts from the condition image noised to
         that fraction of the schedule instead of from pure noise (see :mod:`.sampler`).
         """

@@ -69,10 +69,3 @@ def engine_runner(engine_path: str | Path):
 
     return run
 
-
-def adapter_feed(path: Path) -> dict:
-    """The task tensors of an ONNX Runtime adapter file as numpy arrays (a TensorRT engine of the shared
-    graph takes them as inputs)."""
-    import onnxruntime as ort
-
-    return {k: v.numpy() for k, v in ort.AdapterFormat.read_adapter(str(path)).get_parameters().items()}

@@ -271,8 +271,8 @@ def _add_export(sub):
                                    "must pass the parity gate against the MTU model, or nothing is written.")
     p.add_argument("model", help="MTU model directory (from `taskfold upcycle` or `taskfold train`)")
     option(p, E, "formats", help="comma-separated: onnx, coreml, tensorrt, diffusers")
-    option(p, E, "layout", help="ONNX: graphs (one folded graph per task), adapters (one shared graph + an "
-                                "ONNX Runtime adapter per task), or graphs,adapters")
+    option(p, E, "layout", help="ONNX: graphs (one folded graph per task), adapters (one shared graph + a "
+                                "task-tensors file per task), or graphs,adapters")
     option(p, E, "tasks", help="tasks to export, or 'all'")
     option(p, E, "precision", choices=["fp32", "fp16"], help="ONNX/TensorRT precision")
     option(p, E, "batch", help="batch size of the graphs")

@@ -1,4 +1,5 @@
-"""The adapters layout: one shared graph, an ONNX Runtime adapter per task; exact, small, one session."""
+"""The adapters layout: one shared graph whose task tensors are required inputs, a safetensors file per task;
+exact, small, one session, and every crafted task file refused before a session exists."""
 
 import json
 import shutil
@@ -61,14 +62,34 @@ def test_per_task_expert_norms_are_refused(tiny_base, tmp_path):
     assert not (tmp_path / "pkg").exists()
 
 
-def test_package_holds_one_graph_and_small_adapters(both):
+def test_package_holds_one_graph_and_small_task_files(both):
+    import onnx
+
     mtu, pkg, manifest = both
     shared = [g for g in manifest["graphs"] if g.get("layout") == "adapters"]
     assert [g["task"] for g in shared] == list(TASKS)
     assert {g["path"] for g in shared} == {"onnx/unet.onnx"} and len({g["backbone_id"] for g in shared}) == 1
+    assert [g["adapter"] for g in shared] == [f"adapters/{t}.safetensors" for t in TASKS]
     for g in shared:
-        assert g["parity"]["status"] == "passed" and g["parity"]["adapter_active"]
+        assert g["parity"]["status"] == "passed" and g["parity"]["task_tensors"] == "inputs"
         assert g["parity"]["relative_error"] < 1e-5
+    # the task tensors are required inputs: no initializer of the same name (ONNX Runtime's JS API drops
+    # feeds named like initializers)
+    model = onnx.load(str(pkg / "onnx" / "unet.onnx"), load_external_data=False)
+    names = task_tensor_names(mtu)
+    assert [i.name for i in model.graph.input] == ["sample", "timestep", "encoder_hidden_states", *names]
+    assert not {t.name for t in model.graph.initializer} & set(names)
+    assert [t["name"] for t in shared[0]["task_tensors"]] == names
+    # each file is standard safetensors: the reference library reads it, with the task and backbone
+    from safetensors import safe_open
+
+    for g in shared:
+        with safe_open(str(pkg / g["adapter"]), framework="numpy") as f:
+            assert sorted(f.keys()) == sorted(names)
+            assert f.metadata() == {"format": "taskfold-task-tensors", "task": g["task"],
+                                    "backbone_id": str(g["backbone_id"])}
+            np.testing.assert_array_equal(f.get_tensor("task.ffn.0.scale"),
+                                          task_tensors(mtu, g["task"])["task.ffn.0.scale"].numpy())
     numbers = sum(int(np.prod(t.shape)) for t in task_tensors(mtu, "t2i").values())
     sizes = [manifest["files"][g["adapter"]]["bytes"] for g in shared]
     assert all(numbers * 4 <= s <= numbers * 4 + 4096 for s in sizes), (numbers, sizes)  # 4 bytes a number + header
@@ -143,42 +164,155 @@ def test_one_session_serves_every_task(both, monkeypatch):
     assert x.shape == (1, 4, 16, 16)
 
 
-def _replace_adapter(pkg, task, data: bytes):
-    manifest = json.loads((pkg / "manifest.json").read_text())
-    rel = f"adapters/{task}.onnx_adapter"
-    (pkg / rel).write_bytes(data)
+def _replace_task_file(pkg, task, data: bytes, rel: str | None = None):
+    """Put ``data`` in place of ``task``'s file and re-list it in the manifest (size and sha256 correct): only
+    the runtime's own checks of the file's contents stand between it and a session."""
     import hashlib
 
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    old = f"adapters/{task}.safetensors"
+    rel = rel or old
+    (pkg / old).unlink()
+    (pkg / rel).write_bytes(data)
+    del manifest["files"][old]
     manifest["files"][rel] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    for g in manifest["graphs"]:
+        if g["task"] == task and g.get("adapter"):
+            g["adapter"] = rel
     (pkg / "manifest.json").write_text(json.dumps(manifest))
 
 
-def test_an_adapter_from_another_package_or_of_other_tensors_is_refused(both, tiny_base, tmp_path):
-    mtu, pkg, _ = both
+def _task_file(values: dict, metadata: dict | None = None, edit=None) -> bytes:
+    """A safetensors file written by hand (``edit(header)`` may break its header)."""
+    header, chunks, offset = {}, [], 0
+    for name, a in values.items():
+        a = np.ascontiguousarray(a)
+        header[name] = {"dtype": {"float32": "F32", "float16": "F16"}[a.dtype.name], "shape": list(a.shape),
+                        "data_offsets": [offset, offset + a.nbytes]}
+        chunks.append(a.tobytes())
+        offset += a.nbytes
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    if edit is not None:
+        edit(header)
+    text = json.dumps(header).encode()
+    return len(text).to_bytes(8, "little") + text + b"".join(chunks)
+
+
+@pytest.fixture
+def crafted(both, tmp_path, monkeypatch):
+    """``refused(task, data, match)``: the package with ``task``'s file replaced by ``data`` refuses it with a
+    PackageError matching ``match`` — before ONNX Runtime is asked for any session."""
+    import onnxruntime as ort
+
+    mtu, pkg, manifest = both
+    shared = {g["task"]: g for g in manifest["graphs"] if g.get("layout") == "adapters"}
+    sessions = []
+    real = ort.InferenceSession
+    monkeypatch.setattr(ort, "InferenceSession", lambda *a, **k: sessions.append(a[0]) or real(*a, **k))
+
+    def refused(task, data, match, rel=None):
+        copy = tmp_path / f"copy-{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(pkg, copy)
+        _replace_task_file(copy, task, data, rel)
+        sessions.clear()
+        p = open_package(copy, layout="adapters")
+        with pytest.raises(PackageError, match=match):
+            p.unet(task)
+        assert sessions == [], "a session was created for a refused task file"
+        return copy
+    values = {t: {k: v.numpy() for k, v in task_tensors(mtu, t).items()} for t in TASKS}
+    meta = {t: {"format": "taskfold-task-tensors", "task": t, "backbone_id": str(shared[t]["backbone_id"])}
+            for t in TASKS}
+    return refused, values, meta, mtu
+
+
+def test_a_hand_written_task_file_is_accepted_exactly(both, crafted, tmp_path):
+    """The crafting helper itself writes a file the runtime accepts (so each refusal below is the one defect)."""
+    _, pkg, _ = both
+    _, values, meta, _ = crafted
+    copy = tmp_path / "good"
+    shutil.copytree(pkg, copy)
+    _replace_task_file(copy, "edit", _task_file(values["edit"], meta["edit"]))
+    x = np.zeros((1, 8, 16, 16), np.float32)
+    h = np.zeros((1, json.loads((pkg / "manifest.json").read_text())["sample"]["text_len"], 32), np.float32)
+    t = np.array([300.0], np.float32)
+    np.testing.assert_array_equal(open_package(copy, layout="adapters").unet("edit")(x, t, h),
+                                  open_package(pkg, layout="adapters").unet("edit")(x, t, h))
+
+
+def test_task_files_with_other_tensors_are_refused(crafted):
+    refused, values, meta, mtu = crafted
+    names = task_tensor_names(mtu)
+    renamed = {(k + "x" if k == names[0] else k): v for k, v in values["sr"].items()}
+    refused("sr", _task_file(renamed, meta["sr"]), f"sr.safetensors: key '{names[0]}x' is not one of the graph's")
+    short = {k: v for k, v in values["sr"].items() if k != names[1]}
+    refused("sr", _task_file(short, meta["sr"]), f"key '{names[1]}' is missing")
+    with_sample = dict(values["sr"], sample=np.zeros((1, 9, 16, 16), np.float32))
+    refused("sr", _task_file(with_sample, meta["sr"]), "key 'sample' is not one of the graph's task tensors")
+    half = {k: v.astype(np.float16) for k, v in values["sr"].items()}
+    refused("sr", _task_file(half, meta["sr"]), f"key '{names[0]}': float16 .*, the graph takes float32")
+    wide = dict(values["sr"], **{names[0]: np.zeros(values["sr"][names[0]].size + 1, np.float32)})
+    refused("sr", _task_file(wide, meta["sr"]), f"key '{names[0]}': float32 \\[\\d+\\], the graph takes")
+
+
+def test_a_task_file_of_another_task_or_package_is_refused(both, crafted, tiny_base, tmp_path):
+    """Every task's file lists the same tensors; its metadata says whose task and backbone they are."""
+    refused, values, meta, _ = crafted
+    refused("edit", _task_file(values["t2i"], meta["t2i"]), "__metadata__ key 'task' is 't2i', expected 'edit'")
+    _, pkg, _ = both
+    refused("edit", (pkg / "adapters" / "t2i.safetensors").read_bytes(), "key 'task' is 't2i', expected 'edit'")
     base, info = tiny_base
     other = trained_like(upcycle(base, UpcycleConfig(tasks=TASKS), info), seed=9).eval()
     export_package(other, ExportConfig(layout=("adapters",), tasks=("t2i", "edit")), tmp_path / "other", log=_quiet)
+    refused("edit", (tmp_path / "other/adapters/edit.safetensors").read_bytes(),
+            "__metadata__ key 'backbone_id' is '\\d+', expected")
+    refused("edit", _task_file(values["edit"]), "__metadata__ key 'format' is None, expected 'taskfold-task-tensors'")
+
+
+def test_task_files_with_a_broken_layout_are_refused(crafted):
+    refused, values, meta, mtu = crafted
+    names = task_tensor_names(mtu)
+    good = _task_file(values["inpaint"], meta["inpaint"])
+    refused("inpaint", (2**40).to_bytes(8, "little") + good[8:], "header length 1099511627776 is more than")
+    refused("inpaint", len(good).to_bytes(8, "little") + good[8:], "runs past the end of the file")
+    refused("inpaint", b"\x05\0\0\0\0\0\0\0[1,2]", "the header is not a JSON object")
+    refused("inpaint", b"\x03\0\0\0\0\0\0\0{\"a", "the header is not valid JSON")
+
+    def past_end(h):  # the last tensor's end moved past the buffer
+        h[names[-1]]["data_offsets"][1] += 4
+    refused("inpaint", _task_file(values["inpaint"], meta["inpaint"], past_end), "data_offsets .* are not")
+
+    def overlap(h):
+        h[names[1]]["data_offsets"] = list(h[names[0]]["data_offsets"])
+        h[names[1]]["shape"] = list(h[names[0]]["shape"])
+    refused("inpaint", _task_file(values["inpaint"], meta["inpaint"], overlap), "overlap another tensor's bytes")
+
+    def longer(h):
+        h[names[0]]["shape"] = [h[names[0]]["shape"][0] - 1]
+    refused("inpaint", _task_file(values["inpaint"], meta["inpaint"], longer), "span \\d+ bytes, but shape")
+
+    def bf16(h):
+        h[names[0]]["dtype"] = "BF16"
+    refused("inpaint", _task_file(values["inpaint"], meta["inpaint"], bf16), "unknown dtype 'BF16'")
+
+
+def test_a_package_with_onnx_runtime_adapters_says_to_re_export(crafted):
+    refused, values, meta, _ = crafted
+    refused("t2i", b"an old .onnx_adapter", "is an ONNX Runtime adapter, which this taskfold no longer reads",
+            rel="adapters/t2i.onnx_adapter")
+
+
+def test_a_manifest_naming_a_unet_input_as_a_task_tensor_is_refused(both, tmp_path):
+    _, pkg, _ = both
     copy = tmp_path / "copy"
     shutil.copytree(pkg, copy)
-    _replace_adapter(copy, "edit", (tmp_path / "other/adapters/edit.onnx_adapter").read_bytes())
-    p = open_package(copy, layout="adapters")
-    with pytest.raises(PackageError, match="belongs to another backbone .* an adapter from another package"):
-        p.unet("edit")
-    p.unet("t2i")  # the others still run
-    from taskfold.export.adapters import backbone_id, write_adapter
-
-    values = {k: v.numpy() for k, v in task_tensors(mtu, "sr").items()}
-    values.pop(task_tensor_names(mtu)[0])
     manifest = json.loads((copy / "manifest.json").read_text())
-    write_adapter(values, tmp_path / "short.onnx_adapter",
-                  next(g["backbone_id"] for g in manifest["graphs"] if g.get("layout") == "adapters"))
-    _replace_adapter(copy, "sr", (tmp_path / "short.onnx_adapter").read_bytes())
-    with pytest.raises(PackageError, match="does not hold the graph's task tensors .*task.ffn.0.scale"):
-        open_package(copy, layout="adapters").unet("sr")
-    _replace_adapter(copy, "inpaint", b"not an adapter at all")
-    with pytest.raises(PackageError, match="is not an ONNX Runtime adapter"):
-        open_package(copy, layout="adapters").unet("inpaint")
-    assert backbone_id("f" * 64) == 0x7FFFFFFF
+    g = next(g for g in manifest["graphs"] if g.get("layout") == "adapters")
+    g["task_tensors"].append({"name": "sample", "shape": [1, 9, 16, 16], "dtype": "float32"})
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PackageError, match="task_tensors: 'sample' is named twice or like one of the graph's inputs"):
+        open_package(copy, layout="adapters")
 
 
 def test_the_shared_graph_uses_only_operators_tensorrt_parses(both):
