@@ -57,7 +57,7 @@ export function unbox(value) {
   if (value !== null && typeof value === 'object') {
     /** @type {Record<string, any>} */
     const out = {};
-    for (const [k, v] of Object.entries(value)) out[k] = unbox(v);
+    for (const [k, v] of Object.entries(value)) Object.defineProperty(out, k, { value: unbox(v), enumerable: true, writable: true, configurable: true });
     return out;
   }
   return value;
