@@ -496,9 +496,10 @@ class Package:
     def model(self, task: str) -> Model:
         """What :func:`~taskfold.runtime.sampler.sample` drives for ``task``: its graph and the package's
         text encoder and codec."""
+        unet = self.unet(task)  # admits the graph first
         shape0 = self.graph(task)["inputs"][0]["shape"][0]
         codec = self.manifest["codec"]
-        return Model(self.unet(task), self.encode_text, self.encode_images, self.decode,
+        return Model(unet, self.encode_text, self.encode_images, self.decode,
                      max_batch=shape0 if isinstance(shape0, int) else None,
                      scaling_factor=float(codec["scaling_factor"]), shift_factor=float(codec.get("shift_factor") or 0.0))
 
