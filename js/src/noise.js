@@ -118,7 +118,7 @@ export class NoiseSource {
 function twoSum(a, b) {
   const s = a + b;
   const bb = s - a;
-  return [s, (a - (s - bb)) + (b - bb)];
+  return /** @type {DD} */ ([s, (a - (s - bb)) + (b - bb)]);
 }
 
 const SPLIT = 134217729;  // 2**27 + 1
@@ -163,7 +163,7 @@ function quick(a, b) {
 const LN2 = /** @type {DD} */ ([0.6931471805599453, 2.3190468138462996e-17]);
 const SQRT2 = Math.SQRT2;
 /** 1 / (2k + 1) as double-doubles, k = 0 .. 26. */
-const INV_ODD = Array.from({ length: 27 }, (_, k) => ddDiv([1, 0], [2 * k + 1, 0]));
+const INV_ODD = Array.from({ length: 27 }, (_, k) => ddDiv([1, 0], /** @type {DD} */ ([2 * k + 1, 0])));
 
 /**
  * The natural logarithm of a positive finite double, correctly rounded (up to a double-double's
@@ -178,7 +178,7 @@ export function log(x) {
   while (m >= 2) { m /= 2; e += 1; }
   while (m < 1) { m *= 2; e -= 1; }
   if (m > SQRT2) { m /= 2; e += 1; }
-  const s = ddDiv([m - 1, 0], twoSum(m, 1));
+  const s = ddDiv([m - 1, 0], /** @type {DD} */ (twoSum(m, 1)));
   const s2 = ddMul(s, s);
   let p = INV_ODD[INV_ODD.length - 1];
   for (let k = INV_ODD.length - 2; k >= 0; k--) p = ddAdd(ddMul(p, s2), INV_ODD[k]);
