@@ -118,7 +118,7 @@ def test_backbone_is_stored_once(trained_pkg):
 def test_dtr_graph_masks_at_every_integer_timestep(tiny_base, tmp_path):
     base, info = tiny_base
     mtu = trained_like(upcycle(base, UpcycleConfig(tasks=("t2i", "sr"), dtr=True), info)).eval()
-    manifest = export_package(mtu, ExportConfig(tasks=("sr",), batch=100, dynamic=True), tmp_path / "pkg", log=_quiet)
+    manifest = export_package(mtu, ExportConfig(tasks=("sr",), batch=16, dynamic=True), tmp_path / "pkg", log=_quiet)
     assert manifest["dtr"]["widths"] == [16, 32, 48, 64] and manifest["dtr"]["alpha"] == 4.0
     model = onnx.load(tmp_path / "pkg/onnx/sr.onnx")
     consts = list(model.graph.initializer) + [a.t for n in model.graph.node if n.op_type == "Constant"
