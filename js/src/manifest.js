@@ -284,8 +284,14 @@ export function validateManifest(doc) {
         're-export the package');
     }
     if (g.format !== 'diffusers') obj({ inputs: listOf(TENSOR, 1), outputs: listOf(TENSOR, 1) }).check(g, `manifest.graphs[${i}]`);
-    if (g.layout === 'adapters' && g.format === 'onnx') {
+    if (g.layout === 'adapters' && (g.format === 'onnx' || g.format === 'tensorrt')) {  // its task file and backbone
       obj({ adapter: PATH, backbone_id: NONNEG, task_channels: POS, task_tensors: listOf(TENSOR, 1) }).check(g, `manifest.graphs[${i}]`);
+      const names = g.task_tensors.map((/** @type {any} */ t) => t.name);
+      const inputs = new Set(g.inputs.map((/** @type {any} */ t) => t.name));
+      const clash = names.filter((/** @type {string} */ n) => names.indexOf(n) !== names.lastIndexOf(n) || inputs.has(n));
+      if (clash.length) {
+        throw new PackageError(`manifest: graphs[${i}].task_tensors: ${repr(clash[0])} is named twice or like one of the graph's inputs`, 're-export the package');
+      }
     }
   });
   for (const [name, t] of Object.entries(doc.tasks)) {

@@ -27,8 +27,12 @@ import { decodePng, fitImage, fitMask, maskToTensor, toChw, toRgb, toRgba } from
 import { DirSource, PackageReader } from './reader.js';
 import { concat, rows, sample, checkInputs, checkOptions } from './sampler.js';
 import { taskFromRecord, needsCondition, needsMask } from './tasks.js';
+import { readTensors } from './safetensors.js';
+import { bound } from './limits.js';
 
 export const UNET_INPUTS = ['sample', 'timestep', 'encoder_hidden_states'];
+/** `__metadata__.format` of an adapters-layout task file (`adapters/<task>.safetensors`). */
+export const TASK_FILE_FORMAT = 'taskfold-task-tensors';
 
 /**
  * @typedef {import('./sampler.js').Tensor} Tensor
@@ -246,6 +250,8 @@ export class Package {
     const ort = this.ort;
     /** @type {Record<string, any>} */
     const opts = { executionProviders: this.executionProviders, graphOptimizationLevel: level, logSeverityLevel: 3 };
+    // as the Python runtime's task graphs (weights shared between sessions): no pre-packed copy of the weights
+    if (level === 'extended') opts.extra = { session: { disable_prepacking: '1' } };
     if (this.threads) opts.intraOpNumThreads = this.threads;
     try {
       if (this.platform === 'node') {
@@ -336,10 +342,24 @@ export class Package {
       const dtype = g.inputs[0].dtype;
       const files = await this.reader.graphFiles(g);
       const { locations } = await this.reader.onnxFiles(g.path, `graph ${g.task}/${g.format}`);
-      await this.reader.check(files);
-      const session = await this.once(`graph:${g.path}`, () => this.createSession(g.path, locations, 'extended'));
+      const taskTensors = g.adapter ? await this.loadTaskTensors(g) : new Map();  // hashed from the bytes parsed
+      await this.reader.check(files.filter((f) => f !== g.adapter));
+      // the graphs layout: one graph per task; the adapters layout: one shared graph, fully optimised
+      const session = await this.once(`graph:${g.path}`, () => this.createSession(g.path, locations, this.layout === 'adapters' ? 'all' : 'extended'));
       const ort = this.ort;
       const out = session.outputNames[0];
+      const takes = new Set(session.inputNames);
+      const want = new Set([...UNET_INPUTS, ...taskTensors.keys()]);
+      if (takes.size !== want.size || [...takes].some((n) => !want.has(n))) {
+        const odd = [...takes, ...want].filter((n) => !(takes.has(n) && want.has(n))).sort();
+        throw this.reader.fail(`graph ${g.task}/onnx: ${g.path} takes ${takes.size} inputs, the manifest names ${want.size} (first difference: ${repr(odd[0])})`);
+      }
+      /** @type {Record<string, any>} */
+      const extra = {};
+      for (const [name, t] of taskTensors) {
+        const bytes = t.data.slice().buffer;
+        extra[name] = new ort.Tensor(t.dtype, t.dtype === 'float16' ? new Uint16Array(bytes) : new Float32Array(bytes), t.shape);
+      }
       const half = dtype === 'float16';
       const channels = Number(g.inputs[0].shape[1]);
       /** @type {(x: Tensor, t: Tensor, h: Tensor) => Promise<Tensor>} */
@@ -351,6 +371,7 @@ export class Package {
           sample: new ort.Tensor(half ? 'float16' : 'float32', half ? toHalf(x.data) : x.data, x.shape),
           timestep: new ort.Tensor('float32', t.data, t.shape),
           encoder_hidden_states: new ort.Tensor(half ? 'float16' : 'float32', half ? toHalf(h.data) : h.data, h.shape),
+          ...extra,
         };
         const res = (await session.run(feeds))[out];
         const data = half ? fromHalf(res.data) : Float32Array.from(res.data);
@@ -358,6 +379,35 @@ export class Package {
       };
       return (/** @type {Tensor} */ x, /** @type {Tensor} */ t, /** @type {Tensor} */ h) => batch.run(call, [x, t, h]);
     });
+  }
+
+  /**
+   * The task tensors of an adapters-layout graph entry, read from its `.safetensors` file (listed,
+   * size- and hash-checked) and checked: exactly the entry's `task_tensors` (names, shapes, dtypes)
+   * and the metadata of this task and backbone, so a file of another task or package is refused.
+   * @param {GraphDoc} g
+   */
+  async loadTaskTensors(g) {
+    const rel = /** @type {string} */ (g.adapter);
+    const where = `graph ${g.task}/${g.format}`;
+    if (rel.endsWith('.onnx_adapter')) {
+      throw this.reader.fail(`${where}: ${repr(rel)} is an ONNX Runtime adapter, which this taskfold no longer reads (task tensors are a .safetensors file per task); re-export the package`);
+    }
+    if (!g.task_tensors || g.backbone_id === undefined) throw this.reader.fail(`${where}: the entry names no task_tensors and backbone_id for ${repr(rel)}`);
+    let sizes = 0;
+    for (const t of g.task_tensors) {
+      if (!t.shape.every((d) => typeof d === 'number') || !['float32', 'float16'].includes(t.dtype)) {
+        throw this.reader.fail(`${where}: task tensor ${repr(t.name)} is ${t.dtype} ${repr(t.shape)}; task tensors are float32 or float16 of a fixed shape`);
+      }
+      sizes += /** @type {number[]} */ (t.shape).reduce((a, b) => a * b, 1) * (t.dtype === 'float16' ? 2 : 4);
+    }
+    const data = await this.reader.readBytes(rel, where, 8 + bound('bytes.adapter_header') + sizes);
+    try {
+      return readTensors(data, rel, g.task_tensors, { format: TASK_FILE_FORMAT, task: g.task, backbone_id: String(g.backbone_id) });
+    } catch (e) {
+      if (e instanceof PackageError) throw this.reader.fail(e.message);
+      throw e;
+    }
   }
 
   /**

@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // Opens crafted packages with the Node runtime and reports what it refused and whether any ONNX Runtime
 // session was created first:  node tools/try_open.mjs CASES.json OUT.json
-// CASES.json: { "cases": [ { "id", "dir", "url": bool, "run": bool } ] }: with "url" the folder is served
-// from 127.0.0.1 and opened by URL (every request the runtime makes is recorded); with "run" the runtime
-// also builds the t2i UNet, encodes a prompt and generates one step (as the Python test does).
+// CASES.json: { "cases": [ { "id", "dir", "url": bool, "run": bool, "task"? } ] }: with "url" the folder is
+// served from 127.0.0.1 and opened by URL (every request the runtime makes is recorded); with "run" the
+// runtime also builds the UNet of "task" (default t2i), encodes a prompt and generates one t2i step (as the
+// Python test does).
 import { readFileSync, writeFileSync } from 'node:fs';
 import * as ortNode from 'onnxruntime-node';
 import { openPackage } from '../src/index.js';
@@ -37,7 +38,7 @@ for (const c of cases) {
   await attempt(async () => {
     const p = await openPackage(location, { ort, platform: 'node' });
     if (c.run) {
-      await p.unet('t2i');
+      await p.unet(c.task ?? 't2i');
       await p.encodeText(['a red circle']);
       await p.close();
     }
@@ -46,6 +47,7 @@ for (const c of cases) {
     await attempt(async () => {
       const p = await openPackage(location, { ort, platform: 'node' });
       await p.generate('t2i', { prompt: 'a red circle', steps: 1 });
+      if (c.task && c.task !== 't2i') await p.unet(c.task);
       await p.close();
     });
   }

@@ -55,6 +55,17 @@ def tiny_mtu_package(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_mtu_adapters_package(tmp_path_factory):
+    """``models/tiny-mtu`` exported in the adapters layout: one shared UNet graph, ``adapters/<task>.safetensors``."""
+    from taskfold.cli import main
+
+    out = tmp_path_factory.mktemp("js-tiny-adapters") / "pkg"
+    assert main(["export", str(REPO / "models" / "tiny-mtu"), "--out", str(out), "--layout", "adapters",
+                 "--parity-timesteps", "1"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
 def sd_package(tmp_path_factory):
     """An SD1.5-layout package with random weights: narrow UNet, CLIP BPE tokenizer and text encoder, a VAE, 64 px."""
     from taskfold.cli import main

@@ -1,17 +1,22 @@
 """Same seed, same image in a browser: headless Chromium (Debian's) running the JavaScript runtime on
 onnxruntime-web's WASM backend, each package fetched from 127.0.0.1 by URL (cross-origin isolated), against
-the Python runtime: every task x scheduler of both packages within 1/255."""
+the Python runtime: every task x scheduler of both packages within 1/255, and the adapters layout."""
 
 from __future__ import annotations
 
 import json
 
-from ._parity import TOLERANCE, compare, failures, report
+from ._parity import TOLERANCE, cases_for, compare, failures, python_images, report
 from .conftest import run_node
 
 
-def test_chromium_wasm_images_equal_the_python_runtimes(chromium, parity_cases, tmp_path):
+def test_chromium_wasm_images_equal_the_python_runtimes(chromium, parity_cases, tiny_mtu_adapters_package, images,
+                                                         tmp_path):
     cases, py = parity_cases
+    # the adapters layout too (one shared graph, task tensors from safetensors files): each task, two schedulers
+    adapters = [c for c in cases_for("adapters", tiny_mtu_adapters_package, images, steps=4)
+                if c["options"].get("scheduler") in ("ddim", "dpmpp-2m-karras")]
+    cases, py = cases + adapters, {**py, **python_images(adapters)}
     (tmp_path / "cases.json").write_text(json.dumps({"cases": cases}))
     done = run_node(["tools/run_cases_browser.mjs", str(tmp_path / "cases.json"), str(tmp_path / "out"), "wasm"],
                     timeout=600)
