@@ -75,7 +75,12 @@ def optimize(path: Path, out: Path, spec: GraphSpec) -> None:
     for flag in ("enable_nhwc_conv", "enable_group_norm", "enable_skip_group_norm", "enable_bias_splitgelu",
                  "enable_packed_qkv", "enable_packed_kv", "enable_bias_add"):
         setattr(options, flag, False)
-    opt = optimize_model(str(path), model_type="unet", opt_level=0, use_gpu=False, optimization_options=options)
+    try:
+        opt = optimize_model(str(path), model_type="unet", opt_level=0, use_gpu=False, optimization_options=options)
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError) as e:  # the optimiser's own pattern code
+        raise ExportError(f"ONNX Runtime's transformer optimiser failed on the {Path(path).stem!r} graph "
+                          f"({type(e).__name__}: {str(e)[:160]}); seen with DTR graphs, whose timestep masks its "
+                          "Gelu fusion misreads", hint="export without --optimize") from None
     opt.save_model_to_file(str(out), use_external_data_format=True)
 
 

@@ -72,3 +72,13 @@ def test_export_sizes_are_bounded_as_the_runtime_bounds_them(field, value, words
 
     with pytest.raises(ConfigError, match=words):
         ExportConfig(**{field: value})
+
+
+def test_optimize_on_a_dtr_graph_is_one_clear_error(tmp_path):
+    """ONNX Runtime's transformer optimiser misreads DTR's timestep masks (a traceback before): one error, nothing
+    written."""
+    rc = main(["upcycle", "--base", "preset:tiny-pixel", "--tasks", "t2i", "--dtr", "--out", str(tmp_path / "m")])
+    assert rc == 0
+    assert main(["export", str(tmp_path / "m"), "--out", str(tmp_path / "pkg"), "--optimize", "--height", "16",
+                 "--width", "16", "--parity-timesteps", "1"]) == 2
+    assert not (tmp_path / "pkg").exists()
