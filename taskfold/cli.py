@@ -410,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .benchmarks.evaluate import add_evaluate_parser
 
     add_run_parser(sub)
+    from .runtime.serve import add_serve_parser
+
+    add_serve_parser(sub)
     add_evaluate_parser(sub)
     from .demo import add_demo_parser
     from .demo_report import add_report_parser
