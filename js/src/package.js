@@ -25,7 +25,7 @@ import ortDefault, { platform as ortPlatform } from '#ort';
 import { ConfigError, PackageError, repr } from './errors.js';
 import { decodePng, fitImage, fitMask, maskToTensor, toChw, toRgb, toRgba } from './images.js';
 import { DirSource, PackageReader } from './reader.js';
-import { concat, rows, sample, checkInputs, checkOptions } from './sampler.js';
+import { concat, rows, sample, checkInputs, checkNegative, checkOptions } from './sampler.js';
 import { taskFromRecord, needsCondition, needsMask } from './tasks.js';
 import { readTensors } from './safetensors.js';
 import { bound } from './limits.js';
@@ -57,7 +57,7 @@ export const TASK_FILE_FORMAT = 'taskfold-task-tensors';
 /**
  * @typedef {object} GenerateOptions
  * @property {string | string[]} [prompt] the prompt (or one per image)
- * @property {string} [negativePrompt] what the unconditional evaluations read instead of the empty prompt ('' = the Python runtime's behaviour)
+ * @property {string | string[] | null} [negativePrompt] what the evaluations without the prompt read instead of the empty prompt (one, or one per image); text-guided tasks only
  * @property {ImageInput | null} [image] condition image (edit, sr, inpaint)
  * @property {ImageInput | null} [mask] mask (white = region to fill)
  * @property {number | null} [steps]
@@ -68,7 +68,7 @@ export const TASK_FILE_FORMAT = 'taskfold-task-tensors';
  * @property {number} [seed] noise seed, an integer in [0, 2**32 - 1] (default 0)
  * @property {number} [numImages] images per prompt (default 1)
  * @property {boolean} [resize] resample inputs of another size (bicubic) instead of refusing
- * @property {((info: { step: number, steps: number, timestep: number }) => void) | null} [onStep]
+ * @property {import('./sampler.js').StepCallback | null} [onStep] after each step: `{ step, steps, timestep, latents }`; may return replacement latents
  */
 
 /** A graph's batch: fixed (static export) or null (dynamic axis). */
@@ -580,16 +580,15 @@ export class Package {
   /**
    * What the sampler drives for `task`: its graph and the package's text encoder and codec.
    * @param {string} task
-   * @param {string} negativePrompt
    * @returns {Promise<import('./sampler.js').Model>}
    */
-  async model(task, negativePrompt = '') {
+  async model(task) {
     const shape0 = this.graph(task).inputs[0].shape[0];
     const codec = this.manifest.codec;
     const unet = await this.unet(task);
     return {
       unet,
-      encodeText: (prompts) => this.encodeText(prompts.map((p) => (p === '' ? negativePrompt : p))),
+      encodeText: (prompts) => this.encodeText(prompts),
       encodeImages: (x) => this.encodeImages(x),
       decode: (x) => this.decode(x),
       maxBatch: typeof shape0 === 'number' ? shape0 : null,
@@ -606,24 +605,26 @@ export class Package {
    */
   async sample(task, options = {}) {
     const spec = this.spec(task);
-    const { image = null, mask = null, scheduler = 'ddim', seed = 0, resize = false, negativePrompt = '', numImages = 1 } = options;
+    const { image = null, mask = null, scheduler = 'ddim', seed = 0, resize = false, negativePrompt = null, numImages = 1 } = options;
     const steps = options.steps ?? spec.steps;
     const strength = options.strength ?? spec.strength;
     if (!Number.isInteger(numImages) || numImages < 1) throw new ConfigError(`numImages must be a positive integer, got ${repr(numImages)}`);
     const given = options.prompt ?? '';
     const prompts = checkOptions(given, steps, scheduler, seed, options.guidance, options.imageGuidance).flatMap((p) => Array(numImages).fill(p));
-    if (typeof negativePrompt !== 'string') throw new ConfigError(`negativePrompt must be a string, got ${repr(negativePrompt)}`);
+    const negative = negativePrompt === null || typeof negativePrompt === 'string' ? negativePrompt
+      : Array.isArray(negativePrompt) && negativePrompt.length === prompts.length / numImages ? negativePrompt.flatMap((p) => Array(numImages).fill(p)) : negativePrompt;
     checkInputs(spec, image, mask, strength);
     const b = prompts.length;
     const cond = needsCondition(spec) ? repeatRows(await this.loadCondition(task, /** @type {ImageInput} */ (image), resize), b, 'condition image') : null;
     const msk = needsMask(spec) ? repeatRows(await this.loadMask(/** @type {ImageInput} */ (mask), resize), b, 'mask') : null;
-    const model = await this.model(task, negativePrompt);  // sessions (and integrity checks) before any sampling work
+    checkNegative(spec, negative, b);
+    const model = await this.model(task);  // sessions (and integrity checks) before any sampling work
     const { source: _, ...schedulerConfig } = this.manifest.scheduler;
     const s = this.manifest.sample;
     return sample(model, spec, prompts, {
       schedulerConfig, latentShape: [this.manifest.codec.latent_channels, s.height, s.width], condition: cond, mask: msk,
       steps, scheduler, guidanceScale: options.guidance ?? null, imageGuidanceScale: options.imageGuidance ?? null, seed, strength,
-      onStep: options.onStep ?? null,
+      negativePrompts: negative, onStep: options.onStep ?? null,
     });
   }
 

@@ -181,10 +181,52 @@ export function checkFinite(value, what) {
 }
 
 /**
+ * The negative prompts, one per row, or null when there are none (or all are empty: plain sampling).
+ * Refused for a task that runs no unconditional text evaluation (guidance `none`, or no text).
+ * @param {import('./tasks.js').TaskSpec} spec
+ * @param {string | string[] | null | undefined} negativePrompts
+ * @param {number} rows
+ * @returns {string[] | null}
+ */
+export function checkNegative(spec, negativePrompts, rows) {
+  if (negativePrompts === null || negativePrompts === undefined) return null;
+  let negative = typeof negativePrompts === 'string' ? [negativePrompts] : Array.isArray(negativePrompts) ? [...negativePrompts] : null;
+  if (!negative || !negative.every((p) => typeof p === 'string')) {
+    throw new ConfigError(`negative prompt must be a string or a list of strings, got ${repr(negativePrompts)}`);
+  }
+  if (!negative.some((p) => p)) return null;
+  if (spec.guidance === 'none' || !spec.uses_text) {
+    throw new ConfigError(`task ${repr(spec.name)} uses no classifier-free guidance on text (guidance ${repr(spec.guidance)}); a negative prompt has nothing to replace`,
+      'drop the negative prompt');
+  }
+  if (negative.length === 1) negative = Array(rows).fill(negative[0]);
+  if (negative.length !== rows) throw new ConfigError(`${negative.length} negative prompts for ${rows} prompts; give one, or one per prompt`);
+  return negative;
+}
+
+/**
+ * What a step callback returned: nothing (go on with `x`) or replacement latents of `x`'s size.
+ * @param {any} returned
+ * @param {Float32Array} x
+ */
+function fromCallback(returned, x) {
+  if (returned === null || returned === undefined) return x;
+  const data = returned instanceof Float32Array ? returned : returned?.data instanceof Float32Array ? returned.data : null;
+  if (data === null || data.length !== x.length) {
+    throw new ConfigError(`the step callback returned ${data ? `${data.length} values` : repr(typeof returned)}; the latents are ${x.length} values (return nothing to keep them)`);
+  }
+  return data;
+}
+
+/**
+ * `onStep` (diffusers' `callback_on_step_end`) sees, after each step that runs, its index among the steps
+ * that run (from 0), their number, its timestep and the latents it produced; it returns nothing to go on,
+ * or latents of the same size to go on from instead.
+ * @typedef {(info: { step: number, steps: number, timestep: number, latents: Tensor }) => (Float32Array | Tensor | null | undefined | void)} StepCallback
  * @typedef {{ schedulerConfig: Record<string, any>, latentShape: [number, number, number], condition?: Tensor | null,
  *   mask?: Tensor | null, steps?: number | null, scheduler?: string, guidanceScale?: number | null,
- *   imageGuidanceScale?: number | null, seed?: number, strength?: number | null,
- *   onStep?: ((info: { step: number, steps: number, timestep: number }) => void) | null }} SampleOptions
+ *   imageGuidanceScale?: number | null, seed?: number, strength?: number | null, negativePrompts?: string | string[] | null,
+ *   onStep?: StepCallback | null }} SampleOptions
  */
 
 /**
@@ -207,8 +249,9 @@ export async function sample(model, spec, prompts, options) {
   const sImg = options.imageGuidanceScale ?? spec.image_guidance_scale;
   const sched = makeScheduler(scheduler, configFromDiffusers(schedulerConfig), steps);
   const imageParts = await conditionParts(spec, model.encodeImages, condition, mask, [h, w], model.scalingFactor, model.shiftFactor);
+  const negative = checkNegative(spec, options.negativePrompts, b);
   const text = await model.encodeText(spec.uses_text ? prompts : prompts.map(() => ''));
-  const empty = await model.encodeText(prompts.map(() => ''));
+  const empty = await model.encodeText(negative ?? prompts.map(() => ''));
   const source = noiseSource(seed);
   const noise = normal(source, b * c * h * w);
   const init = strength < 1 ? (await model.encodeImages(/** @type {Tensor} */ (condition))).data : null;
@@ -234,7 +277,7 @@ export async function sample(model, spec, prompts, options) {
     }
     const eps = combine(spec.guidance, outs, { textScale: sText, imageScale: sImg ?? 1.0 });
     x = sched.step(eps, i, x, source);
-    if (onStep) onStep({ step: i - start + 1, steps: sched.timesteps.length - start, timestep: sched.timesteps[i] });
+    if (onStep) x = fromCallback(onStep({ step: i - start, steps: sched.timesteps.length - start, timestep: sched.timesteps[i], latents: { data: x, shape } }), x);
   }
   return model.decode({ data: x, shape });
 }
