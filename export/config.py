@@ -35,8 +35,8 @@ class ExportConfig(Config):
     tasks: tuple[str, ...] = ("all",)
     precision: str = "fp32"
     batch: int = 1
-    height: int | None = None  # image pixels; default: the UNet's sample_size x codec scale
-    width: int | None = None
+    height: int | None = None  # image pixels; default: the width, else the UNet's sample_size x codec scale
+    width: int | None = None  # default: the height, else the UNet's sample_size x codec scale
     text_len: int | None = None  # default: the model's text encoder's max_length, else 77
     dynamic: bool = False
     opset: int = 17
@@ -70,6 +70,10 @@ class ExportConfig(Config):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ConfigError(f"--{name} must be a positive pixel count, got {v}")
+        if (self.height is None) != (self.width is None):  # one side given: a square image of that side
+            side = self.width if self.height is None else self.height
+            object.__setattr__(self, "height", side)
+            object.__setattr__(self, "width", side)
         from taskfold.runtime.limits import bound  # a package's sizes are bounded where the runtime reads them
 
         for name, top in (("batch", bound("batch")), ("text_len", bound("text_len")), ("height", bound("image_side")),

@@ -118,3 +118,26 @@ def save_png(array: np.ndarray, path: str | Path, overwrite: bool = True) -> Pat
     buf = io.BytesIO()
     Image.fromarray(to_uint8(array)).save(buf, format="PNG")
     return write_bytes_atomic(path, buf.getbuffer(), exclusive=not overwrite)
+
+
+#: What an output file's suffix writes (Pillow's format and options): PNG and WebP lossless, JPEG at quality 95.
+OUTPUT_FORMATS = {".png": ("PNG", {}), ".jpg": ("JPEG", {"quality": 95}), ".jpeg": ("JPEG", {"quality": 95}),
+                  ".webp": ("WEBP", {"lossless": True})}
+
+
+def output_format(path: str | Path, what: str = "output") -> tuple[str, dict]:
+    """The Pillow format and options ``path``'s suffix asks for, or a ConfigError naming the suffixes taken."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise ConfigError(f"{what} {str(path)!r} must end in {', '.join(OUTPUT_FORMATS)}",
+                          hint="the suffix picks the format: PNG, JPEG (quality 95) or WebP (lossless)")
+    return OUTPUT_FORMATS[suffix]
+
+
+def save_image(array: np.ndarray, path: str | Path, overwrite: bool = True) -> Path:
+    """Write an image in [-1, 1] atomically as :func:`save_png` does, in the format of ``path``'s suffix
+    (:data:`OUTPUT_FORMATS`)."""
+    fmt, options = output_format(path)
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(array)).save(buf, format=fmt, **options)
+    return write_bytes_atomic(path, buf.getbuffer(), exclusive=not overwrite)

@@ -54,9 +54,11 @@ from taskfold.tasks import TaskSpec, task_from_record
 
 from .backends import ONNX, PROVIDERS, check_provider, coreml_runner, tensorrt_runner
 from .backends import backend as get_backend
-from .images import fit_image, mask_to_array, open_image, save_png, to_chw, to_rgb
+from .images import fit_image, mask_to_array, open_image, save_image, to_chw, to_rgb
+from .limits import bound
+from .progress import ProgressBar
 from .reader import PackageReader, WeightRecord
-from .sampler import Model, check_inputs, check_options, sample
+from .sampler import Model, check_images_per_prompt, check_inputs, check_negative, check_options, sample
 
 UNET_INPUTS = ("sample", "timestep", "encoder_hidden_states")
 
@@ -464,31 +466,35 @@ class Package:
         """UNet samples to images ``[B, 3, H, W]`` in [-1, 1] (clipped)."""
         return np.clip(self._codec("vae_decoder", latents), -1.0, 1.0)
 
-    def _batch_array(self, a: np.ndarray, channels: int, what: str, values: str) -> np.ndarray:
-        """``[C, H, W]`` or ``[B, C, H, W]`` at the package's image size, as float32 ``[B, C, H, W]``."""
+    def _batch_array(self, a: np.ndarray, channels: int, what: str, values: str,
+                     size: tuple[int, int] | None = None) -> np.ndarray:
+        """``[C, H, W]`` or ``[B, C, H, W]`` at ``size`` (the package's image size), as float32 ``[B, C, H, W]``."""
+        size = size or self.image_size
         b = a[None] if a.ndim == 3 else a
-        if b.ndim != 4 or b.shape[1] != channels or b.shape[2:] != self.image_size:
+        if b.ndim != 4 or b.shape[1] != channels or b.shape[2:] != tuple(size):
             raise ConfigError(f"{what} has shape {list(a.shape)}; expected [B, {channels}, "
-                              f"{self.image_size[0]}, {self.image_size[1]}]{values}")
+                              f"{size[0]}, {size[1]}]{values}")
         return b.astype(np.float32)
 
-    def load_condition(self, task: str, image, resize: bool = False) -> np.ndarray:
-        """A condition image (path, PIL image or ``[3, H, W]``/``[B, 3, H, W]`` array) as ``[B, 3, H, W]``."""
+    def load_condition(self, task: str, image, resize: bool = False, size: tuple[int, int] | None = None) -> np.ndarray:
+        """A condition image (path, PIL image or ``[3, H, W]``/``[B, 3, H, W]`` array) as ``[B, 3, H, W]``, at
+        ``size`` ``(height, width)`` (default: the package's image size)."""
         if isinstance(image, np.ndarray):
-            return self._batch_array(image, 3, "condition array", " in [-1, 1]")
+            return self._batch_array(image, 3, "condition array", " in [-1, 1]", size)
         im = open_image(image, "condition image") if isinstance(image, (str, Path)) else image
-        h, w = self.image_size
+        h, w = size or self.image_size
         scale = self.spec(task).condition_scale
         also = (w // scale, h // scale) if scale > 1 else None
         im = fit_image(to_rgb(im, "condition image"), (w, h), "condition image", also=also, resize=resize)
         return to_chw(im)[None]
 
-    def load_mask(self, mask, resize: bool = False) -> np.ndarray:
-        """A mask (path, PIL image or ``[1, H, W]``/``[B, 1, H, W]`` array of 0/1) as ``[B, 1, H, W]``."""
+    def load_mask(self, mask, resize: bool = False, size: tuple[int, int] | None = None) -> np.ndarray:
+        """A mask (path, PIL image or ``[1, H, W]``/``[B, 1, H, W]`` array of 0/1) as ``[B, 1, H, W]``, at
+        ``size`` ``(height, width)`` (default: the package's image size)."""
         if isinstance(mask, np.ndarray):
-            return self._batch_array(mask, 1, "mask array", "")
+            return self._batch_array(mask, 1, "mask array", "", size)
         im = open_image(mask, "mask") if isinstance(mask, (str, Path)) else mask
-        h, w = self.image_size
+        h, w = size or self.image_size
         return mask_to_array(fit_image(im, (w, h), "mask", resize=resize))[None]
 
     # --- generate -------------------------------------------------------------------------
@@ -506,38 +512,123 @@ class Package:
     def generate(self, task: str, prompt: str | list[str] = "", *, image=None, mask=None, steps: int | None = None,
                  scheduler: str = "ddim", guidance_scale: float | None = None,
                  image_guidance_scale: float | None = None, seed: int = 0, resize: bool = False,
-                 strength: float | None = None) -> np.ndarray:
-        """Images ``[B, 3, H, W]`` in [-1, 1] for ``task``, one per prompt.
+                 strength: float | None = None, negative_prompt: str | list[str] | None = None,
+                 num_images_per_prompt: int = 1, height: int | None = None, width: int | None = None,
+                 callback=None, progress=False) -> np.ndarray:
+        """Images ``[B * num_images_per_prompt, 3, H, W]`` in [-1, 1] for ``task``.
 
         ``image`` / ``mask``: what the task's input layout needs (see :meth:`load_condition`,
-        :meth:`load_mask`); one image is used for every prompt. ``steps``, ``strength`` and the
-        guidance scales default to the task's recommended sampling as the package records it
+        :meth:`load_mask`); one image is used for every prompt, or one per prompt. ``steps``, ``strength``
+        and the guidance scales default to the task's recommended sampling as the package records it
         (:meth:`sampling`). Noise is :mod:`.noise` seeded with ``seed`` (MT19937, the same numbers in every
         language), as in the PyTorch reference.
         ``strength`` below 1 (image-conditioned tasks) starts from the condition image noised to
         that fraction of the schedule instead of from pure noise (see :mod:`.sampler`).
+
+        The options of diffusers' pipelines, defined so that every runtime gives the same images:
+
+        * ``num_images_per_prompt`` n: the rows are each prompt repeated n times in place — prompts
+          ``[p, q]`` with n = 2 run as ``[p, p, q, q]`` (with their condition images and negative prompts),
+          exactly as if that list were given — and one noise draw ``[B * n, C, h, w]`` covers every row in
+          that order (diffusers' one-generator draw, and the same images as calling with the repeated list).
+        * ``negative_prompt`` (one, or one per prompt): what the unconditional evaluations read instead of
+          the empty prompt — text guidance's one, and both of dual (image and text) guidance's, as
+          StableDiffusionInstructPix2PixPipeline does. Refused for a task without text guidance. ``None`` or
+          ``""`` is today's sampling.
+        * ``height`` / ``width`` (pixels; each defaults to the package's): another size needs a package whose
+          graphs have dynamic spatial axes (``taskfold export --dynamic``) and the ONNX backend; the graphs are
+          admitted again at that size (:meth:`output_size`).
+        * ``callback(step, timestep, latents)`` after every step that runs (diffusers' ``callback_on_step_end``;
+          returning an array replaces the latents, see :mod:`.sampler`).
+        * ``progress``: ``True`` draws a bar on stderr when it is a terminal; or a
+          :class:`~.progress.Progress` to report to.
         """
         spec = self.spec(task)
         steps = spec.steps if steps is None else steps
         strength = spec.strength if strength is None else strength
         prompts = check_options(prompt, steps, scheduler, seed, guidance_scale, image_guidance_scale)
         check_inputs(spec, image, mask, strength)
+        n = check_images_per_prompt(num_images_per_prompt)
+        size = self.output_size(task, height, width)
+        negative = check_negative(spec, negative_prompt, len(prompts))
         b = len(prompts)
-        cond = _rows(self.load_condition(task, image, resize), b, "condition image") if spec.needs_condition else None
-        msk = _rows(self.load_mask(mask, resize), b, "mask") if spec.needs_mask else None
+        cond = _rows(self.load_condition(task, image, resize, size), b, "condition image") \
+            if spec.needs_condition else None
+        msk = _rows(self.load_mask(mask, resize, size), b, "mask") if spec.needs_mask else None
         model = self.model(task)  # sessions (and integrity checks) before any sampling work
+        self._admit_size(task, size)
         sched_cfg = {k: v for k, v in self.manifest["scheduler"].items() if k != "source"}
-        s = self.manifest["sample"]
-        return sample(model, spec, prompts, scheduler_config=sched_cfg,
-                      latent_shape=(self.manifest["codec"]["latent_channels"], s["height"], s["width"]),
-                      condition=cond, mask=msk, steps=steps, scheduler=scheduler, guidance_scale=guidance_scale,
-                      image_guidance_scale=image_guidance_scale, seed=seed, strength=strength)
+        codec = self.manifest["codec"]
+        each = (lambda rows: None if rows is None else np.repeat(rows, n, axis=0)) if n > 1 else (lambda rows: rows)
+        if progress is True:
+            progress = ProgressBar(task)
+        return sample(model, spec, [p for p in prompts for _ in range(n)], scheduler_config=sched_cfg,
+                      latent_shape=(codec["latent_channels"], size[0] // codec["scale_factor"],
+                                    size[1] // codec["scale_factor"]),
+                      condition=each(cond), mask=each(msk), steps=steps, scheduler=scheduler,
+                      guidance_scale=guidance_scale, image_guidance_scale=image_guidance_scale, seed=seed,
+                      strength=strength, negative_prompts=None if negative is None else [p for p in negative
+                                                                                          for _ in range(n)],
+                      callback=callback, progress=progress or None)
+
+    def output_size(self, task: str, height: int | None = None, width: int | None = None) -> tuple[int, int]:
+        """``(height, width)`` in pixels of the images :meth:`generate` makes for ``task``: the package's image
+        size, or the size asked for where the task's graphs take it.
+
+        Another size is refused, naming why, unless the backend is ONNX and the task's graph and the codec's
+        graphs have named (dynamic) height and width axes; it must be a multiple of the codec's scale times the
+        UNet's downsampling (the export's own rule) and within the schema's bounds.
+        """
+        ph, pw = self.image_size
+        h, w = ph if height is None else height, pw if width is None else width
+        for name, v in (("height", h), ("width", w)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} must be a positive number of pixels, got {v!r}")
+        if (h, w) == (ph, pw):
+            return h, w
+        g = self.graph(task)
+        where = f"package {str(self.path)!r} makes {pw}x{ph} images only"
+        if self.backend != "onnx":
+            raise ConfigError(f"{where} with the {self.backend} backend (asked for {w}x{h}); another size needs the "
+                              "onnx backend and a package exported with --dynamic")
+        codec = self.manifest["codec"]
+        named = [(f"{task}'s graph", g["inputs"][:1])]
+        named += [(f"the codec's {k}", rec["inputs"] + rec["outputs"]) for k, rec in (codec.get("graphs") or {}).items()]
+        static = [what for what, tensors in named if not all(isinstance(d, str) for t in tensors for d in t["shape"][2:])]
+        if static:
+            raise ConfigError(f"{where} (asked for {w}x{h}): {' and '.join(static)} "
+                              f"{'has' if len(static) == 1 else 'have'} a static height and width",
+                              hint="re-export with `taskfold export --dynamic` for a package that runs other sizes")
+        scale = int(codec["scale_factor"])
+        levels = len((self.manifest.get("model", {}).get("unet_config") or {}).get("block_out_channels") or [0])
+        stride = scale * 2 ** (levels - 1)
+        for name, v in (("height", h), ("width", w)):
+            if v % stride:
+                raise ConfigError(f"{name} {v} is not a multiple of {stride} (codec scale {scale} x UNet "
+                                  f"downsampling {stride // scale})", hint=f"try {max(stride, v // stride * stride)}")
+            top = min(bound("image_side"), bound("latent_side") * scale)
+            if v > top:
+                raise ConfigError(f"{name} {v} is past the largest image side a package may run, {top} pixels")
+        return h, w
+
+    def _admit_size(self, task: str, size: tuple[int, int]) -> None:
+        """Admit ``task``'s graph and the codec's at ``size`` (pixels) when it is not the package's own."""
+        if tuple(size) == self.image_size:
+            return
+        scale = int(self.manifest["codec"]["scale_factor"])
+        dims = {"height": size[0] // scale, "width": size[1] // scale, "image_height": size[0], "image_width": size[1]}
+        g = self.graph(task)
+        self._reader.admit(g["path"], f"graph {task}/{g['format']}", g["inputs"], g["outputs"],
+                           g.get("task_tensors", ()), dims=dims)
+        for rec in (self.manifest["codec"].get("graphs") or {}).values():
+            self._reader.admit(f"codec/{rec['file']}", f"codec/{rec['file']}", rec["inputs"], rec["outputs"], dims=dims)
 
     @staticmethod
     def save(image: np.ndarray, path: str | Path, overwrite: bool = True) -> Path:
-        """Write one image ``[3, H, W]`` in [-1, 1] as a PNG, atomically (``overwrite=False``: never
-        replace an existing file, also not one another process creates meanwhile)."""
-        return save_png(image, path, overwrite=overwrite)
+        """Write one image ``[3, H, W]`` in [-1, 1] as PNG, JPEG or WebP by ``path``'s suffix (``.png``, ``.jpg``,
+        ``.jpeg``, ``.webp``), atomically (``overwrite=False``: never replace an existing file, also not one
+        another process creates meanwhile)."""
+        return save_image(image, path, overwrite=overwrite)
 
     def close(self) -> None:
         """Drop every session and weight mapping."""

@@ -48,7 +48,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from taskfold.errors import PackageError
+from taskfold.errors import ConfigError, PackageError
 
 from .admission import admit_graph, value_cap
 from .limits import bound
@@ -133,6 +133,7 @@ class PackageReader:
         self._records: dict[str, list[WeightRecord]] = {}
         self._arrays: dict[str, object] = {}
         self._admitted: dict[str, object] = {}
+        self._admitted_at: dict[tuple, object] = {}  # graphs with named axes admitted at another size
         self.manifest = self._read_manifest()
         self.files: dict[str, dict] = self.manifest["files"]
 
@@ -332,20 +333,42 @@ class PackageReader:
                 raise self._fail(str(e)) from None
         return self._records[index_rel]
 
-    def admit(self, graph_rel: str, where: str, inputs: list[dict], outputs: list[dict], task_tensors=()):
-        """Admit the graph ``graph_rel`` (:mod:`.admission`) once per reader; its external references."""
-        if graph_rel not in self._admitted:
+    def admit(self, graph_rel: str, where: str, inputs: list[dict], outputs: list[dict], task_tensors=(),
+              dims: dict[str, int] | None = None):
+        """Admit the graph ``graph_rel`` (:mod:`.admission`) once per reader and size; its external references.
+
+        It is admitted at the manifest's ``sample`` sizes, or with ``dims`` replacing some of them
+        (``height``/``width`` of the UNet sample, ``image_height``/``image_width`` in pixels, ``batch``): a
+        graph with named (dynamic) axes run at another size is admitted again at that size, each value
+        within the schema's bounds.
+        """
+        s = dict(self.manifest["sample"])
+        for name, value in (dims or {}).items():
+            top = {"height": "latent_side", "width": "latent_side", "image_height": "image_side",
+                   "image_width": "image_side", "batch": "batch"}.get(name)
+            if top is None or isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= bound(top):
+                raise ConfigError(f"cannot admit {graph_rel} at {name} {value!r}: "
+                                  + (f"an integer from 1 to {bound(top)} is needed" if top else "not a sample size"))
+            s[name] = value
+        size = (s["batch"], s["height"], s["width"], s["image_height"], s["image_width"])
+        own = all(s[k] == v for k, v in self.manifest["sample"].items())
+        admitted = self._admitted if own else self._admitted_at  # by path at the manifest's size, else by size too
+        key = graph_rel if own else (graph_rel, *size)
+        if key not in admitted:
             data = self.read_bytes(graph_rel, where, limit=bound("bytes.graph"))
-            s = self.manifest["sample"]
-            dims = {"batch": s["batch"], "height": s["height"], "width": s["width"], "text_len": s["text_len"],
-                    "image_height": s["image_height"], "image_width": s["image_width"]}
+            kind = graph_kind(graph_rel)
+            named = {"batch": s["batch"], "height": s["height"], "width": s["width"], "text_len": s["text_len"],
+                     "image_height": s["image_height"], "image_width": s["image_width"]}
+            if kind == "codec":  # a dynamic codec names its pixel axes height/width and its latent axes latent_*
+                named |= {"height": s["image_height"], "width": s["image_width"], "latent_height": s["height"],
+                          "latent_width": s["width"]}
             try:
-                self._admitted[graph_rel] = admit_graph(
-                    data, where=graph_rel, kind=graph_kind(graph_rel), inputs=inputs, outputs=outputs, dims=dims,
+                admitted[key] = admit_graph(
+                    data, where=graph_rel, kind=kind, inputs=inputs, outputs=outputs, dims=named,
                     cap=value_cap(s["batch"], s["height"], s["width"]), task_tensors=task_tensors)
             except PackageError as e:
                 raise self._fail(str(e)) from None
-        return self._admitted[graph_rel]
+        return admitted[key]
 
     def onnx_files(self, graph_rel: str, where: str, io: dict | None = None) -> list[str]:
         """``graph_rel`` and the listed files its external data names, every range inside its file.

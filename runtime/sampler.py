@@ -14,11 +14,19 @@ Per step, the task's guidance (:mod:`.guidance`) lists the UNet evaluations it n
 
 The UNet input is ``concat[scaled noisy latents, condition parts]`` in the task's layout
 (:func:`condition_parts`, also what training feeds); a dropped image condition is zeros (as in
-training), a dropped prompt is the empty prompt. Noise is :mod:`.noise`: one source per call,
-seeded with ``seed``, drawn for the initial noise and then for every ancestral step (euler-a), so a
-seed gives the same images in every language that runs a package. ``strength`` below 1 starts from
-the encoded condition image noised to that fraction of the schedule (img2img,
+training), a dropped prompt is the empty prompt, or the row's **negative prompt** where one is given:
+``text`` guidance's unconditional evaluation and both of ``image_text``'s (nothing, image only) read
+it, as diffusers' StableDiffusionPipeline and StableDiffusionInstructPix2PixPipeline do. Noise is
+:mod:`.noise`: one source per call, seeded with ``seed``, drawn for the initial noise of every row at
+once (``[B, C, h, w]`` in C order, row after row) and then for every ancestral step (euler-a), so a seed
+gives the same images in every language that runs a package. ``strength`` below 1 starts from the
+encoded condition image noised to that fraction of the schedule (img2img,
 :func:`~.schedulers.start_latents`).
+
+After each step that runs, ``callback(step, timestep, latents)`` (diffusers' ``callback_on_step_end``)
+sees the step's index among the steps that run (from 0), its timestep and the latents it produced; it
+returns ``None`` to go on, or an array of the latents' shape to go on from instead. ``progress``
+(:class:`~.progress.Progress`) is told the number of steps that run, then each step.
 """
 
 from __future__ import annotations
@@ -132,11 +140,15 @@ def check_options(prompts, steps, scheduler: str, seed, guidance_scale, image_gu
 def sample(model: Model, spec: TaskSpec, prompts: list[str], *, scheduler_config: dict,
            latent_shape: tuple[int, int, int], condition: Array | None = None, mask: Array | None = None,
            steps: int | None = None, scheduler: str = "ddim", guidance_scale: float | None = None,
-           image_guidance_scale: float | None = None, seed: int = 0, strength: float | None = None) -> Array:
+           image_guidance_scale: float | None = None, seed: int = 0, strength: float | None = None,
+           negative_prompts: list[str] | None = None, callback: Callable | None = None,
+           progress=None) -> Array:
     """Images ``[B, 3, H, W]`` in [-1, 1] for ``prompts`` (and their conditions) of task ``spec``.
 
-    ``latent_shape`` is the UNet sample's ``(channels, h, w)``; ``condition``/``mask`` have one row per
-    prompt. Steps, strength and guidance scales default to the task's recommended sampling.
+    ``latent_shape`` is the UNet sample's ``(channels, h, w)``; ``condition``/``mask`` and
+    ``negative_prompts`` (``None``: the empty prompt) have one row per prompt. Steps, strength and
+    guidance scales default to the task's recommended sampling. ``callback`` and ``progress``: see the
+    module docstring.
     """
     steps = spec.steps if steps is None else steps
     strength = spec.strength if strength is None else strength
@@ -148,12 +160,15 @@ def sample(model: Model, spec: TaskSpec, prompts: list[str], *, scheduler_config
     sched = make_scheduler(scheduler, SchedulerConfig.from_diffusers_config(scheduler_config), steps)
     image_parts = condition_parts(spec, model.encode_images, condition, mask, (h, w), model.scaling_factor,
                                   model.shift_factor)
+    negative = check_negative(spec, negative_prompts, b)
     text = model.encode_text(prompts if spec.uses_text else [""] * b)
-    empty = model.encode_text([""] * b)
+    empty = model.encode_text(negative or [""] * b)
     source = noise_source(seed)
     noise = normal(source, (b, c, h, w))
     init = model.encode_images(condition) if strength < 1 else None
     x, start = start_latents(sched, noise, init, strength)
+    if progress is not None:
+        progress.start(len(sched.timesteps) - start)
     for i in range(start, len(sched.timesteps)):
         xin = sched.scale_model_input(x, i)
         ts = np.full((b,), float(sched.timesteps[i]), dtype=np.float32)
@@ -168,4 +183,50 @@ def sample(model: Model, spec: TaskSpec, prompts: list[str], *, scheduler_config
             outs = [np.asarray(model.unet(x_in, ts, states), np.float32) for x_in, states in evals]
         eps = G.combine(spec.guidance, outs, text_scale=s_text, image_scale=s_img if s_img is not None else 1.0)
         x = sched.step(eps.astype(np.float32), i, x, generator=source)
+        if callback is not None:
+            x = _from_callback(callback(i - start, float(sched.timesteps[i]), x), x)
+        if progress is not None:
+            progress.update()
+    if progress is not None:
+        progress.close()
     return model.decode(x)
+
+
+def check_images_per_prompt(n) -> int:
+    """``num_images_per_prompt`` as a positive integer."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"images per prompt must be a positive integer, got {n!r}")
+    return n
+
+
+def check_negative(spec: TaskSpec, negative_prompts, rows: int) -> list[str] | None:
+    """The negative prompts, one per row, or ``None`` when there are none (or all are empty: today's sampling).
+
+    Refused for a task that runs no unconditional text evaluation (guidance ``none``, or no text).
+    """
+    if negative_prompts is None:
+        return None
+    negative = [negative_prompts] if isinstance(negative_prompts, str) else list(negative_prompts)
+    if not all(isinstance(p, str) for p in negative):
+        raise ConfigError(f"negative prompt must be a string or a list of strings, got {negative_prompts!r}")
+    if not any(negative):
+        return None
+    if spec.guidance == "none" or not spec.uses_text:
+        raise ConfigError(f"task {spec.name!r} uses no classifier-free guidance on text (guidance {spec.guidance!r}); "
+                          "a negative prompt has nothing to replace", hint="drop the negative prompt")
+    if len(negative) == 1:
+        negative = negative * rows
+    if len(negative) != rows:
+        raise ConfigError(f"{len(negative)} negative prompts for {rows} prompts; give one, or one per prompt")
+    return negative
+
+
+def _from_callback(returned, x: Array) -> Array:
+    """What a step callback returned: ``None`` (go on with ``x``) or replacement latents of ``x``'s shape."""
+    if returned is None:
+        return x
+    out = np.asarray(returned, np.float32)
+    if out.shape != x.shape:
+        raise ConfigError(f"the step callback returned shape {list(out.shape)}; the latents are {list(x.shape)} "
+                          "(return None to keep them)")
+    return out

@@ -269,9 +269,13 @@ class DDIMScheduler:
         self.alphas_cumprod = alphas_cumprod(config)
         steps = _spaced_timesteps(config, self.spacing, num_inference_steps, integer=True).astype(np.int64)
         if steps.max() >= config.num_train_timesteps:
+            T = config.num_train_timesteps
+            most = next(n for n in range(num_inference_steps - 1, 0, -1)
+                        if _spaced_timesteps(config, self.spacing, n, integer=True).max() < T)
             raise ConfigError(f"{num_inference_steps} '{self.spacing}' steps with steps_offset "
                               f"{config.steps_offset} reach timestep {steps.max()}, past the last "
-                              f"training timestep {config.num_train_timesteps - 1}")
+                              f"training timestep {T - 1}; the largest number of steps below "
+                              f"{num_inference_steps} that fits is {most}")
         self._steps = steps
         self.timesteps = steps.astype(np.float32)
         self._final_abar = np.float32(1.0) if config.set_alpha_to_one else self.alphas_cumprod[0]

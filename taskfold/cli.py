@@ -276,7 +276,8 @@ def _add_export(sub):
     option(p, E, "tasks", help="tasks to export, or 'all'")
     option(p, E, "precision", choices=["fp32", "fp16"], help="ONNX/TensorRT precision")
     option(p, E, "batch", help="batch size of the graphs")
-    option(p, E, "height", help="image height in pixels (unset: the UNet's sample size x codec scale)")
+    option(p, E, "height", help="image height in pixels (unset: as --width, else the UNet's sample size x codec "
+                                "scale)")
     option(p, E, "width", help="image width in pixels (unset: as --height)")
     option(p, E, "text_len", help="text tokens of encoder_hidden_states (unset: the model's text encoder's "
                                   "length, else 77)")

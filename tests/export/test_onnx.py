@@ -1,5 +1,6 @@
 """ONNX packages: parity with the MTU model (invariant 8), shared weights, DTR masks, FLOPs (invariant 5)."""
 
+import json
 import shutil
 
 import numpy as np
@@ -197,6 +198,25 @@ def test_export_cli_errors_are_one_line(tmp_path, capsys, tiny_base):
         assert not (tmp_path / "pkg").exists()
     with pytest.raises(ConfigError):
         ExportConfig(batch=0)
+
+
+def test_one_side_given_makes_a_square_package(tmp_path, tiny_base):
+    """``--height H`` alone is H x H (as ``--help`` says), and the manifest records both sides; so is ``--width``."""
+    from taskfold.upcycle.checkpoint import save_mtu
+
+    base, info = tiny_base
+    save_mtu(upcycle(base, UpcycleConfig(tasks=("t2i",)), info), tmp_path / "mtu")
+    for flag, side in (("--height", 24), ("--width", 20)):
+        out = tmp_path / f"pkg{side}"
+        assert main(["export", str(tmp_path / "mtu"), "--out", str(out), flag, str(side), "--parity-timesteps",
+                     "1"]) == 0
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert (manifest["export"]["height"], manifest["export"]["width"]) == (side, side)
+        s = manifest["sample"]
+        assert (s["image_height"], s["image_width"], s["height"], s["width"]) == (side, side, side, side)
+        assert manifest["graphs"][0]["inputs"][0]["shape"][2:] == [side, side]
+    assert (ExportConfig(height=64).width, ExportConfig(width=48).height, ExportConfig(height=64, width=32).width) \
+        == (64, 48, 32)
 
 
 # --- Invariant 5: iso-FLOP ---------------------------------------------------------------------

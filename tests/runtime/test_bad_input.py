@@ -136,8 +136,8 @@ def test_existing_output_is_kept_and_bad_paths_refused(tiny_package, tmp_path, c
     out.write_bytes(b"the user's file")
     rc, err = _run(capsys, pkg, tmp_path, "--task", "t2i", "--out", str(out))
     assert rc == 2 and "already exists" in err and out.read_bytes() == b"the user's file"
-    rc, err = _run(capsys, pkg, tmp_path, "--task", "t2i", "--out", str(tmp_path / "o.jpg"))
-    assert rc == 2 and "must end in .png" in err
+    rc, err = _run(capsys, pkg, tmp_path, "--task", "t2i", "--out", str(tmp_path / "o.gif"))
+    assert rc == 2 and "must end in .png, .jpg, .jpeg, .webp" in err and not (tmp_path / "o.gif").exists()
     (tmp_path / "empty").mkdir()  # not a package (and --out lies outside it: never inside an input)
     rc, err = _run(capsys, tmp_path / "empty", tmp_path, "--task", "t2i", "--out", str(tmp_path / "x.png"))
     assert rc == 2 and "has no manifest.json" in err
