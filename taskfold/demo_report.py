@@ -207,6 +207,8 @@ def _grid(task: str, m: dict) -> str:
 
 
 def render_html(root: Path, content: dict) -> str:
+    from .demo_live import live_panel
+
     c = content
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>taskfold demo</title>"
              f"<style>{CSS}</style></head><body>",
@@ -224,6 +226,7 @@ def render_html(root: Path, content: dict) -> str:
               "<h2>Latency of the tiny package</h2>", _table(LAT_HEAD, c["latency"]),
               _img("bench/latency.png", "latency chart"),
               f"<p class='note'>{html.escape(c['latency_note'])}</p>"]
+    parts.append(live_panel(_read(root, "package/manifest.json")))  # the package, run in the browser
     if c["loss"]:
         parts += ["<h2>Training (this demo's fine-tune)</h2>", _img("loss.png", "loss per task"),
                   f"<p class='note'>{html.escape(c['loss_note'])}</p>"]
