@@ -4,7 +4,7 @@
 
     taskfold evaluate PKG --data DATA --out DIR [--tasks all] [--n 8] [--split test]
                       [--steps N] [--scheduler ddim] [--seed 0] [--strength S | TASK=S,...]
-                      [--guidance G | TASK=G,...] [--image-guidance G | TASK=G,...] [--overwrite]
+                      [--guidance G | TASK=G,...] [--image-guidance G | TASK=G,...] [--no-progress] [--overwrite]
 
 For each task, the first ``n`` rows of the split go through the runtime exactly as
 ``taskfold run`` would take them (:meth:`Package.generate`, the task's guidance and default
@@ -92,13 +92,14 @@ def _for_task(value, task: str, default):
 def evaluate_package(package: str | Path, data: str | Path, out: str | Path, tasks=("all",), n: int = 8,
                      split: str = "test", steps: int | None = None, scheduler: str = "ddim", seed: int = 0,
                      overwrite: bool = False, backend: str = "onnx", provider: str = "cpu", strength=None,
-                     guidance=None, image_guidance=None, log=print) -> dict:
+                     guidance=None, image_guidance=None, log=print, progress: bool = True) -> dict:
     """Generate and score ``n`` rows per task; returns what ``metrics.json`` holds.
 
     ``strength``, ``guidance``, ``image_guidance``: a number for every task it applies to, a
     ``{task: number}`` dict, or their CLI text (:func:`parse_task_values`). ``steps`` and what a
     task is not given default to the package's recommended sampling (:meth:`Package.sampling`),
-    exactly what ``taskfold run`` uses without flags."""
+    exactly what ``taskfold run`` uses without flags. With ``progress``, each task's sampling steps are a
+    progress bar on stderr when it is a terminal (:class:`~taskfold.runtime.progress.ProgressBar`)."""
     from taskfold._io import atomic_output_dir, check_output_dir, write_json_atomic
     from taskfold.config import check_seed
     from taskfold.train.data import load_dataset
@@ -106,6 +107,7 @@ def evaluate_package(package: str | Path, data: str | Path, out: str | Path, tas
 
     from taskfold.runtime.images import save_png
     from taskfold.runtime.package import open_package
+    from taskfold.runtime.progress import ProgressBar
 
     if not isinstance(n, int) or n < 1:
         raise ConfigError(f"--n must be a positive number of rows per task, got {n!r}")
@@ -146,7 +148,8 @@ def evaluate_package(package: str | Path, data: str | Path, out: str | Path, tas
                         "guidance_scale": used["guidance_scale"], "image_guidance_scale": used["image_guidance_scale"],
                         "steps": used["steps"]}
             images = pkg.generate(task, [it["prompt"] for it in items], image=cond, mask=mask,
-                                  scheduler=scheduler, seed=seed, **sampling)
+                                  scheduler=scheduler, seed=seed, **sampling,
+                                  progress=ProgressBar(f"evaluate {task}", enabled=None if progress else False))
             scores = task_scores(task, images, items)
             samples = []
             for i, (img, it, own) in enumerate(zip(images, items, scores.pop("per_sample"))):
@@ -227,6 +230,7 @@ def add_evaluate_parser(subparsers):
     p.add_argument("--backend", choices=BACKENDS, default="onnx")
     p.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (drawn only on a terminal anyway)")
     p.set_defaults(func=_cmd_evaluate)
     return p
 
@@ -236,6 +240,6 @@ def _cmd_evaluate(args) -> int:
     evaluate_package(args.package, args.data, args.out, tasks=tasks, n=args.n, split=args.split, steps=args.steps,
                      scheduler=args.scheduler, seed=args.seed, overwrite=args.overwrite, backend=args.backend,
                      provider=args.provider, strength=args.strength, guidance=args.guidance,
-                     image_guidance=args.image_guidance)
+                     image_guidance=args.image_guidance, progress=not args.no_progress)
     print(f"wrote {args.out}/{METRICS_FILE}")
     return 0

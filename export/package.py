@@ -180,8 +180,16 @@ def export_package(mtu_or_dir, cfg: ExportConfig, out: str | Path, overwrite: bo
         manifest["scheduler"] = components["scheduler"]
         write_json_atomic(tmp / MANIFEST, manifest)
         admit_written(tmp)
-    log(f"wrote {out}: {len(graphs)} graphs, {sum(f['bytes'] for f in manifest['files'].values()) / 1e6:.1f} MB")
+    log(f"wrote {out}: {graph_count(graphs)}, {sum(f['bytes'] for f in manifest['files'].values()) / 1e6:.1f} MB")
     return manifest
+
+
+def graph_count(graphs: list[dict]) -> str:
+    """``4 graphs``, or ``1 graph + 4 task files`` for the adapters layout: the files written, not the manifest's
+    entries (the adapters layout has one entry per task, all naming the one shared graph)."""
+    n = len({g["path"] for g in graphs})
+    files = len({g["adapter"] for g in graphs if g.get("adapter")})
+    return f"{n} graph{'s' if n != 1 else ''}" + (f" + {files} task file{'s' if files != 1 else ''}" if files else "")
 
 
 def admit_written(folder: Path) -> None:

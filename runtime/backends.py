@@ -17,7 +17,10 @@ so the ONNX path never imports coremltools, tensorrt or torch.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +45,9 @@ class Backend:
     needs_gpu: bool
     tolerances: dict[str, float] = field(default_factory=dict)
     parity_where: str = "anywhere"
+    #: what its toolkit logs on import that taskfold knows to be harmless (regular expressions matched
+    #: against the start of a message of the toolkit's loggers); those lines are dropped, nothing else
+    import_notes: tuple[str, ...] = ()
 
     def check_installed(self, what: str = "backend", error: type[TaskfoldError] = ConfigError):
         """For running graphs here: the right platform and the imported toolkit, or one ``error``."""
@@ -54,7 +60,8 @@ class Backend:
         """The imported toolkit (on any platform: CoreML graphs convert on Linux), or one ``error``
         naming what is missing and how to get it."""
         try:
-            return importlib.import_module(self.module)
+            with _dropping(self.module, self.import_notes):
+                return importlib.import_module(self.module)
         except ImportError:
             raise error(f"{what} {self.name!r} needs {self.toolkit}, which is not installed",
                         hint=self.hint) from None
@@ -80,12 +87,50 @@ class Backend:
 
 ONNX = Backend("onnx", "onnxruntime", "onnxruntime", "pip install onnxruntime (or onnxruntime-gpu for --provider cuda)",
                None, False, {"fp32": 1e-4, "fp16": 2e-2}, "anywhere")
+#: coremltools' import notes that do not concern taskfold: it disables its scikit-learn *converter* (taskfold
+#: converts no scikit-learn model; palettisation calls scikit-learn itself); it has not tested this torch (every
+#: graph taskfold converts passes its own gate, or the export fails); and, off macOS only, it cannot load the
+#: Core ML framework's bindings (taskfold predicts with Core ML on macOS only).
+COREML_NOTES = (r"scikit-learn version \S+ is not supported\. ",
+                r"Torch version \S+ has not been tested with coremltools\. ",
+                *([] if sys.platform == "darwin" else
+                  [r"Failed to load _ML\w+Proxy: No module named 'coremltools\.libcoremlpython'$"]))
 COREML = Backend("coreml", "coremltools", "coremltools", "pip install 'taskfold[coreml]'", "darwin", False,
-                 {"fp32": 1e-3, "fp16": 3e-2}, "macOS")
+                 {"fp32": 1e-3, "fp16": 3e-2}, "macOS", COREML_NOTES)
 TENSORRT = Backend("tensorrt", "tensorrt", "TensorRT",
                    "pip install 'taskfold[tensorrt]' on a machine with an NVIDIA GPU", None, True,
                    {"fp32": 1e-3, "fp16": 3e-2}, "an NVIDIA GPU")
 BACKENDS: dict[str, Backend] = {b.name: b for b in (ONNX, COREML, TENSORRT)}
+
+
+class _Notes(logging.Filter):
+    """Drops the records of ``module``'s loggers whose message matches one of ``patterns``."""
+
+    def __init__(self, module: str, patterns: tuple[str, ...]):
+        super().__init__()
+        self.module, self.patterns = module, [re.compile(p) for p in patterns]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        mine = record.name == self.module or record.name.startswith(self.module + ".")
+        return not (mine and any(p.match(record.getMessage()) for p in self.patterns))
+
+
+@contextlib.contextmanager
+def _dropping(module: str, patterns: tuple[str, ...]):
+    """While importing ``module``: every handler its log records can reach (its loggers', the root's, and
+    logging's last resort) drops the ones ``patterns`` match; the handlers are as they were afterwards."""
+    if not patterns:
+        yield
+        return
+    notes = _Notes(module, patterns)
+    handlers = {*logging.getLogger(module).handlers, *logging.getLogger().handlers, logging.lastResort} - {None}
+    for h in handlers:
+        h.addFilter(notes)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(notes)
 
 
 def backend(name: str) -> Backend:

@@ -120,8 +120,10 @@ def save_png(array: np.ndarray, path: str | Path, overwrite: bool = True) -> Pat
     return write_bytes_atomic(path, buf.getbuffer(), exclusive=not overwrite)
 
 
-#: What an output file's suffix writes (Pillow's format and options): PNG and WebP lossless, JPEG at quality 95.
-OUTPUT_FORMATS = {".png": ("PNG", {}), ".jpg": ("JPEG", {"quality": 95}), ".jpeg": ("JPEG", {"quality": 95}),
+#: JPEG at quality 95 without chroma subsampling (4:4:4): small generated images keep their colours
+JPEG = {"quality": 95, "subsampling": 0}
+#: What an output file's suffix writes (Pillow's format and options): PNG and WebP lossless, JPEG as :data:`JPEG`.
+OUTPUT_FORMATS = {".png": ("PNG", {}), ".jpg": ("JPEG", JPEG), ".jpeg": ("JPEG", JPEG),
                   ".webp": ("WEBP", {"lossless": True})}
 
 
@@ -130,7 +132,7 @@ def output_format(path: str | Path, what: str = "output") -> tuple[str, dict]:
     suffix = Path(path).suffix.lower()
     if suffix not in OUTPUT_FORMATS:
         raise ConfigError(f"{what} {str(path)!r} must end in {', '.join(OUTPUT_FORMATS)}",
-                          hint="the suffix picks the format: PNG, JPEG (quality 95) or WebP (lossless)")
+                          hint="the suffix picks the format: PNG, JPEG (quality 95, 4:4:4) or WebP (lossless)")
     return OUTPUT_FORMATS[suffix]
 
 

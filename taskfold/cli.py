@@ -12,11 +12,8 @@ import os
 import sys
 
 from .config import from_args, option
-from .errors import TaskfoldError, printable
+from .errors import TOOLCHAIN_MODULES, TaskfoldError, printable
 
-
-#: what ``pip install 'taskfold[toolchain]'`` adds to the runtime-only install
-TOOLCHAIN_MODULES = ("torch", "diffusers", "transformers", "accelerate", "onnx", "safetensors", "matplotlib", "tqdm")
 #: The arguments, by name in every command that has them, that name files or folders the user gave. A
 #: command's ``--out`` may not be, contain or lie inside any of them (nor be or contain the current folder).
 INPUT_ARGS = ("base", "model", "finetuned", "data", "package", "config", "sampling", "image", "mask")
@@ -207,7 +204,14 @@ def _add_train(sub):
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--skip-bad-rows", action="store_true", help="train on the good rows of a dataset with bad ones")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_train)
+    p.set_defaults(func=_cmd_train, left_behind=lambda args: _run_left_behind(args.out))
+
+
+def _run_left_behind(out: str) -> str:
+    """What an interrupted training run keeps (its checkpoints stay, for --resume)."""
+    from .train.trainer import left_behind
+
+    return left_behind(out)
 
 
 def _cmd_train(args) -> int:
@@ -242,7 +246,7 @@ def _add_pretrain(sub):
     p.add_argument("--resume", action="store_true")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_cmd_pretrain)
+    p.set_defaults(func=_cmd_pretrain, left_behind=lambda args: _run_left_behind(os.path.join(args.out, "run")))
 
 
 def _cmd_pretrain(args) -> int:
@@ -423,6 +427,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
+    """The parser of the innermost (sub)command ``args`` was parsed by (``taskfold data make-shapes``: its own)."""
+    while True:
+        subs = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if subs is None or getattr(args, subs.dest, None) not in subs.choices:
+            return parser
+        parser = subs.choices[getattr(args, subs.dest)]
+
+
 def _inputs(args) -> list[tuple[str, str]]:
     """``(name, path)`` of what the command was given (:data:`INPUT_ARGS`), the current folder first."""
     pairs = [(".", os.curdir)]
@@ -435,7 +448,10 @@ def _inputs(args) -> list[tuple[str, str]]:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub: everything loads from local paths
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")  # read when diffusers is first imported
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the (sub)command's own parser, so the usage shown is that command's
+        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if "diffusers" in sys.modules:  # already imported (a test, an embedding app): set it directly
@@ -468,7 +484,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted; no output was left behind", file=sys.stderr)
+        left = args.left_behind(args) if hasattr(args, "left_behind") else "no output was left behind"
+        print(printable(f"error: interrupted; {left}"), file=sys.stderr)
         return 130
 
 

@@ -17,11 +17,12 @@
    its model is not the one shown (unless ``--model trained``);
 4. ``export``: every task of the shown model folded to ONNX (shared backbone) and CoreML
    where coremltools is installed, each graph through the parity gate. The shown model is
-   the bundled fine-tuned one (``models/tiny-mtu``: the same recipe run for 2,000 steps;
-   ``--model trained`` shows the demo's own short fine-tune instead);
+   the bundled fine-tuned one (``models/tiny-mtu``: the same recipe run for 3,600 steps in three
+   stages, see its README; ``--model trained`` shows the demo's own short fine-tune instead);
 5. ``evaluate``: every task through the runtime on held-out rows, scored by task success,
    sampled the way ``taskfold run`` samples by default (the package's recommended sampling,
-   which the bundled model's ``sampling.json`` chose on a validation split);
+   which the bundled model's ``sampling.json`` chose on a validation split), with a progress bar
+   per task;
 6. ``inspect --heatmap``: each task's router weights per layer (the paper's Figure 5);
 7. ``bench``: FLOPs and latency of the base, folded and unfolded graphs of the package;
 8. ``report``: ``index.html`` and ``report.md`` from what the stages wrote.
@@ -40,21 +41,37 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError, TaskfoldError
+from .errors import ConfigError, TaskfoldError, missing_toolchain
 
 TASKS = ("t2i", "edit", "sr", "inpaint")
 STAGES_FILE = "stages.json"
 MODELS = ("bundled", "trained")
+#: the commands whose progress bars the demo shows live (their stderr is the terminal)
+PROGRESS_STAGES = ("train", "evaluate")
+
+
+#: ``models/`` of the source tree this taskfold runs from (a clone, or an editable install of one)
+SOURCE_MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+def bundled_models() -> Path | None:
+    """The ``models/`` folder holding the bundled tiny base and fine-tune: the source tree's, else the current
+    folder's (a clone installed with ``pip install .``, run from its root); ``None`` where neither has them
+    (an installed wheel ships no models)."""
+    for folder in (SOURCE_MODELS, Path.cwd() / "models"):
+        if (folder / "tiny-base").is_dir():
+            return folder
+    return None
 
 
 def bundled_base() -> Path:
-    """``models/tiny-base`` of the source tree this package runs from."""
-    return Path(__file__).resolve().parent.parent / "models" / "tiny-base"
+    """``models/tiny-base`` (:func:`bundled_models`)."""
+    return (bundled_models() or SOURCE_MODELS) / "tiny-base"
 
 
 def bundled_mtu() -> Path:
-    """``models/tiny-mtu``: the bundled fine-tuned MTU model (with its ``sampling.json``)."""
-    return Path(__file__).resolve().parent.parent / "models" / "tiny-mtu"
+    """``models/tiny-mtu``: the bundled fine-tuned MTU model (with its ``sampling.json``; :func:`bundled_models`)."""
+    return (bundled_models() or SOURCE_MODELS) / "tiny-mtu"
 
 
 @dataclass(frozen=True)
@@ -102,6 +119,7 @@ def stages(cfg: DemoConfig) -> list[tuple[str, list[str], str]]:
              str(max(1, cfg.steps // 5)), "--log-every", str(max(1, cfg.steps // 50)), "--out", str(o / "train")]
     if not cfg.progress:
         train.append("--no-progress")
+    no_progress = [] if cfg.progress else ["--no-progress"]
     return [
         ("upcycle", ["upcycle", "--base", base, "--tasks", ",".join(TASKS), "--experts", "4", "--seed",
                      str(cfg.seed), "--out", str(o / "mtu-init"), "--overwrite"], "mtu-init/config.json"),
@@ -112,7 +130,8 @@ def stages(cfg: DemoConfig) -> list[tuple[str, list[str], str]]:
         ("export", ["export", shown, "--formats", formats, "--out", str(o / "package"),
                     "--overwrite"], "package/manifest.json"),
         ("evaluate", ["evaluate", str(o / "package"), "--data", str(o / "data"), "--n", str(cfg.eval_rows),
-                      "--seed", str(cfg.seed), *_sampling_args(cfg), "--out", str(o / "eval"), "--overwrite"],
+                      "--seed", str(cfg.seed), *_sampling_args(cfg), *no_progress, "--out", str(o / "eval"),
+                      "--overwrite"],
          "eval/metrics.json"),
         ("routers", ["inspect", shown, "--heatmap", str(o / "routers.png"), "--quiet"],
          "routers.png"),
@@ -141,8 +160,8 @@ def run_stage(argv: list[str], log_path: Path, show_progress: bool) -> int:
     """``taskfold ARGV`` in its own process, its output to ``log_path``; the exit status.
 
     A stage is exactly the command a user would type. Its whole output goes to the log file; the
-    demo prints only each stage's last line (with ``show_progress``, the training progress bar
-    is shown live as well).
+    demo prints only each stage's last line (with ``show_progress``, the progress bars of training
+    and of evaluation, one per task, are shown live as well: those stages' stderr is the terminal).
     """
     import subprocess
     import sys
@@ -150,7 +169,7 @@ def run_stage(argv: list[str], log_path: Path, show_progress: bool) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as f:
         proc = subprocess.run([sys.executable, "-m", "taskfold", *argv], stdout=f,
-                              stderr=None if show_progress and argv[0] == "train" else subprocess.STDOUT)
+                              stderr=None if show_progress and argv[0] in PROGRESS_STAGES else subprocess.STDOUT)
     return proc.returncode
 
 
@@ -166,6 +185,17 @@ def run_demo(cfg: DemoConfig, log=print) -> Path:
         raise ConfigError(f"--out {cfg.out!r} exists and is not a directory")
     from ._io import check_writable
 
+    missing = missing_toolchain()
+    if missing:
+        raise ConfigError(f"`taskfold demo` runs upcycle, train, export and bench, which need the toolchain; not "
+                          f"installed: {', '.join(missing)}",
+                          hint="pip install 'taskfold[toolchain]'; a runtime-only install runs `taskfold run` and "
+                               "`verify`")
+    if bundled_models() is None and (cfg.base is None or cfg.model == "bundled"):
+        raise ConfigError("the bundled models (models/tiny-base, models/tiny-mtu) are not in this install: they ship "
+                          f"with the source tree, and neither {str(SOURCE_MODELS)!r} nor ./models holds them",
+                          hint="run `taskfold demo` from the root of a clone of the repository, or give --base BASE "
+                               "and --model trained")
     check_writable(out)
     base = Path(cfg.base) if cfg.base else bundled_base()
     if not base.exists():

@@ -72,3 +72,22 @@ def printable(text) -> str:
 
 #: C0 controls, DEL, C1 controls, line/paragraph separators, bidi embeddings/overrides/isolates, surrogates
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+#: The import names ``pip install 'taskfold[toolchain]'`` adds to the runtime-only install.
+TOOLCHAIN_MODULES = ("torch", "diffusers", "transformers", "accelerate", "onnx", "safetensors", "matplotlib", "tqdm")
+
+
+def missing_toolchain() -> list[str]:
+    """The :data:`TOOLCHAIN_MODULES` this Python cannot import (looked up, not imported)."""
+    from importlib.util import find_spec
+
+    missing = []
+    for name in TOOLCHAIN_MODULES:
+        try:
+            found = find_spec(name) is not None
+        except (ImportError, ValueError):  # ValueError: blocked (None in sys.modules)
+            found = False
+        if not found:
+            missing.append(name)
+    return missing

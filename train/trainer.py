@@ -197,6 +197,20 @@ def save_checkpoint(out: Path, step: int, module: TrainModule, optimizer, cfg: T
     return final
 
 
+def left_behind(out: str | Path) -> str:
+    """What an interrupted run leaves in ``out``, in words: its complete checkpoints (kept on purpose, for
+    ``--resume``), or the config of a run that wrote none yet, or nothing."""
+    out = Path(out)
+    ckpts = _checkpoint_dirs(out)
+    if ckpts:
+        return (f"{out} keeps its newest complete checkpoint{'s' if len(ckpts) > 1 else ''} "
+                f"({', '.join(c.name for c in ckpts)}), {LOG} and train_config.json; run the same command with "
+                f"--resume to continue from {ckpts[-1].name}")
+    if out.exists():
+        return f"{out} keeps train_config.json and no checkpoint yet; --resume starts the run again from step 0"
+    return "no output was left behind"
+
+
 def load_checkpoint(path: Path, module: TrainModule, optimizer) -> int:
     from safetensors.torch import load_file
 

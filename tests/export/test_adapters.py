@@ -336,3 +336,18 @@ def test_tensorrt_shared_engine_passes_the_gate_for_every_task(tiny_base, tmp_pa
     assert all(g["parity"]["status"] == "passed" for g in trt)
     p = open_package(tmp_path / "pkg", backend="tensorrt")
     assert p.layout == "adapters"
+
+
+def test_the_export_log_counts_files_not_manifest_entries(both, tiny_base, tmp_path):
+    from taskfold.export.package import graph_count
+
+    _, _, manifest = both
+    adapters = [g for g in manifest["graphs"] if g.get("layout") == "adapters"]
+    assert graph_count(adapters) == "1 graph + 5 task files"
+    assert graph_count([g for g in manifest["graphs"] if g not in adapters]) == "5 graphs"
+    assert graph_count(manifest["graphs"]) == "6 graphs + 5 task files"
+    base, info = tiny_base
+    lines = []
+    export_package(upcycle(base, UpcycleConfig(tasks=("t2i", "edit")), info),
+                   ExportConfig(layout=("adapters",), parity_timesteps=1), tmp_path / "pkg", log=lines.append)
+    assert lines[-1].startswith(f"wrote {tmp_path / 'pkg'}: 1 graph + 2 task files, ")

@@ -255,3 +255,29 @@ def test_dtr_prediction_matches_pytorch_at_fractional_timesteps(tiny_base, tmp_p
         coreml.convert(*_graph(fold(mtu, "edit"), 8), path, precision=precision)
         err = _relative_error(mtu, "edit", path)
         assert err <= TOLERANCES[("coreml", precision)], (precision, err)
+
+
+def test_importing_coremltools_drops_only_its_known_harmless_notes():
+    """coremltools' import notes that do not concern taskfold (its scikit-learn converter disabled, an untested
+    torch, off macOS the Core ML bindings) are dropped by message; any other line of its loggers still prints,
+    and nothing is dropped outside the import."""
+    import subprocess
+
+    code = (
+        "import logging, sys\n"
+        "from taskfold.runtime.backends import COREML, _dropping\n"
+        "COREML.require()\n"
+        "sys.stderr.write('imported\\n')\n"
+        "log = logging.getLogger('coremltools.models.model')\n"
+        "with _dropping('coremltools', COREML.import_notes):\n"
+        "    log.warning('Torch version 9.9 has not been tested with coremltools. You may run into errors.')\n"
+        "    log.warning('Failed to load _MLModelProxy: something else')\n"
+        "    logging.getLogger('other').warning('Torch version 9.9 has not been tested with coremltools. x')\n"
+        "log.warning('Torch version 9.9 has not been tested with coremltools. After the import.')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        "imported", "Failed to load _MLModelProxy: something else",
+        "Torch version 9.9 has not been tested with coremltools. x",
+        "Torch version 9.9 has not been tested with coremltools. After the import."]

@@ -108,6 +108,33 @@ def test_sigkill_then_resume_ends_at_the_uninterrupted_weights(world, tmp_path):
     assert [r["step"] for r in _records(run)] == [r["step"] for r in _records(ref)]
 
 
+def test_ctrl_c_says_which_checkpoints_stay_and_resume_continues(world, tmp_path):
+    """SIGINT (Ctrl-C) mid-run: the complete checkpoints stay, for --resume, and the message says so."""
+    run = tmp_path / "run"
+    common = ["--steps", "400", "--batch-size", "4", "--checkpoint-every", "2", "--log-every", "2"]
+    proc = subprocess.Popen([sys.executable, "-m", "taskfold", *_train_cmd(world, run, *common)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "checkpoints" / "step-0000004" / "state.json").is_file():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, err
+    kept = sorted(p.name for p in (run / "checkpoints").glob("step-*"))
+    assert kept and not (run / "mtu").exists()
+    assert err.splitlines()[-1] == (f"error: interrupted; {run} keeps its newest complete checkpoint"
+                                    f"{'s' if len(kept) > 1 else ''} ({', '.join(kept)}), log.jsonl and "
+                                    f"train_config.json; run the same command with --resume to continue from "
+                                    f"{kept[-1]}")
+    assert "no output was left behind" not in err
+    from taskfold.train.trainer import left_behind
+
+    assert left_behind(tmp_path / "never") == "no output was left behind"
+    (tmp_path / "fresh").mkdir()
+    assert left_behind(tmp_path / "fresh").endswith("keeps train_config.json and no checkpoint yet; --resume "
+                                                    "starts the run again from step 0")
+
+
 def test_resume_refuses_other_flags_and_fresh_run_refuses_existing_out(world, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(_train_cmd(world, run, "--steps", "2", "--checkpoint-every", "1")) == 0
