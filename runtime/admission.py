@@ -24,8 +24,8 @@ the manifest's listing and :file:`package_schema.json`) and admits it only if
   crafted constant is refused without being run.
 
 Every refusal is one :class:`~taskfold.errors.PackageError` naming the graph, the node and what
-was expected. Parsing uses the ``onnx`` package's protobuf classes only (no checker, no shape
-inference of its own, no external-data loading).
+was expected. Parsing uses the ``onnx`` package's generated protobuf classes only (no checker, no
+shape inference of its own, no external-data loading).
 """
 
 from __future__ import annotations
@@ -61,12 +61,48 @@ class Admitted:
 
 
 def _onnx():
+    """ONNX's protobuf classes (``onnx.onnx_ml_pb2``) without importing the ``onnx`` package itself.
+
+    ``import onnx`` pulls in its helpers and type tables (1.3 s on the project's machine); admission
+    needs only the message classes, so their generated module is loaded on its own (and registered
+    under its own name, so a later ``import onnx`` in the same process reuses it).
+    """
+    import sys
+
+    name = "onnx.onnx_ml_pb2"
+    if name in sys.modules:
+        return sys.modules[name]
+    import importlib.util
+
     try:
-        import onnx
-    except ImportError:
+        spec = importlib.util.find_spec("onnx")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
         raise ConfigError("checking a package's graphs needs the `onnx` package, which is not installed",
-                          hint="pip install onnx (a dependency of taskfold's runtime)") from None
-    return onnx
+                          hint="pip install onnx (a dependency of taskfold's runtime)")
+    import os
+
+    path = os.path.join(list(spec.submodule_search_locations)[0], "onnx_ml_pb2.py")
+    pb_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(pb_spec)
+    pb_spec.loader.exec_module(module)
+    sys.modules[name] = module
+    return module
+
+
+def _to_array(t, elem: str, dims: list[int]) -> np.ndarray:
+    """The values of an inline TensorProto (raw_data or the typed repeated field)."""
+    dtype = np.dtype(_NP[elem])
+    n = int(np.prod(dims, dtype=object)) if dims else 1
+    if t.raw_data:
+        if len(t.raw_data) != n * dtype.itemsize:
+            raise Refused(f"tensor {t.name!r}: {len(t.raw_data)} bytes of data for shape {dims}")
+        return np.frombuffer(t.raw_data, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(dims)
+    field = {"float32": t.float_data, "float64": t.double_data, "int64": t.int64_data}.get(elem, t.int32_data)
+    if len(field) != n:
+        raise Refused(f"tensor {t.name!r}: {len(field)} values for shape {dims}")
+    return np.array(field, dtype=dtype).reshape(dims)
 
 
 def value_cap(batch: int, latent_h: int, latent_w: int) -> int:
@@ -179,11 +215,7 @@ def _tensor_meta(t, what: str, refs: list) -> tuple[list[int], np.ndarray | None
         raise Refused(f"{what} holds {n} elements inline, more than {bound('graph.constant_elements')}")
     value = None
     if n <= bound("graph.folded_elements") and elem in _NP and elem not in ("float16",):
-        onnx = _onnx()
-        try:
-            value = onnx.numpy_helper.to_array(t).reshape(dims)
-        except Exception:  # data that does not match the declared shape
-            raise Refused(f"{what}: its data does not match its shape {dims}") from None
+        value = _to_array(t, elem, dims)
     return dims, value
 
 

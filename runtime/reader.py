@@ -35,8 +35,8 @@ guarantees, for every consumer:
   that the manifest does not list.
 
 What it does not guard against: a package modified *while* it is open (the files are checked
-when first used, then trusted; the runtime's own weight store holds the bytes it hashed, but
-graphs that ONNX Runtime loads itself are mapped by ONNX Runtime), and CoreML or TensorRT graphs,
+when first used, then trusted; the runtime refuses to call a UNet whose mapped weight file changed
+size, but a change during a call is not covered), and CoreML or TensorRT graphs,
 which are checked for listing, size and hash only (see the README's reliability section).
 """
 
@@ -131,7 +131,6 @@ class PackageReader:
         self.verify = verify
         self._hashed: set[str] = set()
         self._records: dict[str, list[WeightRecord]] = {}
-        self._arrays: dict[str, object] = {}
         self._admitted: dict[str, object] = {}
         self._admitted_at: dict[tuple, object] = {}  # graphs with named axes admitted at another size
         self.manifest = self._read_manifest()
@@ -251,39 +250,6 @@ class PackageReader:
         if self.verify and rel not in self._hashed:
             self._check_hash(rel, hashlib.sha256(data).hexdigest())
         return data
-
-    def read_array(self, rel: str, where: str = "manifest"):
-        """A listed file's bytes in memory (a uint8 array, read once per reader, hashed from the same bytes).
-
-        The runtime's weight store takes its weights from here rather than from a mapping, so the
-        bytes a session uses are the bytes that were hashed, and truncating the file later cannot
-        fault the process (a mapped file cut short raises SIGBUS).
-        """
-        import numpy as np
-
-        if rel in self._arrays:
-            return self._arrays[rel]
-        p = self.path(rel, where)
-        size = self.files[rel]["bytes"]
-        arr = np.empty(size, dtype=np.uint8)
-        view = memoryview(arr)
-        h = hashlib.sha256() if self.verify and rel not in self._hashed else None
-        with open(p, "rb") as f:
-            pos = 0
-            while pos < size:
-                n = f.readinto(view[pos:pos + _CHUNK])
-                if not n:
-                    break
-                if h is not None:
-                    h.update(view[pos:pos + n])
-                pos += n
-            if pos != size or f.read(1):
-                raise self._fail(f"{rel}: changed size while being read")
-        if h is not None:
-            self._check_hash(rel, h.hexdigest())
-        arr.flags.writeable = False
-        self._arrays[rel] = arr
-        return arr
 
     def read_json(self, rel: str, where: str = "manifest"):
         data = self.read_bytes(rel, where, limit=MAX_JSON_BYTES)

@@ -123,7 +123,7 @@ def test_sessions_are_reused_and_share_the_backbone(tiny_package):
     # one ONNX Runtime value per distinct tensor: the backbone's are made once for five tasks
     assert len(pkg._weights.values) == len(shared) + own < total
     root = pkg_dir.resolve()
-    assert sorted(Path(m).relative_to(root).as_posix() for m in pkg._weights.arrays) == \
+    assert sorted(Path(m).relative_to(root).as_posix() for m in pkg._weights.maps) == \
         sorted({f"onnx/{r['file']}" for i in indexes for r in i})
     # unshared sessions compute the same thing
     a = open_package(pkg_dir, share_weights=False).generate("t2i", "a red circle", steps=2, seed=0)
