@@ -459,6 +459,11 @@ class PackageReader:
             attempt(files)
         if self.manifest.get("text_encoder"):
             attempt(self.tokenizer)
+        from .package import load_task_tensors  # the adapters layout's task files, parsed as the runtime parses them
+
+        for g in self.manifest["graphs"]:
+            if g.get("adapter"):
+                attempt(load_task_tensors, self, g)
         on_disk = attempt(self._walk, str(self.root), "", False) or []
         problems += [f"{rel}: in the package folder but not listed in the manifest"
                      for rel in sorted(set(on_disk) - set(self.files) - {MANIFEST})]

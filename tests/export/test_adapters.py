@@ -2,6 +2,7 @@
 exact, small, one session, and every crafted task file refused before a session exists."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -220,6 +221,8 @@ def crafted(both, tmp_path, monkeypatch):
         with pytest.raises(PackageError, match=match):
             p.unet(task)
         assert sessions == [], "a session was created for a refused task file"
+        problems = verify_package(copy)  # verify parses task files as the runtime does
+        assert any(re.search(match, x) for x in problems), problems
         return copy
     values = {t: {k: v.numpy() for k, v in task_tensors(mtu, t).items()} for t in TASKS}
     meta = {t: {"format": "taskfold-task-tensors", "task": t, "backbone_id": str(shared[t]["backbone_id"])}
