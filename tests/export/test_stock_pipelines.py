@@ -7,6 +7,10 @@ gives the image the PyTorch reference sampler and the ONNX runtime give, with th
 noise, DDIM steps and guidance. (diffusers' inpainting pipeline samples the masked image's
 latent posterior; the test hands it the posterior's mode through the pipeline's own
 ``masked_image_latents`` argument, as taskfold encodes, so both sides are deterministic.)
+
+The runtime's call options give the stock pipelines' images too: a negative prompt (``t2i`` and the
+dual-guided ``edit``), two prompts x two images per prompt, and a package exported with ``--dynamic``
+run at 64x128.
 """
 
 from __future__ import annotations
@@ -137,3 +141,102 @@ def test_stock_pipeline_gives_taskfolds_image(exported, task):
                            mask=mask[0] if mask is not None else None, steps=4, seed=5, guidance_scale=guidance,
                            image_guidance_scale=image_guidance)
     assert float(np.abs((runtime[0].transpose(1, 2, 0) + 1) / 2 - stock).max()) < RUNTIME_TOLERANCE
+
+
+# --- the call options: negative prompt, several images per prompt, another size -------------------
+
+NEGATIVE = "a blue square"
+
+
+def _stock(exported, task):
+    import diffusers
+
+    folder = str(exported / "pkg" / "diffusers" / task)
+    cls = diffusers.StableDiffusionPipeline if task == "t2i" else diffusers.StableDiffusionInstructPix2PixPipeline
+    return cls.from_pretrained(folder, local_files_only=True)
+
+
+def _condition(exported, size=None):
+    row = _rows(exported)["edit"]
+    im = Image.open(exported / "data" / row["condition"]).convert("RGB")
+    im = im.resize((size[1], size[0]), Image.Resampling.BICUBIC) if size else im
+    return row["prompt"], im, np.asarray(im, np.float32).transpose(2, 0, 1) / 127.5 - 1
+
+
+def _compare(stock, runtime):
+    """max |stock - runtime| on images in [0, 1], every image of the batch, and that they are images."""
+    mine = (runtime.transpose(0, 2, 3, 1) + 1) / 2
+    assert stock.shape == mine.shape
+    assert float(stock.std()) > 0.01
+    return float(np.abs(stock - mine).max())
+
+
+@pytest.mark.parametrize("task", ["t2i", "edit"])
+def test_a_negative_prompt_gives_the_stock_pipelines_image(exported, task):
+    """Text CFG's unconditional branch reads the negative prompt; dual guidance's two unconditional branches do,
+    as StableDiffusionInstructPix2PixPipeline's do."""
+    from taskfold.runtime import open_package
+
+    pkg = open_package(exported / "pkg")
+    noise = torch.from_numpy(normal(noise_source(5), (1, 4, SIZE // 8, SIZE // 8)))
+    kw = dict(num_inference_steps=4, guidance_scale=7.5, latents=noise.clone(), output_type="np",
+              negative_prompt=NEGATIVE)
+    if task == "t2i":
+        prompt = _rows(exported)["t2i"]["prompt"]
+        stock = _stock(exported, task)(prompt, **kw).images
+        runtime = pkg.generate(task, prompt, steps=4, seed=5, guidance_scale=7.5, negative_prompt=NEGATIVE)
+    else:
+        prompt, im, cond = _condition(exported)
+        stock = _stock(exported, task)(prompt, image=im, image_guidance_scale=1.6, **kw).images
+        runtime = pkg.generate(task, prompt, image=cond, steps=4, seed=5, guidance_scale=7.5,
+                               image_guidance_scale=1.6, negative_prompt=NEGATIVE, strength=1.0)
+    assert _compare(stock, runtime) < RUNTIME_TOLERANCE
+    without = pkg.generate(task, prompt, image=None if task == "t2i" else cond, steps=4, seed=5, guidance_scale=7.5,
+                           image_guidance_scale=1.6 if task == "edit" else None, strength=1.0 if task == "edit" else None)
+    assert _compare(stock, without) > 10 * RUNTIME_TOLERANCE  # the negative prompt changed the image
+
+
+def test_several_images_per_prompt_give_the_stock_pipelines_images(exported):
+    """Two prompts x two images: rows p, p, q, q from one noise draw of [4, ...] (diffusers' order)."""
+    from taskfold.runtime import open_package
+
+    prompts = [_rows(exported)["t2i"]["prompt"], "a green triangle"]
+    noise = torch.from_numpy(normal(noise_source(5), (4, 4, SIZE // 8, SIZE // 8)))
+    stock = _stock(exported, "t2i")(prompts, num_images_per_prompt=2, num_inference_steps=4, guidance_scale=7.5,
+                                    latents=noise.clone(), output_type="np").images
+    runtime = open_package(exported / "pkg").generate("t2i", prompts, num_images_per_prompt=2, steps=4, seed=5,
+                                                      guidance_scale=7.5)
+    assert runtime.shape == (4, 3, SIZE, SIZE)
+    assert _compare(stock, runtime) < RUNTIME_TOLERANCE
+    assert float(np.abs(stock[0] - stock[1]).max()) > 0.05 and float(np.abs(stock[1] - stock[2]).max()) > 0.05
+
+
+@pytest.fixture(scope="module")
+def dynamic(exported):
+    """The fine-tuned model exported again with dynamic batch, height and width (its graphs and its VAE)."""
+    out = exported / "pkg-dynamic"
+    assert main(["export", str(exported / "run" / "mtu"), "--formats", "onnx", "--tasks", "t2i,edit", "--dynamic",
+                 "--height", str(SIZE), "--parity-timesteps", "1", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("task", ["t2i", "edit"])
+def test_a_dynamic_package_at_another_size_gives_the_stock_pipelines_image(exported, dynamic, task):
+    from taskfold.runtime import open_package
+
+    h, w = SIZE // 2, SIZE  # 64 x 128: another size and another aspect
+    pkg = open_package(dynamic)
+    assert pkg.image_size == (SIZE, SIZE)
+    noise = torch.from_numpy(normal(noise_source(5), (1, 4, h // 8, w // 8)))
+    kw = dict(num_inference_steps=4, guidance_scale=7.5, latents=noise.clone(), output_type="np")
+    if task == "t2i":
+        prompt = _rows(exported)["t2i"]["prompt"]
+        stock = _stock(exported, task)(prompt, height=h, width=w, **kw).images
+        runtime = pkg.generate(task, prompt, steps=4, seed=5, guidance_scale=7.5, height=h, width=w)
+    else:
+        prompt, im, cond = _condition(exported, (h, w))
+        stock = _stock(exported, task)(prompt, image=im, image_guidance_scale=1.6, **kw).images
+        runtime = pkg.generate(task, prompt, image=cond, steps=4, seed=5, guidance_scale=7.5,
+                               image_guidance_scale=1.6, height=h, width=w, strength=1.0)
+    assert runtime.shape == (1, 3, h, w)
+    assert _compare(stock, runtime) < RUNTIME_TOLERANCE
