@@ -585,17 +585,20 @@ class Package:
         self._admit_size(task, size)
         sched_cfg = {k: v for k, v in self.manifest["scheduler"].items() if k != "source"}
         codec = self.manifest["codec"]
-        each = (lambda rows: None if rows is None else np.repeat(rows, n, axis=0)) if n > 1 else (lambda rows: rows)
+
+        def each(rows):  # every row n times in place: p, p, q, q
+            if rows is None or n == 1:
+                return rows
+            return np.repeat(rows, n, axis=0) if isinstance(rows, np.ndarray) else [r for r in rows for _ in range(n)]
         if progress is True:
             progress = ProgressBar(task)
-        return sample(model, spec, [p for p in prompts for _ in range(n)], scheduler_config=sched_cfg,
+        return sample(model, spec, each(prompts), scheduler_config=sched_cfg,
                       latent_shape=(codec["latent_channels"], size[0] // codec["scale_factor"],
                                     size[1] // codec["scale_factor"]),
                       condition=each(cond), mask=each(msk), steps=steps, scheduler=scheduler,
                       guidance_scale=guidance_scale, image_guidance_scale=image_guidance_scale, seed=seed,
-                      strength=strength, negative_prompts=None if negative is None else [p for p in negative
-                                                                                          for _ in range(n)],
-                      callback=callback, progress=progress or None)
+                      strength=strength, negative_prompts=each(negative), callback=callback,
+                      progress=progress or None)
 
     def output_size(self, task: str, height: int | None = None, width: int | None = None) -> tuple[int, int]:
         """``(height, width)`` in pixels of the images :meth:`generate` makes for ``task``: the package's image

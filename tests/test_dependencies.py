@@ -94,3 +94,9 @@ def test_the_runtime_installs_and_runs_a_package_without_torch(tiny_package, tmp
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "needs the toolchain" in refused.stderr and "taskfold[toolchain]" in \
         refused.stderr and "Traceback" not in refused.stderr
+    demo = subprocess.run([str(cli), "demo", "--out", str(tmp_path / "demo-out")], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)  # names the extra, not a models/ path of site-packages
+    assert demo.returncode == 2 and demo.stderr.startswith("error: `taskfold demo` runs upcycle, train, export and "
+                                                           "bench, which need the toolchain; not installed: torch, ")
+    assert "taskfold[toolchain]" in demo.stderr and "tiny-base" not in demo.stderr
+    assert not (tmp_path / "demo-out").exists()
