@@ -250,8 +250,11 @@ export class Package {
     const ort = this.ort;
     /** @type {Record<string, any>} */
     const opts = { executionProviders: this.executionProviders, graphOptimizationLevel: level, logSeverityLevel: 3 };
-    // as the Python runtime's task graphs (weights shared between sessions): no pre-packed copy of the weights
-    if (level === 'extended') opts.extra = { session: { disable_prepacking: '1' } };
+    // Node: as the Python runtime's task graphs (weights shared between sessions), no pre-packed copy of the
+    // weights — the same kernels, so the same numbers; the web: fully optimised and pre-packed (WASM's
+    // kernels are several times slower without), within 1/255 of the Python runtime all the same
+    if (level === 'extended' && this.platform === 'node') opts.extra = { session: { disable_prepacking: '1' } };
+    if (this.platform !== 'node') opts.graphOptimizationLevel = 'all';
     if (this.threads) opts.intraOpNumThreads = this.threads;
     try {
       if (this.platform === 'node') {

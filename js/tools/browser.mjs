@@ -29,7 +29,7 @@ export async function launch({ gpu = false } = {}) {
 export const IMPORT_MAP = {
   imports: {
     '#ort': '/js/src/ort_web.js',
-    'onnxruntime-web': '/js/node_modules/onnxruntime-web/dist/ort.min.mjs',
+    'onnxruntime-web': '/js/node_modules/onnxruntime-web/dist/ort.wasm.min.mjs',
     'fast-png': '/js/node_modules/fast-png/lib/index.js',
     fflate: '/js/node_modules/fflate/esm/browser.js',
     iobuffer: '/js/node_modules/iobuffer/lib/iobuffer.js',
