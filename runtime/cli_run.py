@@ -122,7 +122,7 @@ def _cmd_run(args) -> int:
                           strength=used["strength"], negative_prompt=negative, num_images_per_prompt=n,
                           height=height, width=width,
                           progress=ProgressBar(args.task, enabled=False if args.quiet else None))
-    for image, out in zip(images, outs):
+    for image, out in zip(images, outs, strict=True):
         pkg.save(image, out, overwrite=args.overwrite)
     for warning in pkg.prompt_warnings(args.task, prompt):  # after the inputs passed their checks
         print(printable(f"warning: {warning}"), file=sys.stderr)
