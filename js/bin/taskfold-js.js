@@ -2,12 +2,14 @@
 // taskfold-js: the JavaScript runtime's command line, mirroring `taskfold run`.
 //
 //   taskfold-js run PKG --task edit --prompt "make the circle blue" --image in.png [--mask mask.png]
-//                   [--steps N] [--scheduler ddim|euler|euler-a|dpmpp-2m|dpmpp-2m-karras] [--seed 0]
+//                   [--negative-prompt TEXT] [--num-images N] [--steps N]
+//                   [--scheduler ddim|euler|euler-a|dpmpp-2m|dpmpp-2m-karras] [--seed 0]
 //                   [--strength S] [--guidance S] [--image-guidance S] [--resize] [--no-verify]
-//                   [--threads N] --out out.png [--overwrite]
+//                   [--threads N] [--quiet] --out out.png [--overwrite]
 //
-// PKG is a package folder or the http(s) URL of one. Every check that needs no model (output path, seed,
-// scales) runs before any session is created; the PNG is written through a temp file and a rename.
+// PKG is a package folder or the http(s) URL of one. Every check that needs no model (output paths, seed,
+// scales, options the task does not use) runs before any sampling; each PNG is written through a temp file
+// and a rename; with --num-images N > 1 the images are OUT_0.png .. OUT_{N-1}.png beside --out's name.
 // Errors are one `error: … (hint: …)` line on stderr and exit status 2, as `taskfold run`.
 import { lstatSync, renameSync, statSync, writeFileSync, rmSync } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
@@ -19,9 +21,20 @@ import { openPackage } from '../src/package.js';
 import { checkFinite } from '../src/sampler.js';
 import { SCHEDULERS } from '../src/schedulers.js';
 
-const USAGE = `usage: taskfold-js run PKG --task TASK [--prompt TEXT] [--image PNG] [--mask PNG] [--steps N]
+const USAGE = `usage: taskfold-js run PKG --task TASK [--prompt TEXT] [--negative-prompt TEXT] [--num-images N]
+                   [--image PNG] [--mask PNG] [--steps N]
                    [--scheduler ${SCHEDULERS.join('|')}] [--seed N] [--strength S] [--guidance S]
-                   [--image-guidance S] [--resize] [--no-verify] [--threads N] --out OUT.png [--overwrite]`;
+                   [--image-guidance S] [--resize] [--no-verify] [--threads N] [--quiet] --out OUT.png [--overwrite]`;
+const FLAGS = { steps: '--steps', strength: '--strength', guidance: '--guidance', imageGuidance: '--image-guidance' };
+
+/** The files `run` writes: `out` for one image, `<stem>_<i><suffix>` beside it for n > 1. @param {string} out @param {number} n */
+function outputPaths(out, n) {
+  if (n === 1) return [out];
+  const dot = basename(out).lastIndexOf('.');
+  const stem = dot > 0 ? basename(out).slice(0, dot) : basename(out);
+  const suffix = dot > 0 ? basename(out).slice(dot) : '';
+  return Array.from({ length: n }, (_, i) => join(dirname(out), `${stem}_${i}${suffix}`));
+}
 
 /** @param {string | undefined} v @param {string} flag @param {boolean} integer */
 function number(v, flag, integer) {
@@ -61,6 +74,7 @@ async function run(/** @type {string[]} */ argv) {
     args: argv, allowPositionals: true, strict: true,
     options: {
       task: { type: 'string' }, prompt: { type: 'string', default: '' }, image: { type: 'string' }, mask: { type: 'string' },
+      'negative-prompt': { type: 'string' }, 'num-images': { type: 'string', default: '1' }, quiet: { type: 'boolean', default: false },
       steps: { type: 'string' }, scheduler: { type: 'string', default: 'ddim' }, seed: { type: 'string', default: '0' },
       strength: { type: 'string' }, guidance: { type: 'string' }, 'image-guidance': { type: 'string' },
       resize: { type: 'boolean', default: false }, 'no-verify': { type: 'boolean', default: false },
@@ -78,7 +92,10 @@ async function run(/** @type {string[]} */ argv) {
   const imageGuidance = number(values['image-guidance'], '--image-guidance', false);
   const threads = number(values.threads, '--threads', true);
   const out = values.out;
-  checkOutput(out, values.overwrite);
+  const n = /** @type {number} */ (number(values['num-images'], '--num-images', true));
+  if (n < 1) throw new ConfigError(`images per prompt must be a positive integer, got ${n}`);
+  const outs = outputPaths(out, n);
+  for (const o of outs) checkOutput(o, values.overwrite);
   checkSeed(seed);
   checkFinite(guidance, '--guidance');
   checkFinite(imageGuidance, '--image-guidance');
@@ -86,31 +103,45 @@ async function run(/** @type {string[]} */ argv) {
   if (threads !== null && threads < 1) throw new ConfigError(`--threads ${threads} must be a positive integer`);
   const pkg = await openPackage(positionals[0], { verify: !values['no-verify'], threads: threads ?? undefined });
   try {
-    const used = pkg.sampling(values.task, { steps, strength, guidance, imageGuidance });
+    const given = { steps, strength, guidance, imageGuidance };
+    const used = pkg.sampling(values.task, given);
+    const unused = Object.entries(given).filter(([k, v]) => v !== null && used[/** @type {keyof typeof used} */ (k)] === null)
+      .map(([k]) => FLAGS[/** @type {keyof typeof FLAGS} */ (k)]);
+    if (unused.length) {
+      const spec = pkg.spec(values.task);
+      throw new ConfigError(`task ${repr(values.task)} does not use ${unused.join(', ')} (its input is ${repr(spec.inputs)}, guidance ${repr(spec.guidance)})`,
+        `drop ${unused.join(', ')}`);
+    }
     const start = performance.now();
-    const [image] = await pkg.generate(values.task, {
+    const images = await pkg.generate(values.task, {
       prompt: values.prompt, image: values.image ?? null, mask: values.mask ?? null, steps: used.steps, scheduler: values.scheduler,
       guidance: used.guidance, imageGuidance: used.imageGuidance, strength: used.strength, seed, resize: values.resize,
+      negativePrompt: values['negative-prompt'] ?? null, numImages: n,
     });
-    const png = await encodePng(image);
-    const tmp = join(dirname(out), `.${basename(out)}.${process.pid}.tmp`);
-    try {
-      writeFileSync(tmp, png, { flag: 'wx' });
-      if (!values.overwrite) {
-        try { lstatSync(out); throw new OutputExistsError(`--out ${repr(out)} already exists`, 'choose another --out or pass --overwrite'); } catch (e) { if (e instanceof OutputExistsError) throw e; }
+    for (const [k, image] of images.entries()) {
+      const o = outs[k];
+      const tmp = join(dirname(o), `.${basename(o)}.${process.pid}.tmp`);
+      try {
+        writeFileSync(tmp, await encodePng(image), { flag: 'wx' });
+        if (!values.overwrite) {
+          try { lstatSync(o); throw new OutputExistsError(`--out ${repr(o)} already exists`, 'choose another --out or pass --overwrite'); } catch (e) { if (e instanceof OutputExistsError) throw e; }
+        }
+        renameSync(tmp, o);
+      } finally {
+        rmSync(tmp, { force: true });
       }
-      renameSync(tmp, out);
-    } finally {
-      rmSync(tmp, { force: true });
     }
     for (const w of await pkg.promptWarnings(values.task, values.prompt)) console.error(`warning: ${w}`);
-    const given = { steps, strength, guidance, imageGuidance };
     const names = { steps: 'steps', strength: 'strength', guidance: 'guidance', imageGuidance: 'image guidance' };
     const parts = Object.entries(used).filter(([, v]) => v !== null)
       .map(([k, v]) => `${names[/** @type {keyof typeof names} */ (k)]} ${fmtG(/** @type {number} */ (v))}${given[/** @type {keyof typeof given} */ (k)] !== null ? '' : '*'}`);
+    const starred = parts.some((p) => p.endsWith('*'));
     const [h, w] = pkg.imageSize;
-    console.log(`wrote ${out} (${w}x${h}, task ${values.task}, ${parts.join(', ')} (* = package default), ${values.scheduler}, `
-      + `onnx/${pkg.executionProviders.join('+')}, ${((performance.now() - start) / 1000).toFixed(2)} s)`);
+    const what = n === 1 ? outs[0] : `${outs[0]} .. ${basename(outs[n - 1])}`;
+    if (!values.quiet) {
+      console.log(`wrote ${what} (${w}x${h}, task ${values.task}, ${parts.join(', ')}${starred ? ' (* = package default)' : ''}, ${values.scheduler}, `
+        + `onnx/${pkg.executionProviders.join('+')}, ${((performance.now() - start) / 1000).toFixed(2)} s)`);
+    }
   } finally {
     await pkg.close();
   }

@@ -618,8 +618,10 @@ export class Package {
       : Array.isArray(negativePrompt) && negativePrompt.length === prompts.length / numImages ? negativePrompt.flatMap((p) => Array(numImages).fill(p)) : negativePrompt;
     checkInputs(spec, image, mask, strength);
     const b = prompts.length;
-    const cond = needsCondition(spec) ? repeatRows(await this.loadCondition(task, /** @type {ImageInput} */ (image), resize), b, 'condition image') : null;
-    const msk = needsMask(spec) ? repeatRows(await this.loadMask(/** @type {ImageInput} */ (mask), resize), b, 'mask') : null;
+    // one image for every prompt, or one per prompt; each row then repeated numImages times in place (p, p, q, q)
+    const each = (/** @type {Tensor} */ t) => (numImages === 1 ? t : concat(Array.from({ length: t.shape[0] * numImages }, (_, r) => rows(t, Math.floor(r / numImages), Math.floor(r / numImages) + 1)), 0));
+    const cond = needsCondition(spec) ? each(repeatRows(await this.loadCondition(task, /** @type {ImageInput} */ (image), resize), b / numImages, 'condition image')) : null;
+    const msk = needsMask(spec) ? each(repeatRows(await this.loadMask(/** @type {ImageInput} */ (mask), resize), b / numImages, 'mask')) : null;
     checkNegative(spec, negative, b);
     const model = await this.model(task);  // sessions (and integrity checks) before any sampling work
     const { source: _, ...schedulerConfig } = this.manifest.scheduler;

@@ -42,6 +42,10 @@ def cases_for(name: str, pkg: Path, images: dict, steps: int) -> list[dict]:
     out.append({"id": f"{name}-t2i-batch2", "package": str(pkg), "task": "t2i",
                 "options": {"prompt": "a small square", "scheduler": "euler-a", "steps": steps, "seed": 4294967295,
                             "numImages": 2, "guidance": 2.5}})
+    # two prompts x two images each (rows p, p, q, q; one noise draw), one negative prompt per prompt
+    out.append({"id": f"{name}-t2i-negative", "package": str(pkg), "task": "t2i",
+                "options": {"prompt": ["a red circle", "a blue square"], "negativePrompt": ["a green triangle", "red"],
+                            "numImages": 2, "scheduler": "dpmpp-2m", "steps": steps, "seed": 77}})
     return out
 
 
@@ -51,11 +55,11 @@ def python_images(cases: list[dict]) -> dict[str, np.ndarray]:
     for c in cases:
         pkg = pkgs.setdefault(c["package"], open_package(c["package"]))
         o = c["options"]
-        prompt = [o.get("prompt", "")] * o.get("numImages", 1)
-        out[c["id"]] = pkg.generate(c["task"], prompt, image=o.get("image"), mask=o.get("mask"), steps=o.get("steps"),
-                                    scheduler=o.get("scheduler", "ddim"), seed=o.get("seed", 0),
+        out[c["id"]] = pkg.generate(c["task"], o.get("prompt", ""), image=o.get("image"), mask=o.get("mask"),
+                                    steps=o.get("steps"), scheduler=o.get("scheduler", "ddim"), seed=o.get("seed", 0),
                                     strength=o.get("strength"), guidance_scale=o.get("guidance"),
-                                    image_guidance_scale=o.get("imageGuidance"))
+                                    image_guidance_scale=o.get("imageGuidance"), negative_prompt=o.get("negativePrompt"),
+                                    num_images_per_prompt=o.get("numImages", 1))
     return out
 
 
