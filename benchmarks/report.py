@@ -182,9 +182,9 @@ def plot_latency(report: dict, path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 0.55 * len(rows) + 1.6), dpi=110)
     y = list(range(len(rows)))[::-1]
     ax.barh(y, med, xerr=[lo, hi], color=[colours[r["role"]] for r in rows], capsize=3, height=0.6)
-    for yi, m, r in zip(y, med, rows):
+    for yi, m, h, r in zip(y, med, hi, rows):  # the label starts past the whisker's end, never on it
         ratio = "" if r["name"] == r["reference"] else f"  {r['ratio_to_reference']['median']:.3f}×"
-        ax.text(m, yi, f" {m:,.1f} ms{ratio}", va="center", fontsize=8)
+        ax.text(m + h, yi, f"  {m:,.1f} ms{ratio}", va="center", fontsize=8)
     ax.set_yticks(y, labels, fontsize=8)
     ax.set_xlabel("ms per UNet call (median; whiskers p10–p90)")
     src = report["source"]
@@ -192,7 +192,7 @@ def plot_latency(report: dict, path: str | Path) -> Path:
     sh = report["shapes"]
     ax.set_title(f"{name}, {sh['image_height']}×{sh['image_width']} px, batch {sh['batch']} — "
                  f"{report['machine']['cores']} cores", fontsize=9)
-    ax.set_xlim(0, max(m + h for m, h in zip(med, hi)) * 1.3)
+    ax.set_xlim(0, max(m + h for m, h in zip(med, hi)) * 1.45)
     fig.tight_layout()
     import io
 

@@ -344,14 +344,23 @@ def write_report(root: str | Path) -> Path:
         "flops": _flop_rows(bench),
         "flop_note": "FLOPs counted from each exported ONNX graph (Conv, MatMul, Gemm, Einsum). The folded graphs "
                      "differ from the base only by conv_in's input channels; the unfolded graph keeps all experts, "
-                     "routers and every task's conv_in.",
+                     "routers and every task's conv_in. Eager rows (PyTorch) are counted by PyTorch's own FLOP "
+                     "counter, which on the CPU does not count scaled_dot_product_attention: they are lower than the "
+                     "graph count of the same UNet by the attention score and value products.",
         "latency": _latency_rows(bench),
         "latency_note": (f"{bench['config']['runs']} interleaved rounds on {one_line(bench['machine'])}; folded "
                          f"tasks {min(r['ratio_to_reference']['median'] for r in folded):.3f}–"
                          f"{max(r['ratio_to_reference']['median'] for r in folded):.3f}× the base"
                          + (f", unfolded {unf['ratio_to_reference']['median']:.3f}×" if unf else "") +
                          ". A tiny UNet's call lasts milliseconds, so these ratios are noisier than the SD1.5 "
-                         "table in the README."),
+                         "table in the README. *base* is the base UNet's graph opened as the runtime opens task "
+                         "graphs (weights shared with the other sessions, no pre-packing, ORT_ENABLE_EXTENDED), "
+                         "the reference of every ratio; *base (plain ORT)* is the same graph in a plain session "
+                         "(ORT_ENABLE_ALL, pre-packed) — what a user exporting the base alone would run. *Memory "
+                         "added* is the process's resident memory after the contender's first call minus after the "
+                         "previous contender's (all sessions are built first; the first row also carries what "
+                         "building them took): sessions that share mapped weights add little, and a small negative "
+                         "value means the allocator handed memory back between calls — noise at this size."),
         "loss": bool(losses),
         "artifacts": _artifacts(root, manifest),
         "commands": [f"taskfold {shlex.join(s['argv'])}" for s in stages.values()],

@@ -95,6 +95,11 @@ def test_page_shows_every_image_and_number(demo):
                  f"from noise, guidance 3, {rec['t2i']['steps']} steps"):
         assert f"<td>{cell}</td>" in page, cell
     assert "models/tiny-mtu (bundled fine-tune)" in page
+    # the columns a newcomer asked about are explained where they appear
+    flat = " ".join(page.split())
+    for words in ("is the same graph in a plain session", "minus after the previous contender",
+                  "does not count scaled_dot_product_attention"):
+        assert words in flat, words
 
 
 @pytest.mark.parametrize("args, words", [
