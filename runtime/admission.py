@@ -37,6 +37,7 @@ import numpy as np
 from taskfold.errors import ConfigError, PackageError
 
 from .limits import bound, operators, opsets
+from .onnx_refs import external_ref
 
 #: ONNX TensorProto element types by number, as the manifest names them.
 ELEM_TYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
@@ -182,17 +183,11 @@ def _external(t) -> tuple[str, int, int | None] | None:
     onnx = _onnx()
     if t.data_location != onnx.TensorProto.EXTERNAL and not len(t.external_data):
         return None
-    info = {e.key: e.value for e in t.external_data}
-    if "location" not in info:
-        raise Refused(f"external tensor {t.name!r} has no location")
     try:
-        offset = int(info.get("offset", "0"))
-        length = int(info["length"]) if "length" in info else None
-    except ValueError:
-        raise Refused(f"external tensor {t.name!r} has a non-integer offset or length") from None
-    if offset < 0 or (length is not None and length < 0):
-        raise Refused(f"external tensor {t.name!r} has a negative offset or length")
-    return info["location"], offset, length
+        ref = external_ref(t.name, {e.key: e.value for e in t.external_data})
+    except ValueError as e:
+        raise Refused(str(e)) from None
+    return ref.location, ref.offset, ref.length
 
 
 def _tensor_meta(t, what: str, refs: list) -> tuple[list[int], np.ndarray | None]:

@@ -110,16 +110,25 @@ def _tensor(buf, span, out: list[ExternalRef]) -> None:
             entries[key] = value
     if not external and not entries:
         return
+    try:
+        out.append(external_ref(name, entries))
+    except ValueError as e:
+        raise _Malformed(str(e)) from None
+
+
+def external_ref(name: str, entries: dict[str, str]) -> ExternalRef:
+    """The reference of tensor ``name`` from its ``external_data`` entries; ``ValueError`` naming what is wrong.
+    (Shared with graph admission, which reads the same entries from parsed protobuf messages.)"""
     if "location" not in entries:
-        raise _Malformed(f"external tensor {name!r} has no location")
+        raise ValueError(f"external tensor {name!r} has no location")
     try:
         offset = int(entries.get("offset", "0"))
         length = int(entries["length"]) if "length" in entries else None
     except ValueError:
-        raise _Malformed(f"external tensor {name!r} has a non-integer offset or length") from None
+        raise ValueError(f"external tensor {name!r} has a non-integer offset or length") from None
     if offset < 0 or (length is not None and length < 0):
-        raise _Malformed(f"external tensor {name!r} has a negative offset or length")
-    out.append(ExternalRef(name, entries["location"], offset, length))
+        raise ValueError(f"external tensor {name!r} has a negative offset or length")
+    return ExternalRef(name, entries["location"], offset, length)
 
 
 def _sparse(buf, span, out, depth):
