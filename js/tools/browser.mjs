@@ -25,17 +25,24 @@ export async function launch({ gpu = false } = {}) {
   };
 }
 
-/** The import map a page needs to load the runtime from /js/ without a bundler. */
-export const IMPORT_MAP = {
-  imports: {
-    '#ort': '/js/src/ort_web.js',
-    'onnxruntime-web': '/js/node_modules/onnxruntime-web/dist/ort.wasm.min.mjs',
-    'fast-png': '/js/node_modules/fast-png/lib/index.js',
-    fflate: '/js/node_modules/fflate/esm/browser.js',
-    iobuffer: '/js/node_modules/iobuffer/lib/iobuffer.js',
-  },
-};
+/**
+ * The import map a page needs to load the runtime from /js/ without a bundler: onnxruntime-web's WASM
+ * build, or (webgpu) its build with the WebGPU execution provider.
+ * @param {boolean} [gpu]
+ */
+export function importMap(gpu = false) {
+  return {
+    imports: {
+      '#ort': '/js/src/ort_web.js',
+      'onnxruntime-web': `/js/node_modules/onnxruntime-web/dist/${gpu ? 'ort.min.mjs' : 'ort.wasm.min.mjs'}`,
+      'fast-png': '/js/node_modules/fast-png/lib/index.js',
+      fflate: '/js/node_modules/fflate/esm/browser.js',
+      iobuffer: '/js/node_modules/iobuffer/lib/iobuffer.js',
+    },
+  };
+}
 
-/** A page that loads nothing but the import map (tests import the runtime with `page.evaluate`). */
-export const PAGE = `<!doctype html><meta charset="utf-8"><title>taskfold-js</title>
-<script type="importmap">${JSON.stringify(IMPORT_MAP)}</script><body></body>`;
+/** A page that loads nothing but the import map (tests import the runtime with `page.evaluate`). @param {boolean} [gpu] */
+export const page = (gpu = false) => `<!doctype html><meta charset="utf-8"><title>taskfold-js</title>
+<script type="importmap">${JSON.stringify(importMap(gpu))}</script><body></body>`;
+export const PAGE = page(false);

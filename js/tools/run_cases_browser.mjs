@@ -5,7 +5,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PAGE, launch } from './browser.mjs';
+import { launch, page as pageHtml } from './browser.mjs';
 import { serve } from './serve.mjs';
 
 const [casesPath, outDir, ep = 'wasm'] = process.argv.slice(2);
@@ -29,7 +29,7 @@ for (const c of cases) {
     }
   }
 }
-const server = await serve(roots, { '/': PAGE });
+const server = await serve(roots, { '/': pageHtml(ep === 'webgpu') });
 const browser = await launch({ gpu: ep === 'webgpu' });
 const results = {};
 try {
@@ -69,7 +69,8 @@ try {
       results[c.id] = { shape: r.shape, seconds: r.seconds };
     }
   }
-  results._browser = { isolated, version: browser.context.browser()?.version() ?? null, logs: logs.slice(-20) };
+  const gpu = await page.evaluate(async () => { const a = await navigator.gpu?.requestAdapter(); return a ? (a.info?.description || a.info?.vendor || 'adapter') : null; });
+  results._browser = { isolated, gpu, version: browser.context.browser()?.version() ?? null, logs: logs.slice(-20) };
 } finally {
   await browser.close();
   await server.close();
