@@ -112,7 +112,7 @@ def parity_cases(tiny_mtu_package, sd_package, images):
     """Every task x scheduler of both packages, and the Python runtime's images for them."""
     from ._parity import cases_for, python_images
 
-    cases = cases_for("tiny", tiny_mtu_package, images, steps=4) + cases_for("sd", sd_package, images, steps=3)
+    cases = cases_for("tiny", tiny_mtu_package, images, steps=3) + cases_for("sd", sd_package, images, steps=3)
     return cases, python_images(cases)
 
 
