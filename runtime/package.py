@@ -76,7 +76,7 @@ class WeightStore:
     Python code can catch. :meth:`guard` (run before every UNet call) compares each mapped file's
     size, through the descriptor kept open since it was hashed, with the size it was mapped at and
     raises :class:`PackageError` instead; a file truncated *during* a call is not covered (see the
-    README's reliability section). Reading the weights into memory instead would close that window
+    docs/reliability.md). Reading the weights into memory instead would close that window
     too, but doubled the SD1.5 package's open time (measured 11.9 s against 5.1 s).
     """
 
@@ -266,7 +266,7 @@ class Package:
                               f"{', '.join(sorted(formats)) or 'none'})",
                               hint=f"re-export with `taskfold export --format {backend}`")
         layouts = sorted({g.get("layout", "graphs") for g in self.manifest["graphs"] if g["format"] == backend})
-        if layout is None:  # the package's own layout; with both, the adapters one (see the README)
+        if layout is None:  # the package's own layout; with both, the adapters one (see docs/measurements.md, the adapters layout)
             layout = "adapters" if "adapters" in layouts else layouts[0]
         if layout not in layouts:
             raise ConfigError(f"package {str(self.path)!r} has no {backend} graphs in the {layout!r} layout (it has "

@@ -37,7 +37,7 @@ guarantees, for every consumer:
 What it does not guard against: a package modified *while* it is open (the files are checked
 when first used, then trusted; the runtime refuses to call a UNet whose mapped weight file changed
 size, but a change during a call is not covered), and CoreML or TensorRT graphs,
-which are checked for listing, size and hash only (see the README's reliability section).
+which are checked for listing, size and hash only (see docs/reliability.md).
 """
 
 from __future__ import annotations

@@ -353,7 +353,7 @@ def write_report(root: str | Path) -> Path:
                          f"{max(r['ratio_to_reference']['median'] for r in folded):.3f}× the base"
                          + (f", unfolded {unf['ratio_to_reference']['median']:.3f}×" if unf else "") +
                          ". A tiny UNet's call lasts milliseconds, so these ratios are noisier than the SD1.5 "
-                         "table in the README. *base* is the base UNet's graph opened as the runtime opens task "
+                         "table in docs/measurements.md. *base* is the base UNet's graph opened as the runtime opens task "
                          "graphs (weights shared with the other sessions, no pre-packing, ORT_ENABLE_EXTENDED), "
                          "the reference of every ratio; *base (plain ORT)* is the same graph in a plain session "
                          "(ORT_ENABLE_ALL, pre-packed) — what a user exporting the base alone would run. *Memory "

@@ -71,7 +71,7 @@ def test_pip_check_is_clean():
 
 @pytest.mark.timeout(900)
 def test_the_runtime_installs_and_runs_a_package_without_torch(tiny_package, tmp_path):
-    """The README's runtime-only install (`pip install taskfold`, no extras) in a fresh venv, then `taskfold run`."""
+    """docs/install.md's runtime-only install (`pip install taskfold`, no extras) in a fresh venv, then `taskfold run`."""
     _, pkg, _, _ = tiny_package
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
