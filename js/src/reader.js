@@ -524,7 +524,11 @@ export class PackageReader {
     const data = await this.readBytes(graphRel, where, bound('bytes.graph'));
     if (io) {
       const s = this.manifest.sample;
-      const dims = { batch: s.batch, height: s.height, width: s.width, text_len: s.text_len, image_height: s.image_height, image_width: s.image_width };
+      /** @type {Record<string, number>} */
+      let dims = { batch: s.batch, height: s.height, width: s.width, text_len: s.text_len, image_height: s.image_height, image_width: s.image_width };
+      if (graphKind(graphRel) === 'codec') { // a dynamic codec names its pixel axes height/width and its latent axes latent_* (as runtime/reader.py)
+        dims = { ...dims, height: s.image_height, width: s.image_width, latent_height: s.height, latent_width: s.width };
+      }
       try {
         admitGraph(data, { where: graphRel, kind: graphKind(graphRel), inputs: io.inputs, outputs: io.outputs, dims, taskTensors: io.task_tensors ?? [] });
       } catch (e) {
