@@ -28,9 +28,11 @@ import numpy as np
 
 from taskfold.errors import PackageError
 
-#: The longest JSON header read (bytes): the package limits' ``bytes.adapter_header``, which the JavaScript
-#: runtime reads too. taskfold writes ~5 KB for SD1.5 (50 tensors).
-MAX_HEADER_BYTES = 16 << 20
+from .limits import bound
+
+#: The longest JSON header read (bytes): ``bytes.adapter_header`` of the package limits
+#: (``runtime/package_schema.json``, which the JavaScript runtime reads too). taskfold writes ~5 KB for SD1.5.
+MAX_HEADER_BYTES = bound("bytes.adapter_header")
 #: safetensors dtype -> numpy dtype (little-endian). Others (BF16, F8_*) are refused as unknown.
 DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
           "U8": "u1", "BOOL": "?"}
