@@ -33,6 +33,10 @@ import { externalRefs } from './onnx_refs.js';
 import { bound } from './limits.js';
 import { admitGraph, graphKind } from './admission.js';
 import { tokenizerFromFiles } from './tokenizers.js';
+import { sha256HexJs } from './sha256.js';
+
+/** The largest body handed to Web Crypto's one-shot digest (larger ones: sha256.js). */
+export const WEB_CRYPTO_MAX = 1 << 30;
 
 const HINT = 'the package is damaged or was crafted; re-copy or re-export it (`taskfold verify PKG` lists every problem)';
 
@@ -87,6 +91,7 @@ function add(files, rel) {
  * @param {Uint8Array} data
  */
 export async function sha256Hex(data) {
+  if (data.byteLength > WEB_CRYPTO_MAX) return sha256HexJs(data); // Web Crypto refuses bodies near 2 GiB and above
   const digest = await globalThis.crypto.subtle.digest('SHA-256', /** @type {Uint8Array<ArrayBuffer>} */ (data));
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
 }
