@@ -99,7 +99,8 @@ def _nothing_written(tmp_path, out):
 ])
 def test_bad_arguments(tmp_path, capsys, argv, message):
     out = tmp_path / "b"
-    argv = [a.replace("PKG", str(tmp_path)) for a in argv]
+    (tmp_path / "pkg").mkdir()  # a package folder beside --out (an --out inside an input is refused first)
+    argv = [a.replace("PKG", str(tmp_path / "pkg")) for a in argv]
     assert main(["bench", *argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
