@@ -65,25 +65,30 @@ def tiny_mtu_adapters_package(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="session")
-def sd_package(tmp_path_factory):
-    """An SD1.5-layout package with random weights: narrow UNet, CLIP BPE tokenizer and text encoder, a VAE, 64 px."""
+def sd_pipeline_package(root: Path, tasks: str, *export_args: str) -> Path:
+    """An SD1.5-layout package with random weights (narrow UNet, CLIP BPE tokenizer and text encoder, a VAE),
+    upcycled for ``tasks`` and exported at 64 px with ``export_args`` into ``root/pkg``."""
     from taskfold.cli import main
     from taskfold.train.shapes import shapes_world_prompts
     from taskfold.upcycle import build_unet, preset_config
 
     from .._standins import save_random_clip, save_random_vae
 
-    root = tmp_path_factory.mktemp("js-sd")
     pipe = root / "sd"
     build_unet(preset_config("sd15-narrow"), seed=0).save_pretrained(pipe / "unet")
     save_random_clip(pipe, shapes_world_prompts(), hidden=32)
     save_random_vae(pipe, block_out_channels=(8, 16, 16, 16), latent_channels=4)
     (pipe / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
-    assert main(["upcycle", "--base", str(pipe), "--tasks", "t2i,edit,sr,inpaint-mask", "--out", str(root / "mtu")]) == 0
+    assert main(["upcycle", "--base", str(pipe), "--tasks", tasks, "--out", str(root / "mtu")]) == 0
     assert main(["export", str(root / "mtu"), "--out", str(root / "pkg"), "--height", "64", "--width", "64",
-                 "--parity-timesteps", "1"]) == 0
+                 "--parity-timesteps", "1", *export_args]) == 0
     return root / "pkg"
+
+
+@pytest.fixture(scope="session")
+def sd_package(tmp_path_factory):
+    """An SD1.5-layout package with random weights: narrow UNet, CLIP BPE tokenizer and text encoder, a VAE, 64 px."""
+    return sd_pipeline_package(tmp_path_factory.mktemp("js-sd"), "t2i,edit,sr,inpaint-mask")
 
 
 @pytest.fixture(scope="session")

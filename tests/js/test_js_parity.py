@@ -25,28 +25,16 @@ def test_node_images_equal_the_python_runtimes(node, parity_cases, tmp_path):
 def test_node_opens_a_dynamic_package_with_a_vae(node, images, tmp_path):
     """A --dynamic export names the VAE's pixel axes height/width and its latent axes latent_*: the JS reader
     sizes them as the Python reader does (it refused the package before), and the images agree."""
-    from taskfold.cli import main
     from taskfold.runtime import open_package
 
-    from taskfold.train.shapes import shapes_world_prompts
-    from taskfold.upcycle import build_unet, preset_config
+    from .conftest import sd_pipeline_package
 
-    from .._standins import save_random_clip, save_random_vae
-
-    sd = tmp_path / "sd"
-
-    build_unet(preset_config("sd15-narrow"), seed=0).save_pretrained(sd / "unet")
-    save_random_clip(sd, shapes_world_prompts(), hidden=32)
-    save_random_vae(sd, block_out_channels=(8, 16, 16, 16), latent_channels=4)
-    (sd / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
-    assert main(["upcycle", "--base", str(sd), "--tasks", "t2i,edit", "--out", str(tmp_path / "mtu")]) == 0
-    assert main(["export", str(tmp_path / "mtu"), "--out", str(tmp_path / "pkg"), "--height", "64", "--dynamic",
-                 "--parity-timesteps", "1"]) == 0
-    cases = [{"id": f"dyn-{task}", "package": str(tmp_path / "pkg"), "task": task,
+    pkg_dir = sd_pipeline_package(tmp_path, "t2i,edit", "--dynamic")
+    cases = [{"id": f"dyn-{task}", "package": str(pkg_dir), "task": task,
               "options": {"prompt": "a red circle", "steps": 2, "seed": 3,
                           **({"image": str(images["cond64"]), "strength": 0.75} if task == "edit" else {})}}
              for task in ("t2i", "edit")]
-    pkg = open_package(tmp_path / "pkg")
+    pkg = open_package(pkg_dir)
     py = {c["id"]: pkg.generate(c["task"], "a red circle", image=c["options"].get("image"), steps=2, seed=3,
                                 strength=c["options"].get("strength")) for c in cases}
     (tmp_path / "cases.json").write_text(json.dumps({"cases": cases}))
