@@ -37,7 +37,7 @@ import numpy as np
 from taskfold.errors import ConfigError, PackageError
 
 from .limits import bound, operators, opsets
-from .onnx_refs import external_ref
+from .onnx_refs import ExternalRef, external_ref
 
 #: ONNX TensorProto element types by number, as the manifest names them.
 ELEM_TYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
@@ -55,7 +55,7 @@ class Refused(Exception):
 class Admitted:
     """What admission learned about a graph: its external references and value statistics."""
 
-    external: list[tuple[str, str, int, int | None]] = field(default_factory=list)  # (tensor, location, offset, len)
+    external: list[ExternalRef] = field(default_factory=list)
     nodes: int = 0
     largest_value: int = 0   # elements
     total_elements: int = 0
@@ -178,16 +178,15 @@ def _attrs(node) -> dict:
     return out
 
 
-def _external(t) -> tuple[str, int, int | None] | None:
-    """``(location, offset, length)`` of an external tensor, else None."""
+def _external(t) -> ExternalRef | None:
+    """The external-data reference of a tensor, else None."""
     onnx = _onnx()
     if t.data_location != onnx.TensorProto.EXTERNAL and not len(t.external_data):
         return None
     try:
-        ref = external_ref(t.name, {e.key: e.value for e in t.external_data})
+        return external_ref(t.name, {e.key: e.value for e in t.external_data})
     except ValueError as e:
         raise Refused(str(e)) from None
-    return ref.location, ref.offset, ref.length
 
 
 def _tensor_meta(t, what: str, refs: list) -> tuple[list[int], np.ndarray | None]:
@@ -202,9 +201,9 @@ def _tensor_meta(t, what: str, refs: list) -> tuple[list[int], np.ndarray | None
     ext = _external(t)
     if ext is not None:
         size = n * np.dtype(_NP.get(elem, np.float32)).itemsize if elem in _NP else None
-        if ext[2] is not None and size is not None and ext[2] != size:
-            raise Refused(f"{what}: external length {ext[2]} differs from its shape x type ({size} bytes)")
-        refs.append((t.name, *ext))
+        if ext.length is not None and size is not None and ext.length != size:
+            raise Refused(f"{what}: external length {ext.length} differs from its shape x type ({size} bytes)")
+        refs.append(ext)
         return dims, None
     if n > bound("graph.constant_elements"):
         raise Refused(f"{what} holds {n} elements inline, more than {bound('graph.constant_elements')}")

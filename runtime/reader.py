@@ -60,14 +60,6 @@ _HINT = "the package is damaged or was crafted; re-copy or re-export it (`taskfo
 
 
 @dataclass(frozen=True)
-class _Ref:
-    tensor: str
-    location: str
-    offset: int
-    length: int | None
-
-
-@dataclass(frozen=True)
 class WeightRecord:
     """One initializer a session takes from a mapped file: ``length`` bytes at ``offset`` of ``path``."""
 
@@ -344,8 +336,7 @@ class PackageReader:
         tool reads) the protobuf is scanned for every external reference it can hold.
         """
         if io is not None:
-            refs = self.admit(graph_rel, where, io["inputs"], io["outputs"], io.get("task_tensors", ()))
-            refs = [_Ref(*r) for r in refs.external]
+            refs = self.admit(graph_rel, where, io["inputs"], io["outputs"], io.get("task_tensors", ())).external
         else:
             data = self.read_bytes(graph_rel, where, limit=bound("bytes.graph"))
             try:

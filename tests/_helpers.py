@@ -28,3 +28,18 @@ def trained_like(model, seed=0):
         for conv in model.unet.conv_in.convs:
             conv.weight.add_(torch.randn(conv.weight.shape, generator=g) * 0.05)
     return model
+
+
+def cli(capsys, *argv):
+    """``(exit code, stdout, stderr)`` of ``taskfold ARGV`` run in this process."""
+    from taskfold.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code, err):
+    """A refusal: exit 2 and one ``error: ...`` line, no traceback."""
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err

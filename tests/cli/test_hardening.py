@@ -16,19 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from taskfold.cli import main
+from tests._helpers import cli, one_line_error
 from taskfold.errors import printable
 
 
-def _cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _one_line_error(code, err):
-    assert code == 2, err
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
 
 
 @contextmanager
@@ -77,8 +68,8 @@ def test_a_task_name_with_a_trailing_newline_is_refused(tmp_path, capsys):
     assert TaskSpec(name="depth").name == "depth"
     cfg = tmp_path / "up.json"
     cfg.write_text(json.dumps({"tasks": ["t2i", "depth\n"], "custom_tasks": [{"name": "depth\n"}]}))
-    code, _, err = _cli(capsys, "upcycle", "--base", "preset:tiny", "--config", cfg, "--out", tmp_path / "m")
-    _one_line_error(code, err)
+    code, _, err = cli(capsys, "upcycle", "--base", "preset:tiny", "--config", cfg, "--out", tmp_path / "m")
+    one_line_error(code, err)
     assert "invalid task name 'depth\\n'" in err and not (tmp_path / "m").exists()
 
 
@@ -104,9 +95,9 @@ def test_run_refuses_a_huge_or_bomb_image_in_one_line(tiny_package, huge, tmp_pa
     _, pkg, _, _ = tiny_package
     for image, words in zip(huge, ("is 13000x13000 pixels; taskfold reads images of at most 8192 pixels a side",
                                    "is larger than taskfold reads (at most 8192 pixels a side)")):
-        code, _, err = _cli(capsys, "run", pkg, "--task", "edit", "--prompt", "make it blue", "--image", image,
+        code, _, err = cli(capsys, "run", pkg, "--task", "edit", "--prompt", "make it blue", "--image", image,
                             "--out", tmp_path / "o.png")
-        _one_line_error(code, err)  # no DecompressionBombWarning line either
+        one_line_error(code, err)  # no DecompressionBombWarning line either
         assert f"condition image '{image}' {words}" in err
     assert not (tmp_path / "o.png").exists()
 
@@ -121,12 +112,12 @@ def test_data_check_and_train_refuse_a_huge_image_alike(tiny_package, huge, tmp_
         for name in ("huge.png", "bomb.png"):
             f.write(json.dumps({"task": "t2i", "prompt": "a red circle", "target": name}) + "\n")
     lines = len((bad / "metadata.jsonl").read_text().splitlines())
-    code, out, err = _cli(capsys, "data", "check", bad)
+    code, out, err = cli(capsys, "data", "check", bad)
     assert code == 2 and "Traceback" not in err, err
     assert f"line {lines - 1}: target 'huge.png' is 13000x13000 pixels; taskfold reads images of at most 8192" in err
     assert f"line {lines}: target 'bomb.png' is larger than taskfold reads" in err
-    code, _, err = _cli(capsys, "train", mtu, "--data", bad, "--steps", "1", "--out", tmp_path / "run")
-    _one_line_error(code, err)
+    code, _, err = cli(capsys, "train", mtu, "--data", bad, "--steps", "1", "--out", tmp_path / "run")
+    one_line_error(code, err)
     assert "target 'huge.png' is 13000x13000 pixels" in err
     assert not (tmp_path / "run").exists()  # not even train_config.json
 
@@ -136,8 +127,8 @@ def test_data_check_and_train_refuse_a_huge_image_alike(tiny_package, huge, tmp_
 def test_a_prompt_of_bytes_that_are_not_utf8_is_refused(tiny_package, tmp_path, capsys):
     _, pkg, _, _ = tiny_package
     prompt = b"caf\xe9 circle".decode("utf-8", "surrogateescape")  # what Python makes of such argv bytes
-    code, _, err = _cli(capsys, "run", pkg, "--task", "t2i", "--prompt", prompt, "--out", tmp_path / "o.png")
-    _one_line_error(code, err)
+    code, _, err = cli(capsys, "run", pkg, "--task", "t2i", "--prompt", prompt, "--out", tmp_path / "o.png")
+    one_line_error(code, err)
     assert "--prompt is not valid UTF-8 text: byte(s) e9 at character 3" in err
     assert not (tmp_path / "o.png").exists()
 
@@ -210,8 +201,8 @@ def test_every_size_a_config_sets_is_bounded(tmp_path, capsys):
         cases.append((["train", tmp_path / "mtu", "--data", tmp_path / "data", *steps, flag, str(most + 1),
                        "--out", tmp_path / "r"], f"{flag} {most + 1:,} is more than the most taskfold accepts, {most:,}"))
     for argv, words in cases:
-        code, _, err = _cli(capsys, *argv)
-        _one_line_error(code, err)
+        code, _, err = cli(capsys, *argv)
+        one_line_error(code, err)
         assert words in err, (argv, err)
     from taskfold.errors import ConfigError
     from taskfold.train.config import TrainConfig
@@ -228,22 +219,22 @@ def test_a_fifo_or_folder_given_as_a_config_is_refused_without_blocking(tmp_path
     fifo = tmp_path / "config.json"
     os.mkfifo(fifo)
     with _deadline(30):
-        code, _, err = _cli(capsys, "upcycle", "--base", "preset:tiny", "--config", fifo, "--out", tmp_path / "m")
-        _one_line_error(code, err)
+        code, _, err = cli(capsys, "upcycle", "--base", "preset:tiny", "--config", fifo, "--out", tmp_path / "m")
+        one_line_error(code, err)
         assert f"upcycle config '{fifo}' is a FIFO, not a regular file" in err
-        code, _, err = _cli(capsys, "data", "check", tmp_path, "--config", fifo)
-        _one_line_error(code, err)
+        code, _, err = cli(capsys, "data", "check", tmp_path, "--config", fifo)
+        one_line_error(code, err)
         assert "is a FIFO, not a regular file" in err
         (tmp_path / "folder").mkdir()
-        code, _, err = _cli(capsys, "upcycle", "--base", "preset:tiny", "--config", tmp_path / "folder", "--out",
+        code, _, err = cli(capsys, "upcycle", "--base", "preset:tiny", "--config", tmp_path / "folder", "--out",
                             tmp_path / "m")
-        _one_line_error(code, err)
+        one_line_error(code, err)
         assert "is a folder, not a regular file" in err
         mtu = tmp_path / "mtu"
         mtu.mkdir()
         os.mkfifo(mtu / "config.json")  # a model folder whose config is a FIFO
-        code, _, err = _cli(capsys, "inspect", mtu)
-        _one_line_error(code, err)
+        code, _, err = cli(capsys, "inspect", mtu)
+        one_line_error(code, err)
     from taskfold._io import read_versioned_json
     from taskfold.errors import CheckpointError
 
@@ -263,18 +254,18 @@ def test_run_checks_its_output_path_before_generating(tiny_package, tmp_path, ca
     monkeypatch.setattr(package, "open_package", no_opening)
     dangling = tmp_path / "z.png"
     dangling.symlink_to(tmp_path / "nowhere.png")
-    code, _, err = _cli(capsys, "run", pkg, "--task", "t2i", "--out", dangling, "--overwrite")
-    _one_line_error(code, err)
+    code, _, err = cli(capsys, "run", pkg, "--task", "t2i", "--out", dangling, "--overwrite")
+    one_line_error(code, err)
     assert f"--out '{dangling}' is a symbolic link" in err and not (tmp_path / "nowhere.png").exists()
-    code, _, err = _cli(capsys, "run", pkg, "--task", "t2i", "--out", "/nonexistent/dir/z.png")
-    _one_line_error(code, err)
+    code, _, err = cli(capsys, "run", pkg, "--task", "t2i", "--out", "/nonexistent/dir/z.png")
+    one_line_error(code, err)
     assert "--out '/nonexistent/dir/z.png': its folder '/nonexistent/dir' does not exist" in err
-    code, _, err = _cli(capsys, "run", pkg, "--task", "t2i", "--out", tmp_path / "new" / "z.png")
-    _one_line_error(code, err)
+    code, _, err = cli(capsys, "run", pkg, "--task", "t2i", "--out", tmp_path / "new" / "z.png")
+    one_line_error(code, err)
     assert not (tmp_path / "new").exists()  # never created silently
     (tmp_path / "d.png").mkdir()
-    code, _, err = _cli(capsys, "run", pkg, "--task", "t2i", "--out", tmp_path / "d.png", "--overwrite")
-    _one_line_error(code, err)
+    code, _, err = cli(capsys, "run", pkg, "--task", "t2i", "--out", tmp_path / "d.png", "--overwrite")
+    one_line_error(code, err)
     assert "is a folder; give a file path" in err
 
 
@@ -291,7 +282,7 @@ def test_verify_escapes_a_file_name_that_would_rewrite_the_line(tiny_package, tm
     copy = tmp_path / "pkg"
     shutil.copytree(pkg, copy)
     (copy / "\x1b[2K\rok: 12 files match").write_bytes(b"")
-    code, out, err = _cli(capsys, "verify", copy)
+    code, out, err = cli(capsys, "verify", copy)
     assert code == 2 and out == ""
     assert "\x1b" not in err and "\r" not in err and "Traceback" not in err, err
     assert "\\x1b[2K\\rok: 12 files match" in err
@@ -305,7 +296,7 @@ def test_errors_escape_control_characters_in_what_they_quote(tmp_path, capsys, m
     def bad(path):
         raise CheckpointError(f"cannot read {path}/config.json\x1b[2K\rok", hint="a hint with \x9b2J in it")
     monkeypatch.setattr(checkpoint, "load_mtu", bad)
-    code, _, err = _cli(capsys, "inspect", tmp_path / "m\x1b]0;pwned\x07")
-    _one_line_error(code, err)
+    code, _, err = cli(capsys, "inspect", tmp_path / "m\x1b]0;pwned\x07")
+    one_line_error(code, err)
     assert not any(c in err for c in "\x1b\x07\x9b\r"), err
     assert "m\\x1b]0;pwned\\x07/config.json\\x1b[2K ok (hint: a hint with \\x9b2J in it)" in err

@@ -14,18 +14,10 @@ from pathlib import Path
 import pytest
 
 from taskfold.cli import main
+from tests._helpers import cli, one_line_error
 from taskfold.train.shapes import make_shapes
 
 
-def _cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _one_line_error(code, err):
-    assert code == 2, err
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +65,8 @@ def test_unwritable_out_is_refused_before_any_work_by_every_writing_command(worl
                  "--parity-timesteps", "1"]) == 0
     capsys.readouterr()
     for name, argv in commands.items():
-        code, _, err = _cli(capsys, *argv)
-        _one_line_error(code, err)
+        code, _, err = cli(capsys, *argv)
+        one_line_error(code, err)
         assert "not writable" in err and "/sys" in err, (name, err)
 
 
@@ -83,11 +75,11 @@ def test_an_os_error_in_the_middle_of_a_command_is_one_line(world, tmp_path, cap
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "d" / "metadata.jsonl"))
     monkeypatch.setattr("taskfold.train.shapes.write_bytes_atomic", full, raising=False)
     monkeypatch.setattr("PIL.Image.Image.save", full)
-    code, _, err = _cli(capsys, "data", "make-shapes", "--out", tmp_path / "d", "--n", "2")
-    _one_line_error(code, err)
+    code, _, err = cli(capsys, "data", "make-shapes", "--out", tmp_path / "d", "--n", "2")
+    one_line_error(code, err)
     assert "No space left on device" in err and "free space" in err
     assert not (tmp_path / "d").exists() and not list(tmp_path.glob(".d.*"))
-    code, _, err = _cli(capsys, "--debug", "data", "make-shapes", "--out", tmp_path / "d", "--n", "2")
+    code, _, err = cli(capsys, "--debug", "data", "make-shapes", "--out", tmp_path / "d", "--n", "2")
     assert code == 2 and "Traceback" in err  # --debug shows what the one line hides
 
 
@@ -106,7 +98,7 @@ def test_stale_partials_of_the_same_output_are_removed_and_a_live_one_is_kept(tm
         for d in (stale, legacy, old, running, other):
             d.mkdir()
             (d / "model.safetensors").write_bytes(b"\0" * 1000)
-        code, out, err = _cli(capsys, "upcycle", "--base", "preset:tiny", "--out", tmp_path / "mtu")
+        code, out, err = cli(capsys, "upcycle", "--base", "preset:tiny", "--out", tmp_path / "mtu")
         assert code == 0, err
         assert not stale.exists() and not legacy.exists() and not old.exists()
         assert running.exists() and other.exists()  # a live run's, and another output's
@@ -151,8 +143,8 @@ def test_bad_values_are_refused_up_front_naming_the_value(world, tmp_path, capsy
           "--out", tmp_path / "r"], "--task-weights names task(s) foo"),
     ]
     for argv, words in cases:
-        code, _, err = _cli(capsys, *argv)
-        _one_line_error(code, err)
+        code, _, err = cli(capsys, *argv)
+        one_line_error(code, err)
         assert words in err, (argv, err)
     assert not out.exists() and not (tmp_path / "m").exists() and not (tmp_path / "r").exists()
 
@@ -163,8 +155,8 @@ def test_export_refuses_an_unsupported_opset_before_loading_the_model(world, tmp
     def no_loading(*a, **k):
         raise AssertionError("the model was loaded before --opset was checked")
     monkeypatch.setattr(ckpt, "load_mtu", no_loading)
-    code, _, err = _cli(capsys, "export", world / "mtu", "--opset", "99", "--out", tmp_path / "pkg")
-    _one_line_error(code, err)
+    code, _, err = cli(capsys, "export", world / "mtu", "--opset", "99", "--out", tmp_path / "pkg")
+    one_line_error(code, err)
     assert "--opset 99 is outside 17..20" in err
     assert not (tmp_path / "pkg").exists()
 
@@ -173,14 +165,14 @@ def test_export_refuses_an_unsupported_opset_before_loading_the_model(world, tmp
 
 def test_refused_train_and_pretrain_leave_nothing(world, tmp_path, capsys):
     run = tmp_path / "run"
-    code, _, err = _cli(capsys, "train", world / "mtu", "--data", world / "data", "--steps", "1",
+    code, _, err = cli(capsys, "train", world / "mtu", "--data", world / "data", "--steps", "1",
                         "--task-weights", "t2i=0,edit=0", "--out", run)
-    _one_line_error(code, err)
+    one_line_error(code, err)
     assert "every task weight is zero" in err and not run.exists()
     no_t2i = tmp_path / "edit-only"
     make_shapes(no_t2i, n=4, size=16, seed=0, tasks=("edit",))
-    code, _, err = _cli(capsys, "pretrain", "--data", no_t2i, "--steps", "1", "--out", tmp_path / "pre")
-    _one_line_error(code, err)
+    code, _, err = cli(capsys, "pretrain", "--data", no_t2i, "--steps", "1", "--out", tmp_path / "pre")
+    one_line_error(code, err)
     assert not (tmp_path / "pre").exists(), sorted(p.name for p in tmp_path.iterdir())
 
 
@@ -192,13 +184,13 @@ def test_resume_cuts_the_log_back_to_the_checkpoint(world, tmp_path, capsys):
     run = tmp_path / "run"
     common = ["train", world / "mtu", "--data", world / "data", "--steps", "4", "--batch-size", "2",
               "--checkpoint-every", "2", "--log-every", "1", "--no-progress", "--out", run]
-    assert _cli(capsys, *common)[0] == 0
+    assert cli(capsys, *common)[0] == 0
     # as if killed after logging steps 3 and 4 but before the checkpoint of step 4
     shutil.rmtree(run / "checkpoints" / "step-0000004")
     shutil.rmtree(run / "mtu")
     with open(run / "log.jsonl", "a") as f:
         f.write('{"step": 5, "loss": 0.1')  # and a line cut short by the kill
-    assert _cli(capsys, *common, "--resume")[0] == 0
+    assert cli(capsys, *common, "--resume")[0] == 0
     steps = [json.loads(line)["step"] for line in open(run / "log.jsonl")]
     assert steps == [1, 2, 3, 4]
 

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from ..runtime.test_untrusted_package import ATTACKS, MALFORMED, Crafted, _set
+from ..runtime.test_untrusted_package import ATTACKS, MALFORMED, Crafted, apply_malformed
 from .conftest import run_node
 
 #: attacks that need a file system's links: they apply to a folder opened by Node, not to a URL
@@ -38,20 +38,6 @@ EXTRA = {
 }
 
 
-def _malformed(c: Crafted, change):
-    if isinstance(change, str) and change in c.manifest:
-        c.manifest.pop(change)
-        c.save()
-    elif isinstance(change, str):
-        c.save(change)
-    elif change is None:
-        c.save(json.dumps(c.manifest).replace('"guidance_scale": 7.5', '"guidance_scale": NaN', 1))
-    else:
-        for k, v in change.items():
-            _set(c.manifest, k, v)
-        c.save()
-
-
 @pytest.fixture(scope="module")
 def refusals(node, tiny_package, tmp_path_factory):
     """Every crafted package, opened by the JS runtime from its folder and (where it applies) by URL."""
@@ -72,7 +58,7 @@ def refusals(node, tiny_package, tmp_path_factory):
             cases.append({"id": f"{name} (URL)", "dir": str(c.root), "url": True, "run": True})
     for i, (name, (change, expect)) in enumerate(MALFORMED.items()):
         c = Crafted(tiny_package[1], root / f"m{i}" / "pkg")
-        _malformed(c, change)
+        apply_malformed(c, change)
         words[f"manifest: {name}"] = expect
         cases.append({"id": f"manifest: {name}", "dir": str(c.root), "url": False, "run": False})
         cases.append({"id": f"manifest: {name} (URL)", "dir": str(c.root), "url": True, "run": False})

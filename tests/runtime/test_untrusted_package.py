@@ -389,10 +389,9 @@ def _set(doc, dotted, value):
         node[last] = value
 
 
-@pytest.mark.parametrize("case", list(MALFORMED))
-def test_malformed_manifest_is_one_error_naming_the_key(tiny_package, tmp_path, capsys, case):
-    change, words = MALFORMED[case]
-    c = Crafted(tiny_package[1], tmp_path / "pkg")
+def apply_malformed(c: Crafted, change) -> None:
+    """Write ``c``'s manifest changed as a MALFORMED entry says: a top-level key dropped, the whole text
+    replaced, a NaN, or dotted keys set (also used by the JavaScript runtime's tests)."""
     if isinstance(change, str) and change in c.manifest:
         c.manifest.pop(change)
         c.save()
@@ -404,6 +403,13 @@ def test_malformed_manifest_is_one_error_naming_the_key(tiny_package, tmp_path, 
         for k, v in change.items():
             _set(c.manifest, k, v)
         c.save()
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_manifest_is_one_error_naming_the_key(tiny_package, tmp_path, capsys, case):
+    change, words = MALFORMED[case]
+    c = Crafted(tiny_package[1], tmp_path / "pkg")
+    apply_malformed(c, change)
     with pytest.raises(PackageError) as e:
         open_package(c.root)
     assert words in str(e.value), str(e.value)
