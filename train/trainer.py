@@ -193,7 +193,11 @@ def save_checkpoint(out: Path, step: int, module: TrainModule, optimizer, cfg: T
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         write_json_atomic(tmp / "state.json", {"step": step, "config": cfg.to_dict()})
     for old in _checkpoint_dirs(out)[:-KEEP_CHECKPOINTS]:
-        shutil.rmtree(old, ignore_errors=True)
+        # hidden first (one rename), then deleted: a kill mid-delete leaves a .step-* that resume removes,
+        # never a visible checkpoint with some of its files gone
+        gone = old.with_name(f".{old.name}.old")
+        old.rename(gone)
+        shutil.rmtree(gone, ignore_errors=True)
     return final
 
 

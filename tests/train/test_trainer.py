@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -106,6 +107,40 @@ def test_sigkill_then_resume_ends_at_the_uninterrupted_weights(world, tmp_path):
     assert not list((run / "checkpoints").glob(".step-*"))
     # the log has each step once, as the uninterrupted run's does
     assert [r["step"] for r in _records(run)] == [r["step"] for r in _records(ref)]
+
+
+def test_a_kill_while_an_old_checkpoint_is_deleted_leaves_no_visible_partial_checkpoint(tmp_path, monkeypatch):
+    """Rotation deletes the oldest checkpoint; a kill half-way through that delete must not leave a visible
+    ``step-*`` folder with some of its files gone (it once did: only model.safetensors was left)."""
+    import shutil
+
+    from taskfold.train import trainer
+    from taskfold.train.config import TrainConfig
+
+    module = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(module.parameters())
+    cfg = TrainConfig()
+    for step in (5, 10):
+        trainer.save_checkpoint(tmp_path, step, module, opt, cfg)
+    real = shutil.rmtree
+
+    def killed_half_way(path, ignore_errors=False):
+        (Path(path) / "state.json").unlink()
+        raise KeyboardInterrupt  # the process dies here, two of the three files still on disk
+
+    monkeypatch.setattr(trainer.shutil, "rmtree", killed_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save_checkpoint(tmp_path, 15, module, opt, cfg)
+    monkeypatch.setattr(trainer.shutil, "rmtree", real)
+    visible = sorted((tmp_path / "checkpoints").glob("step-*"))
+    assert [c.name for c in visible] == ["step-0000010", "step-0000015"]
+    for c in visible:
+        assert {p.name for p in c.iterdir()} == {"model.safetensors", "optimizer.pt", "state.json"}
+    hidden = [p.name for p in (tmp_path / "checkpoints").glob(".step-*")]
+    assert hidden == [".step-0000005.old"]
+    # --resume removes the hidden remains and continues from the newest whole checkpoint
+    assert trainer._resume(tmp_path, cfg, module, opt, main=True, say=lambda m: None) == 15
+    assert not list((tmp_path / "checkpoints").glob(".step-*"))
 
 
 def test_ctrl_c_says_which_checkpoints_stay_and_resume_continues(world, tmp_path):
