@@ -39,12 +39,31 @@ function varint(buf, pos, end) {
 }
 
 /**
- * `[field, wire, value]` of every field of the message `buf[start:end]`; a length-delimited value
- * is its `[start, end]` span, a varint its number, others null.
+ * The varint at `pos` as a signed 64-bit integer, exactly (what protobuf's int64 fields hold: a
+ * negative dimension or axis; {@link fields} gives varints as numbers, exact only below 2**53).
+ * @param {Uint8Array} buf
+ * @param {number} pos
+ * @param {number} end
+ * @returns {[bigint, number]}
+ */
+export function varint64(buf, pos, end) {
+  let result = 0n;
+  for (let shift = 0n; ; shift += 7n) {
+    if (pos >= end || shift > 63n) throw new Malformed('truncated varint');
+    const b = buf[pos++];
+    result |= BigInt(b & 0x7f) << shift;
+    if (!(b & 0x80)) return [BigInt.asIntN(64, result), pos];
+  }
+}
+
+/**
+ * `[field, wire, value, at]` of every field of the message `buf[start:end]`; a length-delimited value
+ * is its `[start, end]` span, a varint its number, others null; `at` is where the value's bytes start
+ * (for {@link varint64} and fixed-width values).
  * @param {Uint8Array} buf
  * @param {number} start
  * @param {number} end
- * @returns {Generator<[number, number, any]>}
+ * @returns {Generator<[number, number, any, number]>}
  */
 export function* fields(buf, start, end) {
   let pos = start;
@@ -53,6 +72,7 @@ export function* fields(buf, start, end) {
     [key, pos] = varint(buf, pos, end);
     const field = Math.floor(key / 8);
     const wire = key % 8;
+    const at = pos;
     let value = null;
     if (wire === 0) [value, pos] = varint(buf, pos, end);
     else if (wire === 1) pos += 8;
@@ -64,7 +84,7 @@ export function* fields(buf, start, end) {
     } else if (wire === 5) pos += 4;
     else throw new Malformed(`wire type ${wire}`);
     if (pos > end) throw new Malformed('a field runs past its message');
-    yield [field, wire, value];
+    yield [field, wire, value, at];
   }
 }
 
@@ -106,7 +126,17 @@ function tensor(buf, span, out) {
       entries.set(key, value);
     }
   }
-  if (!external && !entries.size) return;
+  if (external || entries.size) out.push(externalRef(name, entries));
+}
+
+/**
+ * The reference of tensor `name` from its `external_data` entries (mirrors `external_ref` of
+ * `runtime/onnx_refs.py`; shared with graph admission); Malformed naming what is wrong.
+ * @param {string} name
+ * @param {Map<string, string>} entries
+ * @returns {ExternalRef}
+ */
+export function externalRef(name, entries) {
   const location = entries.get('location');
   if (location === undefined) throw new Malformed(`external tensor ${repr(name)} has no location`);
   const int = (/** @type {string} */ s) => (/^\s*[-+]?\d+\s*$/.test(s) ? Number(s) : NaN);
@@ -116,7 +146,7 @@ function tensor(buf, span, out) {
     throw new Malformed(`external tensor ${repr(name)} has a non-integer offset or length`);
   }
   if (offset < 0 || (length !== null && length < 0)) throw new Malformed(`external tensor ${repr(name)} has a negative offset or length`);
-  out.push({ tensor: name, location, offset, length });
+  return { tensor: name, location, offset, length };
 }
 
 /** @param {Uint8Array} buf @param {number[]} span @param {ExternalRef[]} out */

@@ -31,7 +31,7 @@ import { parseJsonChecked } from './json.js';
 import { MANIFEST, MAX_JSON_BYTES, validateManifest, validateWeightIndex } from './manifest.js';
 import { externalRefs } from './onnx_refs.js';
 import { bound } from './limits.js';
-import { admitGraph, graphKind } from './admission.js';
+import { admitGraph, graphKind, valueCap } from './admission.js';
 import { tokenizerFromFiles } from './tokenizers.js';
 import { sha256HexJs } from './sha256.js';
 
@@ -292,6 +292,8 @@ export class PackageReader {
     this.records = new Map();
     /** @type {Map<string, { files: string[], locations: Map<string, string> }>} */
     this.onnx = new Map();
+    /** @type {Map<string, import('./admission.js').Admitted>} graph -> what its admission measured */
+    this.admitted = new Map();
   }
 
   /**
@@ -535,7 +537,9 @@ export class PackageReader {
         dims = { ...dims, height: s.image_height, width: s.image_width, latent_height: s.height, latent_width: s.width };
       }
       try {
-        admitGraph(data, { where: graphRel, kind: graphKind(graphRel), inputs: io.inputs, outputs: io.outputs, dims, taskTensors: io.task_tensors ?? [] });
+        const cap = valueCap(s.batch, s.height, s.width);  // every value's size bounded at the sample size (runtime/reader.py)
+        this.admitted.set(graphRel, admitGraph(data, { where: graphRel, kind: graphKind(graphRel), inputs: io.inputs,
+          outputs: io.outputs, dims, cap, taskTensors: io.task_tensors ?? [] }));
       } catch (e) {
         if (e instanceof PackageError) throw this.fail(e.message);
         throw e;
