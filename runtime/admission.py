@@ -588,7 +588,10 @@ def _admit(model, kind: str, inputs: list[dict], outputs: list[dict], dims: dict
     state = _Graph(cap)
     initializers = set()
     for t in g.initializer:
-        shape, value = _tensor_meta(t, f"initializer {t.name!r}", admitted.external)
+        try:
+            shape, value = _tensor_meta(t, f"initializer {t.name!r}", admitted.external)
+        except (ArithmeticError, IndexError, KeyError, TypeError, ValueError) as e:
+            raise Refused(f"initializer {t.name!r} cannot be read ({type(e).__name__}: {str(e)[:200]})") from None
         state.set(t.name, shape, value, counted=False)
         initializers.add(t.name)
     _check_io(g, inputs, outputs, dims, initializers, state, task_tensors)
@@ -600,7 +603,11 @@ def _admit(model, kind: str, inputs: list[dict], outputs: list[dict], dims: dict
         if domain not in imported and not (domain == "" and "ai.onnx" in imported):
             raise Refused(f"node {node.name!r} uses domain {domain or 'ai.onnx'}, which the graph does not import")
         attrs = _attrs(node)
-        state.run(node, attrs, admitted.external)
+        try:
+            state.run(node, attrs, admitted.external)
+        except (ArithmeticError, IndexError, KeyError, TypeError, ValueError) as e:  # a rule fed what no export has
+            raise Refused(f"the shapes of {node.op_type} node {node.name!r} cannot be computed from its inputs "
+                          f"({type(e).__name__}: {str(e)[:200]})") from None
     for o in outputs:
         got = state.shapes.get(o["name"])
         want = [d if isinstance(d, int) else dims[d] for d in o["shape"]]

@@ -272,3 +272,18 @@ def test_optimized_and_ort_mobile_graphs_pass_the_gate(tiny_base, tmp_path):
     for g in by_format.values():
         assert g["parity"]["status"] == "passed" and g["parity"]["relative_error"] < 1e-5
     assert manifest["files"]["ort/edit.ort"]["bytes"] > manifest["files"]["onnx/edit.weights"]["bytes"]
+
+
+def test_every_opset_the_schema_admits_exports(tiny_base, tmp_path):
+    """The exporter admits what it writes: at opset 20 torch writes ai.onnx Gelu, which the schema once lacked
+    (``export --opset 20`` failed its own admission)."""
+    from taskfold.runtime.limits import opsets
+
+    base, info = tiny_base
+    mtu = upcycle(base, UpcycleConfig(tasks=TASKS), info).eval()
+    lo, hi = opsets()[""]
+    for opset in (lo, hi):
+        export_package(mtu, ExportConfig(tasks=("t2i",), opset=opset), tmp_path / f"pkg{opset}", log=_quiet)
+        model = onnx.load(tmp_path / f"pkg{opset}/onnx/t2i.onnx", load_external_data=False)
+        assert model.opset_import[0].version == opset
+        assert verify_package(tmp_path / f"pkg{opset}") == []
