@@ -456,7 +456,7 @@ def run_loop(run: TrainRun, progress: bool):
 def _progress(cfg: TrainConfig, start: int):
     from tqdm.auto import tqdm
 
-    return tqdm(total=cfg.steps, initial=start, desc="train", unit="step")
+    return tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=None)  # None: no bar off a terminal
 
 
 def _log_step(run: TrainRun, done: int, running: dict[str, list[float]], global_batch: int, bar,

@@ -143,6 +143,15 @@ def test_a_kill_while_an_old_checkpoint_is_deleted_leaves_no_visible_partial_che
     assert not list((tmp_path / "checkpoints").glob(".step-*"))
 
 
+def test_no_progress_bar_when_stderr_is_not_a_terminal(world, tmp_path):
+    """A piped or logged run (the demo's stage logs, CI) gets no bar frames, as ``taskfold run``'s bar does."""
+    cmd = ["train", str(world / "mtu"), "--data", str(world / "data"), "--out", str(tmp_path / "run"),
+           "--steps", "2", "--batch-size", "2", "--checkpoint-every", "2", "--log-every", "1"]
+    done = subprocess.run([sys.executable, "-m", "taskfold", *cmd], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr and "step/s" not in done.stderr, done.stderr[-500:]
+
+
 def test_ctrl_c_says_which_checkpoints_stay_and_resume_continues(world, tmp_path):
     """SIGINT (Ctrl-C) mid-run: the complete checkpoints stay, for --resume, and the message says so."""
     run = tmp_path / "run"
