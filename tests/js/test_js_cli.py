@@ -3,6 +3,7 @@ refusals (exit status 2) before any work, the same warnings."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -10,7 +11,7 @@ from PIL import Image
 
 from taskfold.cli import main
 
-from .conftest import run_node
+from .conftest import REPO, run_node
 
 
 def test_js_cli_writes_the_python_clis_image(node, tiny_mtu_package, images, tmp_path, capsys):
@@ -25,7 +26,9 @@ def test_js_cli_writes_the_python_clis_image(node, tiny_mtu_package, images, tmp
     assert a.shape == b.shape == (32, 32, 3) and np.abs(a - b).max() <= 1
     settings = lambda line: re.sub(r"^wrote \S+ |, [0-9.]+ s\)$", "", line.strip())  # noqa: E731
     assert settings(done.stdout) == settings(py_out.out.splitlines()[-1])
-    assert "task edit, steps 5, strength 1*, guidance 3*, image guidance 1.2*" in done.stdout
+    rec = json.loads((REPO / "models" / "tiny-mtu" / "sampling.json").read_text())["tasks"]["edit"]
+    assert (f"task edit, steps 5, strength {rec['strength']:g}*, guidance {rec['guidance_scale']:g}*, "
+            f"image guidance {rec['image_guidance_scale']:g}*") in done.stdout  # the package's defaults, starred
     assert done.stderr.strip() == py_out.err.strip()  # the unknown-word warning, word for word
 
 
