@@ -152,12 +152,19 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(world, tmp_path):
     assert "\r" not in done.stderr and "step/s" not in done.stderr, done.stderr[-500:]
 
 
+def _sigint_default():
+    """A child started from a background job inherits SIGINT ignored (a shell without job control does that), and
+    Python then never raises KeyboardInterrupt: give the child the default action, as a terminal's Ctrl-C has."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_says_which_checkpoints_stay_and_resume_continues(world, tmp_path):
     """SIGINT (Ctrl-C) mid-run: the complete checkpoints stay, for --resume, and the message says so."""
     run = tmp_path / "run"
-    common = ["--steps", "400", "--batch-size", "4", "--checkpoint-every", "2", "--log-every", "2"]
+    common = ["--steps", "100000", "--batch-size", "4", "--checkpoint-every", "2", "--log-every", "2"]  # never ends first
     proc = subprocess.Popen([sys.executable, "-m", "taskfold", *_train_cmd(world, run, *common)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_default)
     deadline = time.time() + 120
     # any whole checkpoint from step 4 on (rotation keeps two, so one step's folder is visible only briefly)
     while time.time() < deadline and not any(p.name >= "step-0000004" for p in (run / "checkpoints").glob("step-*/")
