@@ -44,6 +44,8 @@ ELEM_TYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "i
               11: "float64", 16: "bfloat16"}
 _NP = {"float32": np.float32, "uint8": np.uint8, "int8": np.int8, "int16": np.int16, "int32": np.int32,
        "int64": np.int64, "bool": np.bool_, "float16": np.float16, "float64": np.float64}
+#: What a shape rule or tensor reader raises when fed what no export holds (turned into one refusal).
+_RULE_ERRORS = (ArithmeticError, IndexError, KeyError, TypeError, ValueError)
 _HINT = "the package is damaged or was crafted; only graphs `taskfold export` writes are run (re-export it)"
 
 
@@ -590,7 +592,7 @@ def _admit(model, kind: str, inputs: list[dict], outputs: list[dict], dims: dict
     for t in g.initializer:
         try:
             shape, value = _tensor_meta(t, f"initializer {t.name!r}", admitted.external)
-        except (ArithmeticError, IndexError, KeyError, TypeError, ValueError) as e:
+        except _RULE_ERRORS as e:
             raise Refused(f"initializer {t.name!r} cannot be read ({type(e).__name__}: {str(e)[:200]})") from None
         state.set(t.name, shape, value, counted=False)
         initializers.add(t.name)
@@ -605,7 +607,7 @@ def _admit(model, kind: str, inputs: list[dict], outputs: list[dict], dims: dict
         attrs = _attrs(node)
         try:
             state.run(node, attrs, admitted.external)
-        except (ArithmeticError, IndexError, KeyError, TypeError, ValueError) as e:  # a rule fed what no export has
+        except _RULE_ERRORS as e:  # a rule fed what no export has
             raise Refused(f"the shapes of {node.op_type} node {node.name!r} cannot be computed from its inputs "
                           f"({type(e).__name__}: {str(e)[:200]})") from None
     for o in outputs:
