@@ -163,7 +163,7 @@ def _name_numbers(what: str):
 
 TRAIN_FIELDS = ("steps", "batch_size", "optimizer", "lr", "lr_schedule", "lr_warmup", "lr_scale", "weight_decay",
                 "task_weights", "grad_accum", "mixed_precision", "prompt_dropout", "image_dropout", "trainable", "train_text_encoder",
-                "noise_schedule", "snr_gamma", "checkpoint_every", "log_every", "seed")
+                "noise_schedule", "snr_gamma", "x0_weight_cap", "checkpoint_every", "log_every", "seed")
 
 
 def _add_train(sub):
@@ -198,6 +198,9 @@ def _add_train(sub):
     option(p, T, "noise_schedule", choices=["sd", "ddpm"], unset=True,
            help="sd = scaled_linear, ddpm = linear (unset: the model's own, else sd)")
     option(p, T, "snr_gamma", help="Min-SNR-gamma loss weighting, e.g. 5 (unset: plain MSE)", unset=True)
+    option(p, T, "x0_weight_cap", unset=True,
+           help="at high noise weigh the clean-image error at least like the noise error, the weight capped "
+                "here, e.g. 100 (truncated-SNR weighting; unset: off)")
     option(p, T, "checkpoint_every", help="steps between checkpoints", unset=True)
     option(p, T, "log_every", help="steps between log.jsonl records", unset=True)
     option(p, T, "seed", help="seed of the batch plan and the fresh text encoder", unset=True)

@@ -59,6 +59,7 @@ class TrainConfig(Config):
     noise_schedule: str | None = None  # None: the model's (or its base's) schedule, else "sd"
     num_train_timesteps: int = 1000
     snr_gamma: float | None = None  # Min-SNR-gamma loss weighting (Hang et al. 2023); None: plain MSE
+    x0_weight_cap: float | None = None  # high noise: the clean-image error weighs >= the noise error's, up to this
     checkpoint_every: int = 100
     log_every: int = 10
     seed: int = 0
@@ -74,7 +75,7 @@ class TrainConfig(Config):
                                   f"accepts, {most:,}")
         if self.optimizer not in ("adam", "adamw"):
             raise ConfigError(f"optimizer {self.optimizer!r} is not one of adam, adamw")
-        for name in ("lr", "weight_decay", "max_grad_norm", "snr_gamma"):
+        for name in ("lr", "weight_decay", "max_grad_norm", "snr_gamma", "x0_weight_cap"):
             v = getattr(self, name)
             if v is not None and not is_finite_number(v):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {v!r}")
@@ -97,6 +98,8 @@ class TrainConfig(Config):
             raise ConfigError(f"--noise-schedule {self.noise_schedule!r} is not one of {', '.join(NOISE_SCHEDULES)}")
         if self.snr_gamma is not None and not self.snr_gamma > 0:
             raise ConfigError(f"--snr-gamma must be positive, got {self.snr_gamma}")
+        if self.x0_weight_cap is not None and not self.x0_weight_cap >= 1:
+            raise ConfigError(f"--x0-weight-cap must be at least 1 (1 changes nothing), got {self.x0_weight_cap}")
         unknown = sorted(set(self.lr_scale) - set(LR_COMPONENTS))
         if unknown:
             raise ConfigError(f"--lr-scale names {', '.join(map(repr, unknown))}; expected components among "

@@ -83,16 +83,25 @@ def param_groups(module: TrainModule, cfg: TrainConfig) -> list[dict]:
 def loss_weights(cfg: TrainConfig, acp: torch.Tensor) -> torch.Tensor | None:
     """Per-timestep weights of the noise-prediction MSE, or ``None`` for the plain mean.
 
-    Min-SNR-gamma (Hang et al., "Efficient Diffusion Training via Min-SNR Weighting Strategy",
-    2023) for epsilon prediction: ``w(t) = min(SNR(t), gamma) / SNR(t)`` with
-    ``SNR = alpha_bar / (1 - alpha_bar)``. The plain epsilon MSE weighs an error in the clean
-    image by SNR(t), i.e. hardly at all at high noise, where a condition image decides the
-    layout; capping the weight of the low-noise steps lets those high-noise steps count.
+    With ``SNR = alpha_bar / (1 - alpha_bar)``, an error in the clean-image estimate costs SNR(t)
+    times less in the noise-prediction MSE: ``|eps - eps^|^2 = SNR |x0 - x0^|^2``. The plain MSE
+    hardly trains the high-noise steps, where a condition image decides the layout.
+
+    * ``snr_gamma``: Min-SNR-gamma (Hang et al., "Efficient Diffusion Training via Min-SNR Weighting
+      Strategy", 2023) for epsilon prediction, ``w(t) = min(SNR, gamma) / SNR``: the low-noise
+      steps are capped so the others count relatively more.
+    * ``x0_weight_cap``: truncated-SNR weighting (Salimans & Ho, "Progressive Distillation", 2022,
+      ``max(SNR, 1) |x0 - x0^|^2``): where SNR < 1 the loss is the clean-image MSE, i.e.
+      ``w(t) = max(w(t), 1 / SNR)``, the weight capped at ``x0_weight_cap`` so the last few
+      hundred steps (1 / SNR up to 10^4 on the linear schedule) do not fill every batch's gradient.
     """
-    if cfg.snr_gamma is None:
+    if cfg.snr_gamma is None and cfg.x0_weight_cap is None:
         return None
     snr = acp / (1 - acp)
-    return torch.clamp(snr, max=cfg.snr_gamma) / snr
+    w = torch.clamp(snr, max=cfg.snr_gamma) / snr if cfg.snr_gamma is not None else torch.ones_like(snr)
+    if cfg.x0_weight_cap is not None:
+        w = torch.maximum(w, torch.clamp(1 / snr, max=cfg.x0_weight_cap))
+    return w
 
 
 def alphas_cumprod(cfg: TrainConfig) -> torch.Tensor:

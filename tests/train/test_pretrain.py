@@ -90,3 +90,21 @@ def test_min_snr_weights():
     low, high = int((snr > 5).nonzero().max()), int((snr < 5).nonzero().min())
     assert torch.allclose(w[: low + 1], 5.0 / snr[: low + 1]) and bool((w[high:] == 1).all())
     assert w[0].item() < 1e-3 and w[999].item() == 1.0
+
+
+def test_x0_weight_cap_weighs_high_noise_in_clean_image_terms():
+    import pytest
+
+    from taskfold.errors import ConfigError
+    from taskfold.train.trainer import TrainConfig, alphas_cumprod, loss_weights
+
+    cfg = TrainConfig(snr_gamma=5.0, x0_weight_cap=100.0, noise_schedule="ddpm")
+    acp = alphas_cumprod(cfg)
+    w, snr = loss_weights(cfg, acp), acp / (1 - acp)
+    mid = (snr < 1) & (1 / snr < 100)  # the clean-image MSE, uncapped
+    assert int(mid.sum()) > 100 and torch.allclose(w[mid], 1 / snr[mid])
+    assert float(w[999]) == 100.0 and float(w.max()) == 100.0
+    assert torch.allclose(w[snr >= 1], loss_weights(TrainConfig(snr_gamma=5.0, noise_schedule="ddpm"), acp)[snr >= 1])
+    assert torch.equal(loss_weights(TrainConfig(x0_weight_cap=1.0), acp), torch.ones_like(acp))
+    with pytest.raises(ConfigError, match="x0-weight-cap must be at least 1"):
+        TrainConfig(x0_weight_cap=0.5)
