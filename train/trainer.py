@@ -83,9 +83,9 @@ def param_groups(module: TrainModule, cfg: TrainConfig) -> list[dict]:
 def loss_weights(cfg: TrainConfig, acp: torch.Tensor) -> torch.Tensor | None:
     """Per-timestep weights of the noise-prediction MSE, or ``None`` for the plain mean.
 
-    With ``SNR = alpha_bar / (1 - alpha_bar)``, an error in the clean-image estimate costs SNR(t)
-    times less in the noise-prediction MSE: ``|eps - eps^|^2 = SNR |x0 - x0^|^2``. The plain MSE
-    hardly trains the high-noise steps, where a condition image decides the layout.
+    With ``SNR = alpha_bar / (1 - alpha_bar)``, an error in the clean-image estimate enters the
+    noise-prediction MSE multiplied by SNR(t): ``|eps - eps^|^2 = SNR |x0 - x0^|^2``. The plain MSE
+    hardly trains the high-noise steps (SNR << 1), where a condition image decides the layout.
 
     * ``snr_gamma``: Min-SNR-gamma (Hang et al., "Efficient Diffusion Training via Min-SNR Weighting
       Strategy", 2023) for epsilon prediction, ``w(t) = min(SNR, gamma) / SNR``: the low-noise
@@ -93,7 +93,7 @@ def loss_weights(cfg: TrainConfig, acp: torch.Tensor) -> torch.Tensor | None:
     * ``x0_weight_cap``: truncated-SNR weighting (Salimans & Ho, "Progressive Distillation", 2022,
       ``max(SNR, 1) |x0 - x0^|^2``): where SNR < 1 the loss is the clean-image MSE, i.e.
       ``w(t) = max(w(t), 1 / SNR)``, the weight capped at ``x0_weight_cap`` so the last few
-      hundred steps (1 / SNR up to 10^4 on the linear schedule) do not fill every batch's gradient.
+      hundred steps (1 / SNR past 10^4 on the linear schedule) do not fill every batch's gradient.
     """
     if cfg.snr_gamma is None and cfg.x0_weight_cap is None:
         return None
