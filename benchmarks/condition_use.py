@@ -52,7 +52,7 @@ def condition_use(mtu_dir: str | Path, data: str | Path, tasks: list[str] | None
         raise ConfigError(f"task(s) {', '.join(unknown)} are not image-conditioned tasks of the model; "
                           f"expected some of {', '.join(conditioned)}")
     ds = load_dataset(data, split=split)
-    clip = cfg.noise_schedule == "ddpm"  # pixel space: sampled with the x0 estimate clipped to [-1, 1]
+    clip = cfg.scheduler_config()["clip_sample"]  # as the model is sampled (pixel space: x0 clipped to [-1, 1])
     out: dict = {"n": {}}
     for task in tasks:
         rows = [i for i in range(len(ds)) if ds.rows[i].task == task][:n]
