@@ -72,6 +72,19 @@ def guidance_batches(kind: str) -> tuple[Conditioning, ...]:
     return _BATCHES[kind]
 
 
+def effective_kind(kind: str, text_scale: float | None, image_scale: float | None) -> str:
+    """The guidance a step runs: ``none`` where the scales make ``kind``'s combination equal the fully
+    conditioned prediction (``text`` at scale 1; ``image_text`` at text and image scale 1), so its
+    unconditional evaluations are skipped, as diffusers' pipelines skip them at ``guidance_scale`` 1;
+    else ``kind`` itself. ``None`` scales count as 1 (the task has no such scale)."""
+    _check_kind(kind)
+    text = 1.0 if text_scale is None else float(text_scale)
+    image = 1.0 if image_scale is None else float(image_scale)
+    if (kind == "text" and text == 1.0) or (kind == "image_text" and text == 1.0 and image == 1.0):
+        return "none"
+    return kind
+
+
 def none(eps_full: np.ndarray) -> np.ndarray:
     """No guidance: the fully conditioned prediction itself."""
     return eps_full

@@ -157,6 +157,7 @@ def sample(model: Model, spec: TaskSpec, prompts: list[str], *, scheduler_config
     b, (c, h, w) = len(prompts), latent_shape
     s_text = spec.guidance_scale if guidance_scale is None else guidance_scale
     s_img = spec.image_guidance_scale if image_guidance_scale is None else image_guidance_scale
+    kind = G.effective_kind(spec.guidance, s_text, s_img)  # scales of 1: one evaluation per step, not 2 or 3
     sched = make_scheduler(scheduler, SchedulerConfig.from_diffusers_config(scheduler_config), steps)
     image_parts = condition_parts(spec, model.encode_images, condition, mask, (h, w), model.scaling_factor,
                                   model.shift_factor)
@@ -174,14 +175,14 @@ def sample(model: Model, spec: TaskSpec, prompts: list[str], *, scheduler_config
         ts = np.full((b,), float(sched.timesteps[i]), dtype=np.float32)
         evals = [(xin if image_parts is None else
                   np.concatenate([xin, image_parts if c.image else np.zeros_like(image_parts)], 1),
-                  text if c.text or spec.guidance == "none" else empty) for c in G.guidance_batches(spec.guidance)]
+                  text if c.text or kind == "none" else empty) for c in G.guidance_batches(kind)]
         if len(evals) > 1 and (model.max_batch is None or model.max_batch >= b * len(evals)):
             out = model.unet(np.concatenate([e[0] for e in evals]), np.tile(ts, len(evals)),
                              np.concatenate([e[1] for e in evals]))
             outs = np.split(np.asarray(out, np.float32), len(evals))
         else:
             outs = [np.asarray(model.unet(x_in, ts, states), np.float32) for x_in, states in evals]
-        eps = G.combine(spec.guidance, outs, text_scale=s_text, image_scale=s_img if s_img is not None else 1.0)
+        eps = G.combine(kind, outs, text_scale=s_text, image_scale=s_img if s_img is not None else 1.0)
         x = sched.step(eps.astype(np.float32), i, x, generator=source)
         if callback is not None:
             x = _from_callback(callback(i - start, float(sched.timesteps[i]), x), x)

@@ -39,6 +39,22 @@ export function guidanceBatches(kind) {
 }
 
 /**
+ * The guidance a step runs: `none` where the scales make `kind`'s combination equal the fully conditioned
+ * prediction (`text` at scale 1; `image_text` at text and image scale 1), so its unconditional evaluations
+ * are skipped; else `kind` itself. Null scales count as 1 (mirrors `effective_kind`).
+ * @param {string} kind
+ * @param {number | null | undefined} textScale
+ * @param {number | null | undefined} imageScale
+ */
+export function effectiveKind(kind, textScale, imageScale) {
+  checkKind(kind);
+  const text = textScale ?? 1;
+  const image = imageScale ?? 1;
+  if ((kind === 'text' && text === 1) || (kind === 'image_text' && text === 1 && image === 1)) return 'none';
+  return kind;
+}
+
+/**
  * `e_uncond + scale * (e_text - e_uncond)`.
  * @param {Float32Array} uncond
  * @param {Float32Array} text

@@ -10,7 +10,7 @@
  */
 
 import { ConfigError, repr } from './errors.js';
-import { combine, guidanceBatches } from './guidance.js';
+import { combine, effectiveKind, guidanceBatches } from './guidance.js';
 import { checkSeed, noiseSource, normal } from './noise.js';
 import { SCHEDULERS, checkStrength, configFromDiffusers, makeScheduler, startLatents } from './schedulers.js';
 import { needsCondition, needsMask } from './tasks.js';
@@ -257,13 +257,14 @@ export async function sample(model, spec, prompts, options) {
   const init = strength < 1 ? (await model.encodeImages(/** @type {Tensor} */ (condition))).data : null;
   let [x, start] = startLatents(sched, noise, init, strength);
   const shape = [b, c, h, w];
-  const batches = guidanceBatches(spec.guidance);
+  const kind = effectiveKind(spec.guidance, sText, sImg); // scales of 1: one evaluation per step, not 2 or 3
+  const batches = guidanceBatches(kind);
   for (let i = start; i < sched.timesteps.length; i++) {
     const xin = { data: sched.scaleModelInput(x, i), shape };
     const ts = { data: new Float32Array(b).fill(sched.timesteps[i]), shape: [b] };
     const evals = batches.map((cond) => /** @type {[Tensor, Tensor]} */ ([
       imageParts === null ? xin : concat([xin, cond.image ? imageParts : { data: new Float32Array(imageParts.data.length), shape: imageParts.shape }], 1),
-      cond.text || spec.guidance === 'none' ? text : empty,
+      cond.text || kind === 'none' ? text : empty,
     ]));
     /** @type {Float32Array[]} */
     let outs;
@@ -275,7 +276,7 @@ export async function sample(model, spec, prompts, options) {
       outs = [];
       for (const [xIn, states] of evals) outs.push((await model.unet(xIn, ts, states)).data);
     }
-    const eps = combine(spec.guidance, outs, { textScale: sText, imageScale: sImg ?? 1.0 });
+    const eps = combine(kind, outs, { textScale: sText, imageScale: sImg ?? 1.0 });
     x = sched.step(eps, i, x, source);
     if (onStep) x = fromCallback(onStep({ step: i - start, steps: sched.timesteps.length - start, timestep: sched.timesteps[i], latents: { data: x, shape } }), x);
   }

@@ -60,6 +60,34 @@ def test_a_negative_prompt_replaces_the_empty_prompt_in_every_unconditional_eval
     assert calls_none[0][0] == 1  # the empty prompt's states
 
 
+@pytest.mark.parametrize("task, scales, batch", [("t2i", {"guidance_scale": 1.0}, 2),
+                                                 ("t2i", {"guidance_scale": 1.5}, 4),
+                                                 ("edit", {"guidance_scale": 1.0, "image_guidance_scale": 1.0}, 2),
+                                                 ("edit", {"guidance_scale": 1.0, "image_guidance_scale": 1.2}, 6),
+                                                 ("edit", {"guidance_scale": 1.5, "image_guidance_scale": 1.0}, 6)])
+def test_guidance_scales_of_one_skip_the_unconditional_evaluations(task, scales, batch):
+    """At scale 1 the guided prediction is the conditioned one, so (as in diffusers) only that is evaluated;
+    the images are those of the full guidance arithmetic."""
+    spec = BUILTIN_TASKS[task]
+    cond = np.full((2, 3, 4, 4), 0.25, np.float32) if spec.needs_condition else None
+    kw = dict(scheduler_config={}, latent_shape=(3, 4, 4), condition=cond, steps=3, strength=1.0, seed=4)
+
+    def unet(x, t, h):  # depends on the text states and the image channels, so a skipped branch would show
+        calls.append(x.shape[0])
+        return np.tanh(x[:, :3] * np.float32(0.3) + x[:, 3:].sum(axis=(1, 2, 3))[:, None, None, None] * np.float32(0.01)
+                       + h[:, :1, :1, None])
+    calls = []
+    model = Model(unet, _recording_model([]).encode_text, lambda im: im, lambda z: z, max_batch=None)
+    got = sample(model, spec, ["a", "bb"], **scales, **kw)
+    assert calls == [batch] * 3, calls
+    if batch == 2:  # the skipped arithmetic, written out: the three-branch combination equals the full branch
+        calls.clear()
+        model_split = Model(unet, model.encode_text, lambda im: im, lambda z: z, max_batch=1)
+        forced = sample(model_split, spec, ["a", "bb"], **{k: v + 1e-9 for k, v in scales.items()}, **kw)
+        assert calls == [2] * (3 * (3 if task == "edit" else 2)), calls
+        np.testing.assert_allclose(got, forced, rtol=0, atol=1e-5)
+
+
 def test_a_negative_prompt_is_refused_where_nothing_reads_it():
     kw = dict(scheduler_config={}, latent_shape=(3, 4, 4), steps=2, strength=1.0)
     with pytest.raises(ConfigError, match="task 'sr' uses no classifier-free guidance on text"):

@@ -66,6 +66,18 @@ def test_guidance_batches_count_and_order():
     assert UNCOND == Conditioning(text=False, image=False) and FULL == Conditioning(text=True, image=True)
 
 
+def test_effective_kind_drops_guidance_only_where_the_scales_cancel_it():
+    from taskfold.runtime.guidance import effective_kind
+
+    assert effective_kind("text", 1.0, None) == "none" and effective_kind("text", 1.5, None) == "text"
+    assert effective_kind("text", 0.0, None) == "text"  # scale 0 is the unconditional prediction, not skipped
+    assert effective_kind("image_text", 1.0, 1.0) == "none"
+    assert effective_kind("image_text", 1.0, 1.2) == "image_text" and effective_kind("image_text", 2, 1) == "image_text"
+    assert effective_kind("none", 7.5, 1.5) == "none"
+    with pytest.raises(ConfigError, match="guidance 'cfg' is not supported"):
+        effective_kind("cfg", 1.0, 1.0)
+
+
 @pytest.mark.parametrize("kind", GUIDANCE_KINDS)
 def test_combine_takes_a_list_or_a_stacked_batch(kind):
     outputs = [eps(i) for i in range(len(guidance_batches(kind)))]
