@@ -32,12 +32,15 @@ def _product(strengths, scales):
     return [({"strength": s} if s is not None else {}) | sc for s, sc in itertools.product(strengths, scales)]
 
 
-#: Per task: the settings tried (strength x a few guidance pairs: the paper's defaults and a milder one).
+#: Per task: the settings tried (strength x a few guidance pairs: the paper's defaults, a milder one and none).
 GRID = {
     "t2i": _product([None], [{"guidance_scale": g} for g in (1.5, 3.0, 5.0, 7.5)]),
-    "edit": _product([0.3, 0.4, 0.5, 0.75, 1.0], [{"guidance_scale": 3.0, "image_guidance_scale": 1.2},
+    "edit": _product([0.3, 0.4, 0.5, 0.75, 1.0], [{"guidance_scale": 1.0, "image_guidance_scale": 1.0},
+                                        {"guidance_scale": 1.5, "image_guidance_scale": 1.2},
+                                        {"guidance_scale": 3.0, "image_guidance_scale": 1.2},
                                         {"guidance_scale": 7.5, "image_guidance_scale": 1.6}]),
     "inpaint": _product([0.3, 0.4, 0.5, 0.75, 1.0], [{"guidance_scale": 1.0, "image_guidance_scale": 1.0},
+                                           {"guidance_scale": 1.5, "image_guidance_scale": 1.2},
                                            {"guidance_scale": 4.0, "image_guidance_scale": 1.5}]),
     "sr": _product([0.15, 0.3, 0.5, 1.0], [{}]),
 }

@@ -122,11 +122,18 @@ def test_silent_for_an_encoder_without_a_record(pretrained, tmp_path, capsys):
     assert read_token_counts(tmp_path / "run" / "mtu" / "text_encoder") is None
 
 
-def test_the_bundled_tiny_mtu_records_nothing_and_stays_silent(tmp_path, capsys):
+def test_the_bundled_tiny_mtu_carries_its_bases_counts_and_knows_every_task_word(tmp_path, capsys):
     from pathlib import Path
 
-    mtu = Path(__file__).resolve().parents[2] / "models" / "tiny-mtu"
-    make_shapes(tmp_path / "data", n=4, size=32, seed=0, tasks=("edit",))
+    repo = Path(__file__).resolve().parents[2]
+    mtu, base = repo / "models" / "tiny-mtu", repo / "models" / "tiny-base"
+    counts = read_token_counts(mtu / "text_encoder")  # its text encoder is the base's, frozen in every stage
+    assert counts == read_token_counts(base / "text_encoder") and counts["left"] > 0 and counts["remove"] > 0
+    make_shapes(tmp_path / "data", n=40, size=32, seed=0, tasks=("t2i", "edit", "sr", "inpaint"))
     capsys.readouterr()
     assert main(["data", "check", str(tmp_path / "data"), "--model", str(mtu)]) == 0
     assert capsys.readouterr().err == ""
+    row = rows(tmp_path / "data")[0] | {"prompt": "rotate the circle clockwise"}
+    write_rows(tmp_path / "data", [row, *rows(tmp_path / "data")[1:]])
+    assert main(["data", "check", str(tmp_path / "data"), "--model", str(mtu)]) == 0
+    assert "rotate" in capsys.readouterr().err
