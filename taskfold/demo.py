@@ -17,8 +17,9 @@
    its model is not the one shown (unless ``--model trained``);
 4. ``export``: every task of the shown model folded to ONNX (shared backbone) and CoreML
    where coremltools is installed, each graph through the parity gate. The shown model is
-   the bundled fine-tuned one (``models/tiny-mtu``: the same recipe run for 3,600 steps in three
-   stages, see its README; ``--model trained`` shows the demo's own short fine-tune instead);
+   the bundled fine-tuned one (``models/tiny-mtu``: 12,200 steps in six stages, the last four with
+   the backbone trainable too, see its README; ``--model trained`` shows the demo's own short
+   fine-tune instead);
 5. ``evaluate``: every task through the runtime on held-out rows, scored by task success,
    sampled the way ``taskfold run`` samples by default (the package's recommended sampling,
    which the bundled model's ``sampling.json`` chose on a validation split), with a progress bar
