@@ -163,7 +163,7 @@ def sample(model: Model, spec: TaskSpec, prompts: list[str], *, scheduler_config
                                   model.shift_factor)
     negative = check_negative(spec, negative_prompts, b)
     text = model.encode_text(prompts if spec.uses_text else [""] * b)
-    empty = model.encode_text(negative or [""] * b)
+    empty = model.encode_text(negative or [""] * b) if kind != "none" else None  # read by unconditional evaluations only
     source = noise_source(seed)
     noise = normal(source, (b, c, h, w))
     init = model.encode_images(condition) if strength < 1 else None
@@ -175,7 +175,7 @@ def sample(model: Model, spec: TaskSpec, prompts: list[str], *, scheduler_config
         ts = np.full((b,), float(sched.timesteps[i]), dtype=np.float32)
         evals = [(xin if image_parts is None else
                   np.concatenate([xin, image_parts if c.image else np.zeros_like(image_parts)], 1),
-                  text if c.text or kind == "none" else empty) for c in G.guidance_batches(kind)]
+                  text if c.text else empty) for c in G.guidance_batches(kind)]
         if len(evals) > 1 and (model.max_batch is None or model.max_batch >= b * len(evals)):
             out = model.unet(np.concatenate([e[0] for e in evals]), np.tile(ts, len(evals)),
                              np.concatenate([e[1] for e in evals]))

@@ -251,20 +251,20 @@ export async function sample(model, spec, prompts, options) {
   const imageParts = await conditionParts(spec, model.encodeImages, condition, mask, [h, w], model.scalingFactor, model.shiftFactor);
   const negative = checkNegative(spec, options.negativePrompts, b);
   const text = await model.encodeText(spec.uses_text ? prompts : prompts.map(() => ''));
-  const empty = await model.encodeText(negative ?? prompts.map(() => ''));
+  const kind = effectiveKind(spec.guidance, sText, sImg); // scales of 1: one evaluation per step, not 2 or 3
+  const empty = kind === 'none' ? null : await model.encodeText(negative ?? prompts.map(() => '')); // unconditional evaluations only
   const source = noiseSource(seed);
   const noise = normal(source, b * c * h * w);
   const init = strength < 1 ? (await model.encodeImages(/** @type {Tensor} */ (condition))).data : null;
   let [x, start] = startLatents(sched, noise, init, strength);
   const shape = [b, c, h, w];
-  const kind = effectiveKind(spec.guidance, sText, sImg); // scales of 1: one evaluation per step, not 2 or 3
   const batches = guidanceBatches(kind);
   for (let i = start; i < sched.timesteps.length; i++) {
     const xin = { data: sched.scaleModelInput(x, i), shape };
     const ts = { data: new Float32Array(b).fill(sched.timesteps[i]), shape: [b] };
     const evals = batches.map((cond) => /** @type {[Tensor, Tensor]} */ ([
       imageParts === null ? xin : concat([xin, cond.image ? imageParts : { data: new Float32Array(imageParts.data.length), shape: imageParts.shape }], 1),
-      cond.text || kind === 'none' ? text : empty,
+      cond.text ? text : /** @type {Tensor} */ (empty),
     ]));
     /** @type {Float32Array[]} */
     let outs;
