@@ -85,7 +85,7 @@ def test_generate_gives_the_images_it_gave_before_the_new_options(tiny_mtu_packa
         assert got[c["id"]].shape == want.shape, c["id"]
         err = float(np.abs(got[c["id"]] - want).max())
         assert err < TOLERANCE, (c["id"], err)
-        assert float(want.std()) > 0.02, c["id"]  # an image, not a constant (the least: sr-euler-a, 0.054)
+        assert float(want.std()) > 0.02, c["id"]  # an image, not a constant (the least: sr-euler-a, 0.029)
     assert float(np.abs(saved["t2i-ddim"] - saved["t2i-euler-a"]).max()) > 0.1  # the cases differ
 
 
