@@ -15,7 +15,6 @@ object). ``DST`` must not exist; its ``metadata.jsonl`` appears last, whole, or 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys

@@ -43,3 +43,12 @@ def one_line_error(code, err):
     """A refusal: exit 2 and one ``error: ...`` line, no traceback."""
     assert code == 2, err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def small_shapes(tmp_path_factory, tasks, name="data"):
+    """A 40-row-per-task shapes dataset (seed 2, a quarter held out) in a fresh temporary folder."""
+    from taskfold.train.shapes import make_shapes
+
+    out = tmp_path_factory.mktemp(name) / "data"
+    make_shapes(out, n=40, size=32, seed=2, tasks=tuple(tasks), test_fraction=0.25)
+    return out

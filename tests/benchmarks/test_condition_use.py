@@ -10,16 +10,14 @@ import pytest
 
 from taskfold.benchmarks.condition_use import condition_use, format_table, main
 from taskfold.errors import ConfigError
-from taskfold.train.shapes import make_shapes
+from tests._helpers import small_shapes
 
 MTU = Path(__file__).resolve().parents[2] / "models" / "tiny-mtu"
 
 
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cu") / "data"
-    make_shapes(out, n=40, size=32, seed=2, tasks=("edit", "sr", "inpaint"), test_fraction=0.25)
-    return out
+    return small_shapes(tmp_path_factory, ("edit", "sr", "inpaint"), "cu")
 
 
 def test_the_bundled_model_reads_its_condition_at_mid_noise(rows):

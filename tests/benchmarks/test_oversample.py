@@ -10,14 +10,12 @@ import pytest
 from taskfold.benchmarks.oversample import main, oversample, parse_repeats
 from taskfold.errors import DataError
 from taskfold.train.data import check_dataset
-from taskfold.train.shapes import make_shapes
+from tests._helpers import small_shapes
 
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
-    out = tmp_path_factory.mktemp("os") / "data"
-    make_shapes(out, n=40, size=32, seed=2, tasks=("t2i", "edit", "inpaint"), test_fraction=0.25)
-    return out
+    return small_shapes(tmp_path_factory, ("t2i", "edit", "inpaint"), "os")
 
 
 def _kinds(path):
