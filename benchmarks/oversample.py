@@ -22,12 +22,13 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+from taskfold._io import read_regular_file
 from taskfold.errors import DataError
 
 KINDS = ("edit:colour", "edit:move", "edit:size", "inpaint:both-small", "inpaint:kept-large")
 #: the largest repeat a kind may get (a typo such as 30 for 3 would swamp the task)
 MAX_REPEAT = 20
-#: the largest ``shapes.json`` copied beside the rows
+#: the largest ``shapes.json`` copied beside the rows (a larger one is refused)
 MAX_MANIFEST_BYTES = 1 << 20
 
 
@@ -85,19 +86,23 @@ def oversample(src: str | Path, out: str | Path, repeats: dict[str, int]) -> dic
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        written = []
+        written, placed = [], set()
         for row in report.rows:
             for path in (row.target, row.condition, row.mask):
-                if path is not None and not (tmp / path.relative_to(src)).exists():
+                if path is not None and path not in placed:  # rows may share an image
                     _place(path, tmp / path.relative_to(src))
+                    placed.add(path)
             kind = row_kind(row.task, row.meta) or row.task
             n = repeats.get(kind, 1) if row.split == "train" else 1
             before[f"{kind} {row.split}"] += 1
             after[f"{kind} {row.split}"] += n
             written.extend([lines[row.line - 1]] * n)
         manifest = src / "shapes.json"
-        if manifest.is_file() and manifest.stat().st_size <= MAX_MANIFEST_BYTES:
-            shutil.copyfile(manifest, tmp / "shapes.json")
+        if manifest.exists() or manifest.is_symlink():  # the generator's record, kept beside the rows
+            if not manifest.resolve().is_relative_to(src.resolve()):
+                raise DataError(f"{str(manifest)!r} is a symlink that leads outside the dataset folder")
+            (tmp / "shapes.json").write_bytes(read_regular_file(manifest, DataError, "shapes.json",
+                                                                MAX_MANIFEST_BYTES))
         (tmp / METADATA).write_text("\n".join(written) + "\n", encoding="utf-8")
         tmp.rename(out)
     except BaseException:

@@ -63,3 +63,16 @@ def test_a_dataset_with_a_bad_row_or_an_existing_output_is_refused_and_nothing_i
     (mine / "keep.txt").write_text("mine")
     assert main([str(shapes), "--out", str(mine), "--repeat", "edit:move=2"]) == 2
     assert (mine / "keep.txt").read_text() == "mine" and sorted(p.name for p in mine.iterdir()) == ["keep.txt"]
+
+
+def test_a_shapes_json_linked_outside_the_dataset_is_refused(shapes, tmp_path):
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(shapes, src)
+    (tmp_path / "secret.txt").write_text("not the dataset's")
+    (src / "shapes.json").unlink()
+    (src / "shapes.json").symlink_to(tmp_path / "secret.txt")
+    with pytest.raises(DataError, match="leads outside the dataset folder"):
+        oversample(src, tmp_path / "o2", {"edit:move": 2})
+    assert not (tmp_path / "o2").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".o2.")]
