@@ -69,3 +69,18 @@ def test_refuses_a_folder_that_is_neither(tmp_path, capsys):
         encoder_for(tmp_path)
     assert main([str(tmp_path)]) == 2
     assert "neither a package" in capsys.readouterr().err
+
+
+def test_the_bundled_finetune_tells_apart_what_the_base_blurred():
+    """Issue 25: the base's encoder gives left / right / up / down nearly one output (move contrast 0.16, colours
+    1.08), so no fine-tune with it frozen could follow a move; the bundled fine-tune trained it (stages 9-11 of
+    models/tiny-mtu/README.md). Both read from the committed weights."""
+    from taskfold.demo import bundled_base, bundled_mtu
+
+    base = word_contrast(encoder_for(bundled_base() / "text_encoder"))
+    tuned = word_contrast(encoder_for(bundled_mtu() / "text_encoder"))
+    assert base["move"]["median"] < 0.25 * base["recolour"]["median"], base
+    assert tuned["move"]["median"] > 2 * base["move"]["median"], (base["move"], tuned["move"])
+    assert tuned["resize"]["median"] > 1.5 * base["resize"]["median"], (base["resize"], tuned["resize"])
+    # every group is now told apart at least three times as far as the base told the directions apart
+    assert {g: round(r["median"], 3) for g, r in tuned.items() if r["median"] < 3 * base["move"]["median"]} == {}
