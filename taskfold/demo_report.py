@@ -315,8 +315,8 @@ def write_report(root: str | Path) -> Path:
                f"layer and fine-tuned here on the shapes world for {steps} steps"
                + (f" (final loss {last['loss']:.4f}; chart under Training)" if last else "") + ". ")
     shown = ("That model is the one shown below" if shown_is_own else
-             f"Every number and image below belongs to {model}: fine-tuned for 17,200 steps in eight stages, the last "
-             "six with the shared backbone trainable too (models/tiny-mtu/README.md), exported here")
+             f"Every number and image below belongs to {model}: fine-tuned for 21,600 steps in eleven stages, the last "
+             "nine with the shared backbone trainable too, the last three the text encoder (models/tiny-mtu/README.md), exported here")
     sampled = ("sampled with the package's recommended settings, what `taskfold run` uses without flags"
                if metrics.get("steps") == "package defaults" else f"{metrics['steps']} {metrics['scheduler']} steps")
     summary = (trained + shown + f" ({_checks(manifest)}) and run through the runtime on held-out rows of this "
@@ -341,7 +341,7 @@ def write_report(root: str | Path) -> Path:
                       "stays there to step 100, measured). "
                       + ("Its model is the one shown above." if shown_is_own else
                          f"Its model is not shown: the numbers and images above belong to {model}, fine-tuned "
-                         "for 17,200 steps (`taskfold demo --model trained` shows this one instead).")),
+                         "for 21,600 steps (`taskfold demo --model trained` shows this one instead).")),
         "flops": _flop_rows(bench),
         "flop_note": "FLOPs counted from each exported ONNX graph (Conv, MatMul, Gemm, Einsum). The folded graphs "
                      "differ from the base only by conv_in's input channels; the unfolded graph keeps all experts, "
