@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 from pathlib import Path
 
@@ -81,7 +80,7 @@ def encoder_for(path: str | Path):
 
         def encode(prompts):
             with torch.no_grad():
-                return te(torch.from_numpy(te.tokenize(prompts))).numpy()
+                return te.encode(prompts).numpy()
         return encode
     raise ConfigError(f"{str(path)!r} is neither a package (manifest.json) nor a text-encoder folder (config.json)")
 

@@ -17,6 +17,10 @@ from .benchmarks.evaluate import format_kinds, format_rate
 from .errors import ConfigError
 
 SHOWN_PER_TASK = 8
+#: how models/tiny-mtu was trained (its README), said once for both places the page names it
+BUNDLED_STEPS = "21,600 steps"
+BUNDLED_TRAINING = (f"{BUNDLED_STEPS} in eleven stages, the last nine with the shared backbone trainable too, the last "
+                    "three the text encoder (models/tiny-mtu/README.md)")
 NEEDED = ("stages.json", "package/manifest.json", "eval/metrics.json", "bench/report.json", "routers.png")
 
 
@@ -315,8 +319,7 @@ def write_report(root: str | Path) -> Path:
                f"layer and fine-tuned here on the shapes world for {steps} steps"
                + (f" (final loss {last['loss']:.4f}; chart under Training)" if last else "") + ". ")
     shown = ("That model is the one shown below" if shown_is_own else
-             f"Every number and image below belongs to {model}: fine-tuned for 21,600 steps in eleven stages, the last "
-             "nine with the shared backbone trainable too, the last three the text encoder (models/tiny-mtu/README.md), exported here")
+             f"Every number and image below belongs to {model}: fine-tuned for {BUNDLED_TRAINING}, exported here")
     sampled = ("sampled with the package's recommended settings, what `taskfold run` uses without flags"
                if metrics.get("steps") == "package defaults" else f"{metrics['steps']} {metrics['scheduler']} steps")
     summary = (trained + shown + f" ({_checks(manifest)}) and run through the runtime on held-out rows of this "
@@ -341,7 +344,7 @@ def write_report(root: str | Path) -> Path:
                       "stays there to step 100, measured). "
                       + ("Its model is the one shown above." if shown_is_own else
                          f"Its model is not shown: the numbers and images above belong to {model}, fine-tuned "
-                         "for 21,600 steps (`taskfold demo --model trained` shows this one instead).")),
+                         f"for {BUNDLED_STEPS} (`taskfold demo --model trained` shows this one instead).")),
         "flops": _flop_rows(bench),
         "flop_note": "FLOPs counted from each exported ONNX graph (Conv, MatMul, Gemm, Einsum). The folded graphs "
                      "differ from the base only by conv_in's input channels; the unfolded graph keeps all experts, "

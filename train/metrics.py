@@ -226,10 +226,19 @@ def edit_success_asked_only(out: np.ndarray, item: dict) -> bool:
     if kind == "size":
         return a.size == dst["size"]
     shift = MOVE_FRACTION * out.shape[0]
-    dx, dy = a.centre[0] - src["x"], a.centre[1] - src["y"]
-    wx, wy = next(v for k, v in MOVES.items() if f" {k}" in item["prompt"])
-    along, across = dx * wx + dy * wy, abs(dx * wy - dy * wx)
+    direction = next(k for k in MOVES if f" {k}" in item["prompt"])
+    along, across = move_displacement(a.centre, src, direction)
     return along >= shift / 2 and across < shift / 2
+
+
+def move_displacement(centre, source: dict, direction: str) -> tuple[float, float]:
+    """How far an object found at ``centre`` (x, y pixels) lies from ``source``'s recorded centre, along the move
+    ``direction`` (:data:`~.shapes.MOVES`; positive: the asked way) and across it (absolute)."""
+    from .shapes import MOVES
+
+    wx, wy = MOVES[direction]
+    dx, dy = centre[0] - source["x"], centre[1] - source["y"]
+    return dx * wx + dy * wy, abs(dx * wy - dy * wx)
 
 
 def inpaint_success(out: np.ndarray, item: dict) -> bool:

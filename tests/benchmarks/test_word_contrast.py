@@ -64,6 +64,26 @@ def test_cli_on_a_text_encoder_folder(tmp_path, capsys):
     assert "| move | 18 |" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("damage", ["truncated weights", "config not an object"])
+def test_a_crafted_text_encoder_folder_is_one_clear_refusal(tmp_path, capsys, damage):
+    import shutil
+
+    from taskfold.demo import bundled_base
+    from tests._helpers import one_line_error
+
+    te = tmp_path / "te"
+    shutil.copytree(bundled_base() / "text_encoder", te)
+    if damage == "truncated weights":
+        weights = te / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+    else:
+        (te / "config.json").write_text("[1, 2]")
+    code = main([str(te)])
+    err = capsys.readouterr().err
+    one_line_error(code, err)
+    assert ("model.safetensors" if damage == "truncated weights" else "config.json") in err
+
+
 def test_refuses_a_folder_that_is_neither(tmp_path, capsys):
     with pytest.raises(ConfigError, match="neither a package"):
         encoder_for(tmp_path)

@@ -10,7 +10,8 @@ import pytest
 from taskfold.train import shapes
 from taskfold.train.analyser import analyse
 from taskfold.train.metrics import (edit_check, edit_success, edit_success_asked_only, inpaint_mask_success,
-                                    inpaint_success, mean_interval, t2i_success, task_scores, wilson_interval)
+                                    inpaint_success, mean_interval, move_displacement, t2i_success, task_scores,
+                                    wilson_interval)
 from taskfold.train.shapes import ALL_TASKS, make_row
 
 
@@ -229,6 +230,14 @@ def test_strict_edit_metric_fails_re_generated_scenes(change):
     lenient = np.mean([edit_success_asked_only(im, it) for im, it in scored])
     if change == "background":
         assert lenient >= 0.9
+
+
+def test_move_displacement_is_along_and_across_the_asked_direction():
+    src = {"x": 10.0, "y": 20.0}
+    assert move_displacement((3.0, 21.5), src, "left") == (7.0, 1.5)
+    assert move_displacement((3.0, 21.5), src, "right") == (-7.0, 1.5)
+    assert move_displacement((12.0, 13.0), src, "up") == (7.0, 2.0)
+    assert move_displacement((12.0, 13.0), src, "down") == (-7.0, 2.0)
 
 
 def test_intervals():

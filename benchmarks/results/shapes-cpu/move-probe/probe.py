@@ -15,25 +15,24 @@ import numpy as np
 
 from taskfold.runtime import open_package
 from taskfold.train.analyser import analyse
+from taskfold.train.metrics import move_displacement
 from taskfold.train.shapes import MOVES
 
 pkg, root = open_package(sys.argv[1]), Path(sys.argv[2])
 kw = {"strength": float(sys.argv[3])} if len(sys.argv) > 3 else {}
 rows = [json.loads(line) for line in (root / "metadata.jsonl").read_text().splitlines()]
 rows = [r for r in rows if r["task"] == "edit" and r["split"] == "test" and r["edit"] == "move"][:12]
-for d, (wx, wy) in MOVES.items():
+for d in MOVES:
     along, across, found = [], [], 0
     for r in rows:
         src = r["source"]
-        img = np.asarray(pkg.generate("edit", f"move the {src['shape']} {d}", image=str(root / r["condition"]),
-                                      seed=0, **kw)[0])
-        img = img.transpose(1, 2, 0) if img.shape[0] == 3 else img
-        a = analyse(img, (-1, 1) if img.min() < 0 else (0, 1))
+        img = pkg.generate("edit", f"move the {src['shape']} {d}", image=str(root / r["condition"]), seed=0, **kw)[0]
+        a = analyse(img.transpose(1, 2, 0), (-1, 1))  # the runtime gives [3, H, W] in [-1, 1]
         if a.found:
             found += 1
-            dx, dy = a.centre[0] - src["x"], a.centre[1] - src["y"]
-            along.append(dx * wx + dy * wy)
-            across.append(abs(dx * wy - dy * wx))
+            on, off = move_displacement(a.centre, src, d)
+            along.append(on)
+            across.append(off)
     along = np.array(along)
     print(f"{d:5s} found {found}/{len(rows)}  along: median {np.median(along):.1f} mean {along.mean():.1f} px "
           f"(7 asked), >= 3.5 px in {(along >= 3.5).sum()}  across: median {np.median(across):.1f} px")
