@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 test: $(STAMP) js-deps
+	$(PY) -m ruff check --quiet .
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 	$(MAKE) test-js
 

@@ -18,7 +18,6 @@ numbers. Same rows, same noise (seeded per row) and the same timesteps for every
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

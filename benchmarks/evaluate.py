@@ -48,7 +48,7 @@ def parse_task_values(text, option: str):
         try:
             return float(pairs[0])
         except ValueError:
-            raise ConfigError(f"{option} {text!r} is not a number or task=number pairs (e.g. sr=0.15,edit=0.35)")
+            raise ConfigError(f"{option} {text!r} is not a number or task=number pairs (e.g. sr=0.15,edit=0.35)") from None
     out = {}
     for piece in pairs:
         task, eq, value = (x.strip() for x in piece.partition("="))

@@ -389,7 +389,7 @@ def export_tensorrt_adapters(job: ExportJob) -> list[dict]:
         g = onnx_entries[t]
         values = read_task_file(job.tmp / g["adapter"], t, g["backbone_id"], g["task_tensors"])
         run = trt_export.engine_runner(job.tmp / rel)
-        res = job.gate(_padded_runner(lambda x, v=values: run(dict(x, **v)), widest(mtu)), t, "tensorrt", "fp16")
+        res = job.gate(_padded_runner(lambda x, v=values, r=run: r(dict(x, **v)), widest(mtu)), t, "tensorrt", "fp16")
         out.append({"task": t, "format": "tensorrt", "layout": "adapters", "path": rel, "adapter": g["adapter"],
                     "backbone_id": g["backbone_id"], "task_tensors": g["task_tensors"],
                     "task_channels": mtu.task_in_channels(t), "precision": precision, **_unet_io(spec),

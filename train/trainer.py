@@ -444,8 +444,8 @@ def run_loop(run: TrainRun, progress: bool):
                     accel.clip_grad_norm_(run.params, cfg.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad()
-            for i, l in zip(sel, losses.detach().cpu().tolist()):
-                running.setdefault(plan.tasks[i], []).append(l)
+            for i, loss_i in zip(sel, losses.detach().cpu().tolist()):
+                running.setdefault(plan.tasks[i], []).append(loss_i)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             _log_step(run, done, running, global_batch, bar, lr)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from taskfold.config import Config, is_finite_number
 from taskfold.errors import ConfigError
+from taskfold.tasks import TaskSpec, resolve_tasks
 
 #: DTR defaults (paper 004): window shift exponent, active channel ratio, training timesteps.
 DEFAULT_ALPHA = 4.0
@@ -25,7 +26,6 @@ NOISE_SCHEDULES = {
     "sd": {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
     "ddpm": {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02},
 }
-from taskfold.tasks import TaskSpec, resolve_tasks
 
 #: Upper bounds of every size an upcycle config can set (a config file is someone else's input: a
 #: ``router_hidden`` of 10**9 would ask for hundreds of GB before anything could refuse it).
