@@ -7,7 +7,8 @@ task with DDIM and Euler ancestral (whose steps draw noise), a batch of two prom
 explicit guidance scales. Written by ``python -m tests.runtime.test_generate_baseline OUT.npz`` run with
 that commit on the path (``cd /tmp; PYTHONPATH=<fc3f463's tree>:<repo> python -m ...``); it is not rewritten by
 later code, which is the point. When a new model is bundled it is rewritten by fc3f463's code again (for the
-base-v3 model and its stage-11 successor, 2026-12-05, today's code gave the same images bit for bit).
+base-v3 model, its stage-11 successor (2026-12-05) and stage 12 (2026-12-06), today's code gave
+the same images bit for bit).
 """
 
 from __future__ import annotations
