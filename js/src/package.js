@@ -296,7 +296,10 @@ export class Package {
     const fs = await import('node:fs/promises');
     const os = await import('node:os');
     const path = await import('node:path');
-    if (this.scratch === null) this.scratch = await fs.mkdtemp(path.join(os.tmpdir(), 'taskfold-js-'));
+    if (this.scratch === null) {
+      this.scratch = await fs.mkdtemp(path.join(os.tmpdir(), 'taskfold-js-'));
+      await removeAtExit(this.scratch);
+    }
     for (const rel of rels) {
       const target = path.join(this.scratch, ...rel.split('/'));
       await fs.mkdir(path.dirname(target), { recursive: true });
@@ -673,9 +676,29 @@ export class Package {
     if (this.scratch !== null) {
       const fs = await import('node:fs/promises');
       await fs.rm(this.scratch, { recursive: true, force: true });
+      scratchFolders.delete(this.scratch);
       this.scratch = null;
     }
   }
+}
+
+/** Scratch folders not yet removed by `close()`: a process that ends without closing (an error on the way, a
+ * caller that forgot) still removes them when it exits, so copies of model files do not pile up in the
+ * temporary folder. */
+const scratchFolders = new Set();
+let exitHook = false;
+
+/** @param {string} folder */
+async function removeAtExit(folder) {
+  scratchFolders.add(folder);
+  if (exitHook) return;
+  exitHook = true;
+  const { rmSync } = await import('node:fs');
+  process.once('exit', () => {
+    for (const f of scratchFolders) {
+      try { rmSync(f, { recursive: true, force: true }); } catch { /* the process is ending; nothing to report to */ }
+    }
+  });
 }
 
 /**

@@ -37,18 +37,24 @@ for (const c of cases) {
   };
   await attempt(async () => {
     const p = await openPackage(location, { ort, platform: 'node' });
-    if (c.run) {
-      await p.unet(c.task ?? 't2i');
-      await p.encodeText(['a red circle']);
+    try {
+      if (c.run) {
+        await p.unet(c.task ?? 't2i');
+        await p.encodeText(['a red circle']);
+      }
+    } finally {
       await p.close();
     }
   });
   if (c.run) {
     await attempt(async () => {
       const p = await openPackage(location, { ort, platform: 'node' });
-      await p.generate('t2i', { prompt: 'a red circle', steps: 1 });
-      if (c.task && c.task !== 't2i') await p.unet(c.task);
-      await p.close();
+      try {
+        await p.generate('t2i', { prompt: 'a red circle', steps: 1 });
+        if (c.task && c.task !== 't2i') await p.unet(c.task);
+      } finally {
+        await p.close();
+      }
     });
   }
   out[c.id] = { errors, sessions, requests: server ? server.requests : null };
