@@ -18,8 +18,8 @@
 4. ``export``: every task of the shown model folded to ONNX (shared backbone) and CoreML
    where coremltools is installed, each graph through the parity gate. The shown model is
    the bundled fine-tuned one (``models/tiny-mtu``: 22,800 steps in twelve stages, the last ten with
-   the backbone trainable too and the last four the text encoder, see its README; ``--model trained`` shows the demo's own short
-   fine-tune instead);
+   the backbone trainable too and the last four the text encoder, see its README; ``--model trained``
+   shows the demo's own short fine-tune instead);
 5. ``evaluate``: every task through the runtime on held-out rows, scored by task success,
    sampled the way ``taskfold run`` samples by default (the package's recommended sampling,
    which the bundled model's ``sampling.json`` chose on a validation split), with a progress bar

@@ -93,7 +93,7 @@ def test_refuses_a_folder_that_is_neither(tmp_path, capsys):
 
 def test_the_bundled_finetune_tells_apart_what_the_base_blurred():
     """Issue 25: the base's encoder gives left / right / up / down nearly one output (move contrast 0.16, colours
-    1.08), so no fine-tune with it frozen could follow a move; the bundled fine-tune trained it (stages 9-11 of
+    1.08), so no fine-tune with it frozen could follow a move; the bundled fine-tune trained it (stages 9-12 of
     models/tiny-mtu/README.md). Both read from the committed weights."""
     from taskfold.demo import bundled_base, bundled_mtu
 

@@ -38,9 +38,10 @@ def node():
     return shutil.which("node")
 
 
-def run_node(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    """``node ARGS`` in js/ (one CPU thread for ONNX Runtime's pools is not forced: the test machines share cores)."""
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+def run_node(args: list[str], timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``node ARGS`` in js/ (one CPU thread for ONNX Runtime's pools is not forced: the test machines share cores);
+    ``env``: variables to set on top of this process's."""
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **(env or {})}
     return subprocess.run(["node", *args], cwd=JS, capture_output=True, text=True, timeout=timeout, env=env)
 
 

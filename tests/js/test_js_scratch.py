@@ -5,22 +5,18 @@ temporary folder (an SD 1.5 package is 3.3 GB)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from .conftest import JS
+from .conftest import run_node
 
 
 @pytest.mark.parametrize("mode", ["return", "throw"])
 def test_scratch_removed_at_exit_without_close(node, tiny_mtu_package, tmp_path, mode):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    env = {**os.environ, "TMPDIR": str(tmp), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([node, "tools/scratch_exit.mjs", str(tiny_mtu_package), mode], cwd=JS,
-                          capture_output=True, text=True, timeout=300, env=env)
+    done = run_node(["tools/scratch_exit.mjs", str(tiny_mtu_package), mode], env={"TMPDIR": str(tmp)})
     assert done.returncode == (1 if mode == "throw" else 0), done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     scratch = Path(report["scratch"])

@@ -127,7 +127,7 @@ def test_the_bundled_tiny_mtu_carries_its_bases_counts_plus_its_own_and_knows_ev
 
     repo = Path(__file__).resolve().parents[2]
     mtu, base = repo / "models" / "tiny-mtu", repo / "models" / "tiny-base"
-    # its text encoder is the base's, trained further in stages 9-11: the record holds the base's counts plus the
+    # its text encoder is the base's, trained further in stages 9-12: the record holds the base's counts plus the
     # fine-tune rows' words (one count per row and stage), so every word at least as often, the instructions' more
     counts, base_counts = read_token_counts(mtu / "text_encoder"), read_token_counts(base / "text_encoder")
     assert set(counts) == set(base_counts) and {w: n for w, n in counts.items() if n < base_counts[w]} == {}
